@@ -1,0 +1,148 @@
+//! BPF map names, sizes and the `#[repr(C)]` records stored in them.
+//!
+//! Layout rule: every field is naturally aligned and padding is explicit, so the kernel and
+//! userspace agree on the bytes without relying on compiler padding.
+
+/// Customer names: [`NameKey`] -> [`NameValue`].
+pub const NAMES_MAP: &str = "NAMES";
+/// Customer records: customer index (u32) -> [`CustomerRecord`].
+pub const CUSTOMERS_MAP: &str = "CUSTOMERS";
+/// The proxy servers' addresses: key 0 -> [`ProxySet`].
+pub const PROXIES_MAP: &str = "PROXIES";
+/// Per-CPU answer counters per customer index: [`CustomerCounters`].
+pub const CUSTOMER_STATS_MAP: &str = "CUSTOMER_STATS";
+/// Per-CPU counters per [`crate::stats::XdpOutcome`].
+pub const XDP_STATS_MAP: &str = "XDP_STATS";
+
+pub const MAX_NAMES: u32 = 1 << 20;
+pub const MAX_CUSTOMERS: u32 = 1 << 16;
+/// Proxy addresses kept per address family.
+pub const MAX_PROXY_ADDRS: usize = 64;
+/// Proxy addresses put in one answer: a rotating window over the family's proxies.
+pub const MAX_PROXY_ANSWER: usize = 8;
+/// Origin addresses per family per customer.
+pub const MAX_ORIGIN_ADDRS: usize = 8;
+/// Longest CNAME target in wire format.
+pub const MAX_CNAME_LEN: usize = 255;
+
+/// Key of the names map: two independent 64-bit hashes of the lowercased wire-format name.
+///
+/// Hashing keeps the key at 16 bytes whatever the name length, so the kernel's own map hash and
+/// compare stay cheap and flat from 1 to 1 000 000 names. Two names sharing both hashes are
+/// refused by the loader (it never happens by chance: 2^-128).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    pub h1: u64,
+    pub h2: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameValue {
+    /// Index into the customers map and the customer counters.
+    pub customer: u32,
+    pub _pad: u32,
+}
+
+/// What the answer is when a query is not sent to the proxies.
+pub mod overflow {
+    pub const ORIGIN: u8 = 0;
+    pub const CNAME: u8 = 1;
+}
+
+/// How one origin address is chosen for an overflow answer.
+pub mod assignment {
+    pub const ROUND_ROBIN: u8 = 0;
+    pub const WEIGHTED: u8 = 1;
+    /// Rendezvous hash of the client's subnet (/24 for IPv4, /56 for IPv6).
+    pub const HASH: u8 = 2;
+}
+
+/// Everything the data plane needs to answer for one customer. Replaced whole on every change:
+/// the map is a `BPF_F_NO_PREALLOC` hash map, so an update swaps in a new element under RCU and a
+/// packet sees either the old or the new record, never a mix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CustomerRecord {
+    /// Proxy answer iff `prandom_u32 < proxy_threshold`; 0 = never, 2^32 = always.
+    pub proxy_threshold: u64,
+    pub ttl: u32,
+    /// One of [`overflow`].
+    pub overflow: u8,
+    /// One of [`assignment`].
+    pub assignment: u8,
+    pub origin_v4_len: u8,
+    pub origin_v6_len: u8,
+    pub cname_len: u16,
+    pub _pad0: u16,
+    /// Ones-complement sum of `cname[..cname_len]` as if it started at an even offset, folded.
+    pub cname_csum: u32,
+    pub origin_v4: [[u8; 4]; MAX_ORIGIN_ADDRS],
+    /// Cumulative weights for [`assignment::WEIGHTED`]: entry i is w0 + ... + wi.
+    pub origin_v4_cum_weight: [u32; MAX_ORIGIN_ADDRS],
+    pub origin_v6: [[u8; 16]; MAX_ORIGIN_ADDRS],
+    pub origin_v6_cum_weight: [u32; MAX_ORIGIN_ADDRS],
+    /// CNAME target in wire format, case as configured.
+    pub cname: [u8; MAX_CNAME_LEN + 1],
+}
+
+impl CustomerRecord {
+    pub const fn zeroed() -> Self {
+        Self {
+            proxy_threshold: 0,
+            ttl: 0,
+            overflow: overflow::ORIGIN,
+            assignment: assignment::ROUND_ROBIN,
+            origin_v4_len: 0,
+            origin_v6_len: 0,
+            cname_len: 0,
+            _pad0: 0,
+            cname_csum: 0,
+            origin_v4: [[0; 4]; MAX_ORIGIN_ADDRS],
+            origin_v4_cum_weight: [0; MAX_ORIGIN_ADDRS],
+            origin_v6: [[0; 16]; MAX_ORIGIN_ADDRS],
+            origin_v6_cum_weight: [0; MAX_ORIGIN_ADDRS],
+            cname: [0; MAX_CNAME_LEN + 1],
+        }
+    }
+}
+
+/// The proxy servers' addresses by family, replaced whole like [`CustomerRecord`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProxySet {
+    pub v4_len: u32,
+    pub v6_len: u32,
+    pub v4: [[u8; 4]; MAX_PROXY_ADDRS],
+    pub v6: [[u8; 16]; MAX_PROXY_ADDRS],
+}
+
+impl ProxySet {
+    pub const fn empty() -> Self {
+        Self { v4_len: 0, v6_len: 0, v4: [[0; 4]; MAX_PROXY_ADDRS], v6: [[0; 16]; MAX_PROXY_ADDRS] }
+    }
+}
+
+/// Per-CPU, per-customer counters, indexed by [`crate::decision::Target`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CustomerCounters {
+    pub answers: [u64; 3],
+    /// This CPU's round-robin position over the customer's origins.
+    pub rr_cursor: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are #[repr(C)], Copy, with explicit padding and no pointers.
+    unsafe impl aya::Pod for NameKey {}
+    unsafe impl aya::Pod for NameValue {}
+    unsafe impl aya::Pod for CustomerRecord {}
+    unsafe impl aya::Pod for ProxySet {}
+    unsafe impl aya::Pod for CustomerCounters {}
+}
+
+const _: () = assert!(core::mem::size_of::<CustomerRecord>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<ProxySet>() == 8 + 4 * 64 + 16 * 64);

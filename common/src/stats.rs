@@ -1,0 +1,84 @@
+//! What the XDP program did with a packet: one per-CPU counter each.
+
+/// Index into the XDP stats map. The order is part of the map layout: append only.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpOutcome {
+    AnsweredProxy = 0,
+    AnsweredOrigin,
+    AnsweredCname,
+    /// Not IPv4/IPv6 (or an unsupported VLAN stack).
+    PassNotIp,
+    /// Not UDP to port 53 (also IPv6 extension headers).
+    PassNotDns,
+    /// IPv4 fragment or IPv6 fragment header.
+    PassFragment,
+    /// IPv4 header with options.
+    PassIpOptions,
+    /// Truncated or inconsistent lengths at any layer, bad checksum.
+    PassMalformed,
+    /// QR=1, opcode other than QUERY, QDCOUNT != 1, answer or authority records, trailing data.
+    PassNotQuery,
+    /// Compression pointer or bad label in the question, name too long.
+    PassName,
+    /// Class not IN, or type not A/AAAA.
+    PassType,
+    PassUnknownName,
+    /// OPT with options, version != 0, or an additional record that is not OPT.
+    PassEdns,
+    /// Nothing of the asked family to answer with: userspace answers NODATA.
+    PassNoData,
+    /// The packet could not be grown for the reply.
+    PassGrowFailed,
+    /// The reply would exceed the client's UDP size: userspace sets TC.
+    PassTooBig,
+}
+
+pub const XDP_OUTCOMES: u32 = XdpOutcome::PassTooBig as u32 + 1;
+
+impl XdpOutcome {
+    pub const ALL: [XdpOutcome; XDP_OUTCOMES as usize] = [
+        Self::AnsweredProxy,
+        Self::AnsweredOrigin,
+        Self::AnsweredCname,
+        Self::PassNotIp,
+        Self::PassNotDns,
+        Self::PassFragment,
+        Self::PassIpOptions,
+        Self::PassMalformed,
+        Self::PassNotQuery,
+        Self::PassName,
+        Self::PassType,
+        Self::PassUnknownName,
+        Self::PassEdns,
+        Self::PassNoData,
+        Self::PassGrowFailed,
+        Self::PassTooBig,
+    ];
+
+    /// Label used in metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::AnsweredProxy => "answered_proxy",
+            Self::AnsweredOrigin => "answered_origin",
+            Self::AnsweredCname => "answered_cname",
+            Self::PassNotIp => "not_ip",
+            Self::PassNotDns => "not_dns",
+            Self::PassFragment => "fragment",
+            Self::PassIpOptions => "ip_options",
+            Self::PassMalformed => "malformed",
+            Self::PassNotQuery => "not_query",
+            Self::PassName => "name",
+            Self::PassType => "type",
+            Self::PassUnknownName => "unknown_name",
+            Self::PassEdns => "edns",
+            Self::PassNoData => "no_data",
+            Self::PassGrowFailed => "grow_failed",
+            Self::PassTooBig => "too_big",
+        }
+    }
+
+    pub const fn is_answer(self) -> bool {
+        (self as u32) <= Self::AnsweredCname as u32
+    }
+}

@@ -1,0 +1,129 @@
+//! /v1/customers: the customers, their fraction in force, and the manual override.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, Engine};
+use crate::{
+    catalog::{Customer, Mode},
+    config::{Assignment, Overflow},
+};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CustomerView {
+    pub id: String,
+    pub names: Vec<String>,
+    /// The fraction in force in the data plane.
+    pub fraction: f64,
+    pub mode: Mode,
+    /// The buyer's own estimate (from the config).
+    pub estimate: f64,
+    pub overflow: Overflow,
+    pub assignment: Assignment,
+    pub ttl: u32,
+    pub origin_addresses: Vec<std::net::IpAddr>,
+    pub origin_cname: Option<String>,
+    /// Answers by target since the program was loaded (XDP path).
+    pub answers: AnswerCounts,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AnswerCounts {
+    pub proxy: u64,
+    pub origin: u64,
+    pub cname: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CustomerList {
+    pub customers: Vec<CustomerView>,
+}
+
+fn view(engine: &Engine, c: &Customer) -> CustomerView {
+    let a = engine
+        .dataplane
+        .as_ref()
+        .and_then(|dp| dp.customer_answers(c.index).ok())
+        .unwrap_or_default();
+    CustomerView {
+        id: c.config.id.clone(),
+        names: c.config.names.clone(),
+        fraction: c.fraction,
+        mode: c.mode,
+        estimate: c.config.fraction,
+        overflow: c.config.overflow,
+        assignment: c.config.assignment,
+        ttl: c.config.ttl,
+        origin_addresses: c.config.origin_addresses.clone(),
+        origin_cname: c.config.origin_cname.clone(),
+        answers: AnswerCounts { proxy: a[0], origin: a[1], cname: a[2] },
+    }
+}
+
+fn unknown(id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no customer with id {id:?}"))
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> Json<CustomerList> {
+    let engine = state.engine();
+    Json(CustomerList { customers: engine.catalog.customers().iter().map(|c| view(&engine, c)).collect() })
+}
+
+pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<CustomerView>, ApiError> {
+    let engine = state.engine();
+    let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
+    Ok(Json(view(&engine, c)))
+}
+
+/// Body of PUT /v1/customers/{id}/fraction.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FractionRequest {
+    pub fraction: Option<f64>,
+    pub mode: Option<Mode>,
+}
+
+/// What a request asks for, once checked: the fraction and mode to put in force.
+fn resolve(req: &FractionRequest, current: &Customer) -> Result<(f64, Mode), ApiError> {
+    match (req.fraction, req.mode) {
+        (Some(f), None | Some(Mode::Manual)) => {
+            if !f.is_finite() || !(0.0..=1.0).contains(&f) {
+                return Err(ApiError::bad_request(format!("fraction {f} is outside [0, 1]")));
+            }
+            Ok((f, Mode::Manual))
+        }
+        (Some(_), Some(Mode::Auto)) => Err(ApiError::bad_request(
+            "a fraction sets manual mode; send {\"mode\": \"auto\"} alone to hand it back",
+        )),
+        (None, Some(Mode::Auto)) => Ok((current.config.fraction, Mode::Auto)),
+        (None, Some(Mode::Manual)) => Ok((current.fraction, Mode::Manual)),
+        (None, None) => Err(ApiError::bad_request("send {\"fraction\": x} with x in [0, 1], or {\"mode\": \"auto\"}")),
+    }
+}
+
+pub async fn put_fraction(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<CustomerView>, ApiError> {
+    let req: FractionRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let mut guard = state.engine();
+    let engine = &mut *guard;
+    let current = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
+    let (fraction, mode) = resolve(&req, current)?;
+    engine
+        .catalog
+        .set_fraction(&id, fraction, mode, engine.dataplane.as_mut())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    tracing::info!(customer = %id, fraction, ?mode, "fraction set through the API");
+    let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
+    Ok(Json(view(engine, c)))
+}

@@ -1,0 +1,111 @@
+//! The live set of proxies and customers, and each customer's fraction in force. The catalog is
+//! what the API reads and changes; every change is written to the data plane first and kept only
+//! if that write succeeded, so the two never disagree.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use spillway_common::maps::NameKey;
+
+use crate::{
+    config::{Config, CustomerConfig, ProxyConfig},
+    dataplane::{
+        Dataplane,
+        records::{customer_record, key_of, proxy_set},
+    },
+    error::{Error, Result},
+};
+
+/// Who sets a customer's fraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The control plane: today the buyer's estimate from the config.
+    Auto,
+    /// An operator's override through the API, until set back to auto.
+    Manual,
+}
+
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub config: CustomerConfig,
+    /// Index in the customers map and the per-customer counters.
+    pub index: u32,
+    pub keys: Vec<NameKey>,
+    /// The fraction in force in the data plane.
+    pub fraction: f64,
+    pub mode: Mode,
+}
+
+pub struct Catalog {
+    proxies: Vec<ProxyConfig>,
+    customers: Vec<Customer>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Catalog {
+    /// Build from a validated config. Fails if two names hash to the same key (never by chance).
+    pub fn from_config(config: &Config) -> Result<Self> {
+        let mut customers = Vec::new();
+        let mut by_id = HashMap::new();
+        let mut owners: HashMap<NameKey, String> = HashMap::new();
+        for (i, c) in config.customers().enumerate() {
+            let mut keys = Vec::new();
+            for n in &c.names {
+                let key = key_of(n).map_err(|e| Error::Record(c.id.clone(), e))?;
+                if let Some(prev) = owners.insert(key, n.clone()) {
+                    return Err(Error::Record(c.id.clone(), format!("names {prev:?} and {n:?} share a key")));
+                }
+                keys.push(key);
+            }
+            by_id.insert(c.id.clone(), i);
+            customers.push(Customer { config: c.clone(), index: i as u32, keys, fraction: c.fraction, mode: Mode::Auto });
+        }
+        Ok(Self { proxies: config.proxies().cloned().collect(), customers, by_id })
+    }
+
+    pub fn customers(&self) -> &[Customer] {
+        &self.customers
+    }
+
+    pub fn customer(&self, id: &str) -> Option<&Customer> {
+        self.by_id.get(id).map(|&i| &self.customers[i])
+    }
+
+    /// Write everything to a freshly loaded data plane: proxies, records, then names (a name
+    /// points at a record that already exists).
+    pub fn install(&self, dp: &mut Dataplane) -> Result<()> {
+        dp.set_proxies(&proxy_set(&self.proxies).map_err(|e| Error::Record("(proxies)".into(), e))?)?;
+        for c in &self.customers {
+            let rec = customer_record(&c.config, c.fraction).map_err(|e| Error::Record(c.config.id.clone(), e))?;
+            dp.set_customer(c.index, &rec)?;
+        }
+        for c in &self.customers {
+            for key in &c.keys {
+                dp.set_name(*key, c.index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Set a customer's fraction and mode: data plane first, then the catalog.
+    /// `None` for the data plane when XDP is off.
+    pub fn set_fraction(
+        &mut self,
+        id: &str,
+        fraction: f64,
+        mode: Mode,
+        dp: Option<&mut Dataplane>,
+    ) -> Result<&Customer> {
+        let i = *self.by_id.get(id).ok_or_else(|| Error::Record(id.into(), "no such customer".into()))?;
+        let c = &self.customers[i];
+        if let Some(dp) = dp {
+            let rec = customer_record(&c.config, fraction).map_err(|e| Error::Record(id.into(), e))?;
+            dp.set_customer(c.index, &rec)?;
+        }
+        let c = &mut self.customers[i];
+        c.fraction = fraction;
+        c.mode = mode;
+        Ok(c)
+    }
+}

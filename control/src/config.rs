@@ -1,0 +1,495 @@
+//! The TOML configuration: serde structs, and validation that reports every problem with its
+//! line and key path, so `spillway check` can list them all at once.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use hickory_proto::rr::Name;
+use serde::{Deserialize, Serialize};
+use spillway_common::maps::{MAX_CNAME_LEN, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS};
+use toml::Spanned;
+
+/// Largest TTL allowed by RFC 2181 §8.
+pub const MAX_TTL: u32 = 0x7fff_ffff;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub api: ApiConfig,
+    pub store: StoreConfig,
+    #[serde(default, rename = "proxy")]
+    pub proxies: Vec<Spanned<ProxyConfig>>,
+    #[serde(default, rename = "customer")]
+    pub customers: Vec<Spanned<CustomerConfig>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Zones this server is authoritative for.
+    pub zones: Vec<String>,
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// Userspace UDP+TCP listeners; empty = XDP only.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// Interfaces to attach the XDP program to; empty = no XDP.
+    #[serde(default)]
+    pub xdp_interfaces: Vec<String>,
+    #[serde(default)]
+    pub xdp_mode: XdpModeConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeConfig {
+    /// In the driver (fastest; on veth the peer needs an XDP program too).
+    #[default]
+    Native,
+    /// Generic XDP in the kernel's network stack: works on any device.
+    Skb,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// Bearer token for every /v1 request.
+    pub token: Option<String>,
+    /// File holding the token (first line), instead of `token`.
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+    pub capacity_rps: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overflow {
+    Origin,
+    Cname,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Assignment {
+    RoundRobin,
+    Weighted,
+    Hash,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerConfig {
+    pub id: String,
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub origin_addresses: Vec<IpAddr>,
+    /// Weights for `assignment = "weighted"`, one per origin address; default 1 each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_weights: Option<Vec<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_cname: Option<String>,
+    pub overflow: Overflow,
+    #[serde(default = "default_assignment")]
+    pub assignment: Assignment,
+    /// The buyer's estimate: the share of its queries to answer with proxies.
+    pub fraction: f64,
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+}
+
+fn default_assignment() -> Assignment {
+    Assignment::RoundRobin
+}
+
+fn default_ttl() -> u32 {
+    30
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigIssue {
+    pub line: Option<usize>,
+    /// Key path, e.g. `customer[1] (id "shop").fraction`.
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub file: String,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match issue.line {
+                Some(line) => write!(f, "{}:{}: ", self.file, line)?,
+                None => write!(f, "{}: ", self.file)?,
+            }
+            if issue.path.is_empty() {
+                write!(f, "{}", issue.message)?;
+            } else {
+                write!(f, "{}: {}", issue.path, issue.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> crate::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| crate::Error::Read { path: path.to_owned(), source })?;
+        Ok(Config::parse(&text, &path.display().to_string())?)
+    }
+
+    /// Parse and validate config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let lines = LineIndex::new(text);
+        let config: Config = toml::from_str(text).map_err(|e| ConfigErrors {
+            file: file.to_owned(),
+            issues: vec![ConfigIssue {
+                line: e.span().map(|s| lines.line(s.start)),
+                path: String::new(),
+                message: e.message().to_owned(),
+            }],
+        })?;
+        let issues = config.validate(&lines);
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors { file: file.to_owned(), issues })
+        }
+    }
+
+    pub fn proxies(&self) -> impl Iterator<Item = &ProxyConfig> {
+        self.proxies.iter().map(|p| p.get_ref())
+    }
+
+    pub fn customers(&self) -> impl Iterator<Item = &CustomerConfig> {
+        self.customers.iter().map(|c| c.get_ref())
+    }
+
+    /// The API token, from `token` or the first line of `token_file`.
+    pub fn api_token(&self) -> crate::Result<String> {
+        if let Some(t) = &self.api.token {
+            return Ok(t.clone());
+        }
+        let path = self.api.token_file.as_ref().expect("validated: token or token_file");
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| crate::Error::Read { path: path.clone(), source })?;
+        Ok(text.lines().next().unwrap_or("").trim().to_owned())
+    }
+
+    fn validate(&self, lines: &LineIndex) -> Vec<ConfigIssue> {
+        let mut v = Validator { issues: Vec::new() };
+        let s = &self.server;
+        if s.zones.is_empty() {
+            v.push(None, "server.zones", "at least one zone is needed".into());
+        }
+        let mut zones = Vec::new();
+        for (i, z) in s.zones.iter().enumerate() {
+            match parse_name(z) {
+                Ok(n) => zones.push(n),
+                Err(e) => v.push(None, &format!("server.zones[{i}]"), e),
+            }
+        }
+        for (i, n) in s.nameservers.iter().enumerate() {
+            if let Err(e) = parse_name(n) {
+                v.push(None, &format!("server.nameservers[{i}]"), e);
+            }
+        }
+        if s.listen.is_empty() && s.xdp_interfaces.is_empty() {
+            v.push(None, "server", "neither listen nor xdp_interfaces is set: nothing would answer".into());
+        }
+        let mut seen_if = HashSet::new();
+        for (i, ifname) in s.xdp_interfaces.iter().enumerate() {
+            if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ']) {
+                v.push(None, &format!("server.xdp_interfaces[{i}]"), format!("{ifname:?} is not an interface name"));
+            }
+            if !seen_if.insert(ifname) {
+                v.push(None, &format!("server.xdp_interfaces[{i}]"), format!("{ifname:?} is listed twice"));
+            }
+        }
+        match (&self.api.token, &self.api.token_file) {
+            (None, None) => v.push(None, "api", "set token or token_file".into()),
+            (Some(_), Some(_)) => v.push(None, "api", "set token or token_file, not both".into()),
+            (Some(t), None) if t.trim().is_empty() => v.push(None, "api.token", "must not be empty".into()),
+            _ => {}
+        }
+
+        let mut proxy_names = HashSet::new();
+        let (mut v4, mut v6) = (0, 0);
+        for (i, p) in self.proxies.iter().enumerate() {
+            let line = Some(lines.line(p.span().start));
+            let p = p.get_ref();
+            let at = format!("proxy[{i}] (name {:?})", p.name);
+            if p.name.is_empty() {
+                v.push(line, &at, "name must not be empty".into());
+            }
+            if !proxy_names.insert(p.name.as_str()) {
+                v.push(line, &at, "a proxy of this name is already defined".into());
+            }
+            if p.addresses.is_empty() {
+                v.push(line, &format!("{at}.addresses"), "at least one address is needed".into());
+            }
+            v4 += p.addresses.iter().filter(|a| a.is_ipv4()).count();
+            v6 += p.addresses.iter().filter(|a| a.is_ipv6()).count();
+            if p.capacity_rps == 0 {
+                v.push(line, &format!("{at}.capacity_rps"), "must be greater than 0".into());
+            }
+        }
+        if v4 > MAX_PROXY_ADDRS || v6 > MAX_PROXY_ADDRS {
+            v.push(None, "proxy", format!("at most {MAX_PROXY_ADDRS} proxy addresses per family (have {v4} IPv4, {v6} IPv6)"));
+        }
+
+        let mut ids = HashSet::new();
+        let mut owner: HashMap<Name, &str> = HashMap::new();
+        for (i, c) in self.customers.iter().enumerate() {
+            let line = Some(lines.line(c.span().start));
+            let c = c.get_ref();
+            let at = format!("customer[{i}] (id {:?})", c.id);
+            if c.id.is_empty() || !c.id.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+                v.push(line, &format!("{at}.id"), "must be non-empty letters, digits, '-', '_' or '.'".into());
+            }
+            if !ids.insert(c.id.as_str()) {
+                v.push(line, &at, "a customer of this id is already defined".into());
+            }
+            if c.names.is_empty() {
+                v.push(line, &format!("{at}.names"), "at least one name is needed".into());
+            }
+            for (j, n) in c.names.iter().enumerate() {
+                let key = format!("{at}.names[{j}]");
+                match parse_name(n) {
+                    Err(e) => v.push(line, &key, e),
+                    Ok(name) => {
+                        if !zones.iter().any(|z| z.zone_of(&name)) {
+                            v.push(line, &key, format!("{n:?} is not inside any of server.zones"));
+                        } else if zones.iter().any(|z| *z == name) {
+                            v.push(line, &key, format!("{n:?} is a zone apex; customer names live below it"));
+                        }
+                        if let Some(prev) = owner.insert(name.to_lowercase(), &c.id) {
+                            v.push(line, &key, format!("{n:?} is already a name of customer {prev:?}"));
+                        }
+                    }
+                }
+            }
+            if !(0.0..=1.0).contains(&c.fraction) {
+                v.push(line, &format!("{at}.fraction"), format!("{} is outside [0, 1]", c.fraction));
+            }
+            if c.ttl > MAX_TTL {
+                v.push(line, &format!("{at}.ttl"), format!("{} is above the largest TTL {MAX_TTL}", c.ttl));
+            }
+            let o4 = c.origin_addresses.iter().filter(|a| a.is_ipv4()).count();
+            let o6 = c.origin_addresses.len() - o4;
+            if o4 > MAX_ORIGIN_ADDRS || o6 > MAX_ORIGIN_ADDRS {
+                v.push(line, &format!("{at}.origin_addresses"), format!("at most {MAX_ORIGIN_ADDRS} per family"));
+            }
+            let unique: HashSet<_> = c.origin_addresses.iter().collect();
+            if unique.len() != c.origin_addresses.len() {
+                v.push(line, &format!("{at}.origin_addresses"), "an address is listed twice".into());
+            }
+            match c.overflow {
+                Overflow::Origin if c.origin_addresses.is_empty() => v.push(
+                    line,
+                    &format!("{at}.origin_addresses"),
+                    "overflow = \"origin\" needs at least one origin address".into(),
+                ),
+                Overflow::Cname if c.origin_cname.is_none() => v.push(
+                    line,
+                    &format!("{at}.origin_cname"),
+                    "overflow = \"cname\" needs origin_cname".into(),
+                ),
+                _ => {}
+            }
+            if let Some(cn) = &c.origin_cname {
+                match parse_name(cn) {
+                    Err(e) => v.push(line, &format!("{at}.origin_cname"), e),
+                    Ok(n) if c.names.iter().filter_map(|x| parse_name(x).ok()).any(|x| x == n) => {
+                        v.push(line, &format!("{at}.origin_cname"), "points at one of the customer's own names".into())
+                    }
+                    Ok(_) => {}
+                }
+            }
+            if let Some(w) = &c.origin_weights {
+                if w.len() != c.origin_addresses.len() {
+                    v.push(
+                        line,
+                        &format!("{at}.origin_weights"),
+                        format!("{} weights for {} origin addresses", w.len(), c.origin_addresses.len()),
+                    );
+                }
+                if w.contains(&0) {
+                    v.push(line, &format!("{at}.origin_weights"), "weights must be at least 1".into());
+                }
+                if w.iter().map(|&x| x as u64).sum::<u64>() > u32::MAX as u64 {
+                    v.push(line, &format!("{at}.origin_weights"), "weights add up to more than 2^32-1".into());
+                }
+            }
+        }
+        v.issues.sort_by_key(|i| i.line.unwrap_or(0));
+        v.issues
+    }
+}
+
+struct Validator {
+    issues: Vec<ConfigIssue>,
+}
+
+impl Validator {
+    fn push(&mut self, line: Option<usize>, path: &str, message: String) {
+        self.issues.push(ConfigIssue { line, path: path.to_owned(), message });
+    }
+}
+
+/// A fully qualified DNS name; a missing trailing dot is added.
+pub fn parse_name(text: &str) -> Result<Name, String> {
+    let mut name = Name::from_ascii(text).map_err(|e| format!("{text:?} is not a DNS name: {e}"))?;
+    name.set_fqdn(true);
+    if name.is_root() {
+        return Err("the root is not allowed here".into());
+    }
+    let wire_len = name.len();
+    if wire_len > MAX_CNAME_LEN {
+        return Err(format!("{text:?} is longer than 255 bytes in wire format"));
+    }
+    Ok(name)
+}
+
+/// Byte offset -> 1-based line number.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Self { starts }
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&s| s <= offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const EXAMPLE: &str = r#"
+[server]
+zones = ["cdn.example.net."]
+nameservers = ["ns1.cdn.example.net."]
+listen = ["0.0.0.0:53", "[::]:53"]
+xdp_interfaces = ["eth0"]
+xdp_mode = "native"
+
+[api]
+listen = "127.0.0.1:8053"
+token = "change-me"
+
+[store]
+path = "/var/lib/spillway/spillway.db"
+
+[[proxy]]
+name = "edge-1"
+addresses = ["198.51.100.10", "2001:db8:100::10"]
+capacity_rps = 20000
+
+[[customer]]
+id = "shop"
+names = ["shop.cdn.example.net."]
+origin_addresses = ["203.0.113.10", "2001:db8:200::10"]
+origin_cname = "origin.shop.example."
+overflow = "origin"
+assignment = "round-robin"
+fraction = 0.25
+ttl = 30
+"#;
+
+    #[test]
+    fn interface_example_parses() {
+        let c = Config::parse(EXAMPLE, "example.toml").unwrap();
+        assert_eq!(c.server.xdp_mode, XdpModeConfig::Native);
+        assert_eq!(c.proxies().count(), 1);
+        let shop = c.customers().next().unwrap();
+        assert_eq!(shop.assignment, Assignment::RoundRobin);
+        assert_eq!(shop.overflow, Overflow::Origin);
+        assert_eq!(shop.fraction, 0.25);
+        assert_eq!(c.api_token().unwrap(), "change-me");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let text = EXAMPLE.replace("fraction = 0.25", "fraction = = 0.25");
+        let e = Config::parse(&text, "x.toml").unwrap_err();
+        assert_eq!(e.issues.len(), 1);
+        assert_eq!(e.issues[0].line, Some(28));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let text = EXAMPLE.replace("ttl = 30", "ttl = 30\nfracton = 0.5");
+        let e = Config::parse(&text, "x.toml").unwrap_err();
+        assert!(e.to_string().contains("fracton"), "{e}");
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_with_its_place() {
+        let text = EXAMPLE
+            .replace("fraction = 0.25", "fraction = 1.5")
+            .replace("names = [\"shop.cdn.example.net.\"]", "names = [\"shop.other.example.\"]")
+            .replace("capacity_rps = 20000", "capacity_rps = 0")
+            .replace("overflow = \"origin\"", "overflow = \"cname\"\norigin_weights = [1]");
+        let e = Config::parse(&text, "bad.toml").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("bad.toml:16: proxy[0] (name \"edge-1\").capacity_rps: must be greater than 0"), "{s}");
+        assert!(s.contains("bad.toml:21: customer[0] (id \"shop\").fraction: 1.5 is outside [0, 1]"), "{s}");
+        assert!(s.contains("is not inside any of server.zones"), "{s}");
+        assert!(s.contains("1 weights for 2 origin addresses"), "{s}");
+        assert_eq!(e.issues.len(), 4, "{s}");
+    }
+
+    #[test]
+    fn duplicate_names_across_customers_are_rejected() {
+        let text = format!(
+            "{EXAMPLE}\n[[customer]]\nid = \"other\"\nnames = [\"SHOP.cdn.example.net\"]\norigin_addresses = [\"192.0.2.1\"]\noverflow = \"origin\"\nfraction = 0.1\n"
+        );
+        let e = Config::parse(&text, "x.toml").unwrap_err();
+        assert!(e.to_string().contains("already a name of customer \"shop\""), "{e}");
+    }
+
+    #[test]
+    fn overflow_needs_its_target() {
+        let text = EXAMPLE.replace("origin_addresses = [\"203.0.113.10\", \"2001:db8:200::10\"]\n", "");
+        let e = Config::parse(&text, "x.toml").unwrap_err();
+        assert!(e.to_string().contains("needs at least one origin address"), "{e}");
+    }
+}

@@ -1,0 +1,152 @@
+//! Config -> map records. Pure functions, so they are tested without a kernel.
+
+use std::net::IpAddr;
+
+use hickory_proto::{rr::Name, serialize::binary::BinEncodable};
+use spillway_common::{
+    decision::fraction_to_threshold,
+    maps::{CustomerRecord, MAX_CNAME_LEN, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS, NameKey, ProxySet, assignment, overflow},
+    name::name_key,
+};
+
+use crate::config::{Assignment, CustomerConfig, Overflow, ProxyConfig, parse_name};
+
+/// Wire format of a name, as the name is written (case kept).
+pub fn name_wire(name: &Name) -> Vec<u8> {
+    name.to_bytes().expect("an uncompressed name always encodes")
+}
+
+/// The names-map key of a configured name.
+pub fn key_of(text: &str) -> Result<NameKey, String> {
+    Ok(name_key(&name_wire(&parse_name(text)?)))
+}
+
+/// Ones-complement sum of bytes starting at an even offset, folded to 16 bits.
+pub fn csum16(bytes: &[u8]) -> u32 {
+    let mut sum: u64 = bytes
+        .chunks(2)
+        .map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u32
+}
+
+/// The record the data plane answers from, at `fraction`.
+pub fn customer_record(c: &CustomerConfig, fraction: f64) -> Result<CustomerRecord, String> {
+    let mut r = CustomerRecord::zeroed();
+    r.proxy_threshold = fraction_to_threshold(fraction);
+    r.ttl = c.ttl;
+    r.overflow = match c.overflow {
+        Overflow::Origin => overflow::ORIGIN,
+        Overflow::Cname => overflow::CNAME,
+    };
+    r.assignment = match c.assignment {
+        Assignment::RoundRobin => assignment::ROUND_ROBIN,
+        Assignment::Weighted => assignment::WEIGHTED,
+        Assignment::Hash => assignment::HASH,
+    };
+    let weights = c.origin_weights.clone().unwrap_or_else(|| vec![1; c.origin_addresses.len()]);
+    let (mut n4, mut n6) = (0usize, 0usize);
+    let (mut cum4, mut cum6) = (0u32, 0u32);
+    for (addr, w) in c.origin_addresses.iter().zip(weights) {
+        match addr {
+            IpAddr::V4(a) if n4 < MAX_ORIGIN_ADDRS => {
+                cum4 = cum4.checked_add(w).ok_or("origin weights overflow")?;
+                r.origin_v4[n4] = a.octets();
+                r.origin_v4_cum_weight[n4] = cum4;
+                n4 += 1;
+            }
+            IpAddr::V6(a) if n6 < MAX_ORIGIN_ADDRS => {
+                cum6 = cum6.checked_add(w).ok_or("origin weights overflow")?;
+                r.origin_v6[n6] = a.octets();
+                r.origin_v6_cum_weight[n6] = cum6;
+                n6 += 1;
+            }
+            _ => return Err(format!("more than {MAX_ORIGIN_ADDRS} origin addresses of a family")),
+        }
+    }
+    r.origin_v4_len = n4 as u8;
+    r.origin_v6_len = n6 as u8;
+    if let Some(cname) = &c.origin_cname {
+        let wire = name_wire(&parse_name(cname)?);
+        if wire.len() > MAX_CNAME_LEN {
+            return Err("origin_cname longer than 255 bytes".into());
+        }
+        r.cname[..wire.len()].copy_from_slice(&wire);
+        r.cname_len = wire.len() as u16;
+        r.cname_csum = csum16(&wire);
+    }
+    Ok(r)
+}
+
+/// All proxies' addresses, by family, in config order.
+pub fn proxy_set<'a>(proxies: impl IntoIterator<Item = &'a ProxyConfig>) -> Result<ProxySet, String> {
+    let mut s = ProxySet::empty();
+    for addr in proxies.into_iter().flat_map(|p| p.addresses.iter()) {
+        match addr {
+            IpAddr::V4(a) if (s.v4_len as usize) < MAX_PROXY_ADDRS => {
+                s.v4[s.v4_len as usize] = a.octets();
+                s.v4_len += 1;
+            }
+            IpAddr::V6(a) if (s.v6_len as usize) < MAX_PROXY_ADDRS => {
+                s.v6[s.v6_len as usize] = a.octets();
+                s.v6_len += 1;
+            }
+            _ => return Err(format!("more than {MAX_PROXY_ADDRS} proxy addresses of a family")),
+        }
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer() -> CustomerConfig {
+        CustomerConfig {
+            id: "shop".into(),
+            names: vec!["shop.cdn.example.net.".into()],
+            origin_addresses: vec!["203.0.113.10".parse().unwrap(), "2001:db8::1".parse().unwrap(), "203.0.113.11".parse().unwrap()],
+            origin_weights: Some(vec![3, 5, 1]),
+            origin_cname: Some("Origin.Shop.Example.".into()),
+            overflow: Overflow::Cname,
+            assignment: Assignment::Weighted,
+            fraction: 0.5,
+            ttl: 60,
+        }
+    }
+
+    #[test]
+    fn record_fields() {
+        let r = customer_record(&customer(), 0.5).unwrap();
+        assert_eq!(r.proxy_threshold, 1 << 31);
+        assert_eq!(r.ttl, 60);
+        assert_eq!(r.overflow, overflow::CNAME);
+        assert_eq!(r.assignment, assignment::WEIGHTED);
+        assert_eq!((r.origin_v4_len, r.origin_v6_len), (2, 1));
+        assert_eq!(r.origin_v4_cum_weight[..2], [3, 4]);
+        assert_eq!(r.origin_v6_cum_weight[0], 5);
+        let wire = b"\x06Origin\x04Shop\x07Example\x00";
+        assert_eq!(&r.cname[..r.cname_len as usize], wire);
+        assert_eq!(r.cname_csum, csum16(wire));
+    }
+
+    #[test]
+    fn fraction_edges() {
+        assert_eq!(customer_record(&customer(), 0.0).unwrap().proxy_threshold, 0);
+        assert_eq!(customer_record(&customer(), 1.0).unwrap().proxy_threshold, 1 << 32);
+    }
+
+    #[test]
+    fn keys_ignore_case_and_trailing_dot() {
+        assert_eq!(key_of("Shop.CDN.example.net.").unwrap(), key_of("shop.cdn.example.net").unwrap());
+    }
+
+    #[test]
+    fn csum_folds_odd_lengths() {
+        assert_eq!(csum16(&[0x01]), 0x0100);
+        assert_eq!(csum16(&[0xff, 0xff, 0x00, 0x02]), 0x0002);
+    }
+}

@@ -1,0 +1,21 @@
+//! Spillway's control plane: the `spillway` binary's library.
+//!
+//! - [`config`]: the TOML config and its validation.
+//! - [`dataplane`]: loading/attaching the XDP program and the one owner of its maps.
+//! - [`catalog`]: the live customers and the fraction in force for each.
+//! - [`api`]: the HTTP control API and admin endpoints; [`metrics`]: Prometheus metrics.
+//! - [`daemon`]: `spillway run`; [`ctl`]: `spillway ctl`.
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod ctl;
+pub mod daemon;
+pub mod dataplane;
+pub mod error;
+pub mod metrics;
+
+pub use error::{Error, Result};
+
+/// The compiled XDP object (built by build.rs with aya-build).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns-ebpf"));

@@ -1,0 +1,98 @@
+//! Prometheus metrics: names as constants, one registry, values read from the data plane's
+//! counters at scrape time.
+
+use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+use spillway_common::{decision::Target, stats::XdpOutcome};
+
+use crate::{catalog::Catalog, dataplane::Dataplane, error::Result};
+
+pub const DNS_QUERIES_TOTAL: &str = "spillway_dns_queries_total";
+pub const ANSWERS_TOTAL: &str = "spillway_answers_total";
+pub const CUSTOMER_FRACTION: &str = "spillway_customer_fraction";
+pub const XDP_PACKETS_TOTAL: &str = "spillway_xdp_packets_total";
+
+pub const PATH_XDP: &str = "xdp";
+pub const PATH_USERSPACE: &str = "userspace";
+
+pub struct Metrics {
+    registry: Registry,
+    dns_queries: IntCounterVec,
+    answers: IntCounterVec,
+    fraction: GaugeVec,
+    xdp_packets: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let dns_queries = IntCounterVec::new(
+            Opts::new(DNS_QUERIES_TOTAL, "DNS queries answered, by the path that answered them."),
+            &["path"],
+        )
+        .expect("valid metric");
+        let answers = IntCounterVec::new(
+            Opts::new(ANSWERS_TOTAL, "Answers for customer names, by where they send the client."),
+            &["customer", "target"],
+        )
+        .expect("valid metric");
+        let fraction = GaugeVec::new(
+            Opts::new(CUSTOMER_FRACTION, "Share of a customer's queries answered with proxies, as in force."),
+            &["customer"],
+        )
+        .expect("valid metric");
+        let xdp_packets = IntCounterVec::new(
+            Opts::new(XDP_PACKETS_TOTAL, "Packets seen by the XDP program, by outcome (answered or why passed)."),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for c in [&dns_queries, &answers, &xdp_packets] {
+            registry.register(Box::new(c.clone())).expect("unique metric");
+        }
+        registry.register(Box::new(fraction.clone())).expect("unique metric");
+        Self { registry, dns_queries, answers, fraction, xdp_packets }
+    }
+
+    /// Read the counters and render the text exposition format.
+    pub fn render(&self, catalog: &Catalog, dp: Option<&Dataplane>) -> Result<String> {
+        let mut xdp_answered = 0;
+        if let Some(dp) = dp {
+            let stats = dp.xdp_stats()?;
+            for outcome in XdpOutcome::ALL {
+                let n = stats[outcome as usize];
+                set_counter(&self.xdp_packets.with_label_values(&[outcome.label()]), n);
+                if outcome.is_answer() {
+                    xdp_answered += n;
+                }
+            }
+        }
+        set_counter(&self.dns_queries.with_label_values(&[PATH_XDP]), xdp_answered);
+        // The userspace server reports its own answers here once it serves.
+        let _ = self.dns_queries.with_label_values(&[PATH_USERSPACE]);
+        for c in catalog.customers() {
+            let id = c.config.id.as_str();
+            self.fraction.with_label_values(&[id]).set(c.fraction);
+            let answers = match dp {
+                Some(dp) => dp.customer_answers(c.index)?,
+                None => [0; 3],
+            };
+            for t in Target::ALL {
+                set_counter(&self.answers.with_label_values(&[id, t.label()]), answers[t as usize]);
+            }
+        }
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        Ok(String::from_utf8(buf).expect("exposition format is UTF-8"))
+    }
+}
+
+/// Counters mirror totals kept in the kernel: set them to the total read.
+fn set_counter(c: &prometheus::IntCounter, total: u64) {
+    c.reset();
+    c.inc_by(total);
+}

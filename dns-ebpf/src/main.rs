@@ -1,0 +1,131 @@
+//! Spillway's XDP program: answers A and AAAA queries for customer names straight from BPF maps
+//! with XDP_TX, and passes everything else to the kernel (and so to the userspace server).
+//!
+//! Entry points are thin wrappers: `spillway_dns` maps the `try_` function's result to an action
+//! and counts it. Every `Err` is a pass reason, so the only actions are XDP_TX and XDP_PASS;
+//! XDP_ABORTED is never returned.
+#![no_std]
+#![no_main]
+
+mod csum;
+mod maps;
+mod packet;
+mod parse;
+mod respond;
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::xdp, programs::XdpContext};
+use spillway_common::{
+    decision::{OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_window},
+    dns::TYPE_AAAA,
+    maps::ProxySet,
+    stats::XdpOutcome,
+};
+
+use crate::{
+    maps::{CUSTOMER_STATS, CUSTOMERS, NAMES, PROXIES, XDP_STATS},
+    respond::{Answer, write_reply},
+};
+
+/// Set to 1 at load time by benchmarks only: accept this program's own replies as queries (see
+/// `parse::parse_query`).
+#[unsafe(no_mangle)]
+static BENCH_REPLAY: u8 = 0;
+
+/// Stands in when the proxies map is empty: no proxy of either family.
+static EMPTY_PROXIES: ProxySet = ProxySet::empty();
+
+#[xdp]
+pub fn spillway_dns(ctx: XdpContext) -> u32 {
+    let outcome = match try_spillway_dns(&ctx) {
+        Ok(target) => match target {
+            Target::Proxy => XdpOutcome::AnsweredProxy,
+            Target::Origin => XdpOutcome::AnsweredOrigin,
+            Target::Cname => XdpOutcome::AnsweredCname,
+        },
+        Err(reason) => reason,
+    };
+    if let Some(counter) = XDP_STATS.get_ptr_mut(outcome as u32) {
+        unsafe { *counter += 1 };
+    }
+    if outcome.is_answer() { xdp_action::XDP_TX } else { xdp_action::XDP_PASS }
+}
+
+#[inline(always)]
+fn try_spillway_dns(ctx: &XdpContext) -> Result<Target, XdpOutcome> {
+    let replay = unsafe { core::ptr::read_volatile(&BENCH_REPLAY) } != 0;
+    let q = parse::parse_query(ctx, replay)?;
+    let name = unsafe { NAMES.get(&q.key) }.ok_or(XdpOutcome::PassUnknownName)?;
+    let customer = name.customer;
+    let rec = unsafe { CUSTOMERS.get(&customer) }.ok_or(XdpOutcome::PassUnknownName)?;
+    let proxies = unsafe { PROXIES.get(&0) }.unwrap_or(&EMPTY_PROXIES);
+    let v6 = q.qtype == TYPE_AAAA;
+    let proxy_len = if v6 { proxies.v6_len } else { proxies.v4_len };
+    let origin_len = if v6 { rec.origin_v6_len } else { rec.origin_v4_len };
+    let rand = unsafe { bpf_get_prandom_u32() };
+    let target =
+        choose_target(rec, rand, proxy_len, origin_len).ok_or(XdpOutcome::PassNoData)?;
+    let counters = CUSTOMER_STATS.get_ptr_mut(customer);
+
+    let answer = match target {
+        Target::Proxy => {
+            let (start, count) = proxy_window(proxy_len, unsafe { bpf_get_prandom_u32() });
+            Answer::Proxies { start, count }
+        }
+        Target::Cname => Answer::Cname,
+        Target::Origin => {
+            let rr_cursor = match counters {
+                Some(c) => unsafe {
+                    let cursor = (*c).rr_cursor;
+                    (*c).rr_cursor = cursor.wrapping_add(1);
+                    cursor
+                },
+                None => 0,
+            };
+            let draw =
+                OriginDraw { rr_cursor, rand: unsafe { bpf_get_prandom_u32() }, client_key: q.client_key };
+            let mut addr = [0u8; 16];
+            if v6 {
+                let cum = &rec.origin_v6_cum_weight;
+                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| {
+                    addr_key_v6(&rec.origin_v6[i & 7])
+                });
+                addr = rec.origin_v6[i & 7];
+            } else {
+                let cum = &rec.origin_v4_cum_weight;
+                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| {
+                    addr_key_v4(&rec.origin_v4[i & 7])
+                });
+                addr[..4].copy_from_slice(&rec.origin_v4[i & 7]);
+            }
+            Answer::Origin { addr }
+        }
+    };
+    write_reply(ctx, &q, rec, proxies, &answer)?;
+    if let Some(c) = counters {
+        unsafe { (*c).answers[target as usize & 3] += 1 };
+    }
+    Ok(target)
+}
+
+/// The cost floor for benchmarks: bounce every packet back untouched.
+#[xdp]
+pub fn xdp_tx_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
+/// For the peer of a veth pair: native XDP_TX on veth drops frames unless the peer device has an
+/// XDP program too; this one passes everything.
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

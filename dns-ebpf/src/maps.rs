@@ -1,0 +1,51 @@
+//! Map definitions. Names and layouts come from `spillway_common::maps`.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{HashMap, PerCpuArray},
+};
+use spillway_common::{
+    maps::{
+        CustomerCounters, CustomerRecord, MAX_CUSTOMERS, MAX_NAMES, NameKey, NameValue, ProxySet,
+    },
+    stats::XDP_OUTCOMES,
+};
+
+#[map(name = "NAMES")]
+pub static NAMES: HashMap<NameKey, NameValue> =
+    HashMap::with_max_entries(MAX_NAMES, BPF_F_NO_PREALLOC);
+
+/// NO_PREALLOC: updates swap whole elements under RCU (see `CustomerRecord`).
+#[map(name = "CUSTOMERS")]
+pub static CUSTOMERS: HashMap<u32, CustomerRecord> =
+    HashMap::with_max_entries(MAX_CUSTOMERS, BPF_F_NO_PREALLOC);
+
+#[map(name = "PROXIES")]
+pub static PROXIES: HashMap<u32, ProxySet> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+
+#[map(name = "CUSTOMER_STATS")]
+pub static CUSTOMER_STATS: PerCpuArray<CustomerCounters> =
+    PerCpuArray::with_max_entries(MAX_CUSTOMERS, 0);
+
+#[map(name = "XDP_STATS")]
+pub static XDP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(XDP_OUTCOMES, 0);
+
+/// Per-CPU scratch space (see [`Scratch`]).
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bytes longer than the stack allows, and values the verifier should forget.
+#[repr(C)]
+pub struct Scratch {
+    /// Reading the name length back from a map makes the verifier forget that it was one of
+    /// 255 constants, so it checks the code after the name walk once instead of once per length.
+    pub name_len: u32,
+    pub _pad: u32,
+    /// The answer records, built here and copied into the packet with one
+    /// `bpf_xdp_store_bytes`.
+    pub answers: [u8; ANSWERS_BUF],
+}
+
+/// Room for the largest answer section the program writes: 8 AAAA records.
+pub const ANSWERS_BUF: usize = 256;

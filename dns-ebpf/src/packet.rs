@@ -1,0 +1,56 @@
+//! The one way the program touches packet bytes: a bounds-checked pointer at an offset.
+//!
+//! Every read and write goes through [`ptr_at`], which checks `data + off + size_of::<T>()`
+//! against `data_end` right before the pointer is made, so the verifier always sees the check
+//! next to the access (LLVM may otherwise merge or drop checks it thinks redundant).
+
+use aya_ebpf::{helpers::generated::bpf_xdp_store_bytes, programs::XdpContext};
+use spillway_common::stats::XdpOutcome;
+
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, XdpOutcome> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return Err(XdpOutcome::PassMalformed);
+    }
+    Ok((start + off) as *mut T)
+}
+
+#[inline(always)]
+pub fn read_u8(ctx: &XdpContext, off: usize) -> Result<u8, XdpOutcome> {
+    Ok(unsafe { *ptr_at::<u8>(ctx, off)? })
+}
+
+#[inline(always)]
+pub fn read_be16(ctx: &XdpContext, off: usize) -> Result<u16, XdpOutcome> {
+    let p = ptr_at::<[u8; 2]>(ctx, off)?;
+    Ok(u16::from_be_bytes(unsafe { *p }))
+}
+
+#[inline(always)]
+pub fn read_be32(ctx: &XdpContext, off: usize) -> Result<u32, XdpOutcome> {
+    let p = ptr_at::<[u8; 4]>(ctx, off)?;
+    Ok(u32::from_be_bytes(unsafe { *p }))
+}
+
+#[inline(always)]
+pub fn read<const N: usize>(ctx: &XdpContext, off: usize) -> Result<[u8; N], XdpOutcome> {
+    Ok(unsafe { *ptr_at::<[u8; N]>(ctx, off)? })
+}
+
+/// Copy `len` bytes from `src` into the packet at `off`, bounds-checked by the kernel. For
+/// writes at offsets that depend on the name length: LLVM addresses such writes from the end of
+/// the checked range, with negative offsets the verifier rejects.
+#[inline(always)]
+pub fn store(ctx: &XdpContext, off: usize, src: *const u8, len: usize) -> Result<(), XdpOutcome> {
+    if len == 0 {
+        // The helper takes no empty copies; nothing to do anyway.
+        return Ok(());
+    }
+    let rc = unsafe { bpf_xdp_store_bytes(ctx.ctx, off as u32, src as *mut _, len as u32) };
+    if rc != 0 {
+        return Err(XdpOutcome::PassMalformed);
+    }
+    Ok(())
+}

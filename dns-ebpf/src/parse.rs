@@ -1,0 +1,294 @@
+//! Ethernet (one optional 802.1Q tag), IPv4/IPv6, UDP to port 53, and the DNS question.
+//!
+//! Accepted: a query (QR=0, opcode QUERY, QDCOUNT=1, no answer or authority records) whose
+//! question name has no compression pointer, class IN, and at most one additional record which
+//! must be an OPT of version 0 with no options. The UDP checksum is verified (a zero checksum
+//! over IPv4 means "none"). Anything else is an `Err(reason)`: the packet goes on to the kernel
+//! untouched and the userspace server answers it.
+
+use aya_ebpf::programs::XdpContext;
+use spillway_common::{
+    decision::{subnet_key_v4, subnet_key_v6},
+    dns::*,
+    maps::NameKey,
+    name::NameHasher,
+    stats::XdpOutcome::{self, *},
+};
+
+use crate::{
+    csum::Csum,
+    maps::SCRATCH,
+    packet::{ptr_at, read, read_be16, read_be32, read_u8},
+};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPV4_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const UDP_HLEN: usize = 8;
+const IPPROTO_UDP: u8 = 17;
+const IPV6_NEXTHDR_FRAGMENT: u8 = 44;
+
+/// Everything the reply needs from the query.
+pub struct Query {
+    /// Offset of the IP header.
+    pub l3: usize,
+    pub ipv6: bool,
+    /// Offset of the DNS header.
+    pub dns: usize,
+    /// Wire length of the question name, root label included (1..=255).
+    pub qname_len: usize,
+    pub qtype: u16,
+    pub key: NameKey,
+    /// The query's header flags word.
+    pub flags: u16,
+    /// The query had an OPT record. Plain fields, not `Option<Edns>`: LLVM fills the payload of
+    /// a `None` with whatever a stack slot holds, and the verifier rejects a pointer there.
+    pub edns: bool,
+    /// The client's UDP payload size (at least 512) when `edns`.
+    pub edns_udp_size: u16,
+    /// The DO bit when `edns`.
+    pub edns_do: bool,
+    /// [`subnet_key_v4`]/[`subnet_key_v6`] of the client.
+    pub client_key: u64,
+    /// Sum of both IP addresses (the same after they are swapped).
+    pub addr_sum: Csum,
+    /// Sum of both UDP ports.
+    pub port_sum: u16,
+    pub id: u16,
+    /// Sum of the question name's bytes, placed at their offsets in the message.
+    pub name_sum: Csum,
+}
+
+impl Query {
+    /// Largest reply the client takes over UDP.
+    pub fn udp_limit(&self) -> u16 {
+        if self.edns { self.edns_udp_size } else { PLAIN_UDP_LIMIT }
+    }
+}
+
+/// Parse a query. `replay` (benchmarks only) also accepts a reply this program wrote, so that
+/// BPF_PROG_TEST_RUN's repeat, which feeds each run the previous run's output, times the full
+/// path.
+#[inline(always)]
+pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> {
+    let mut l3 = ETH_HLEN;
+    let mut ethertype = read_be16(ctx, 12).map_err(|_| PassNotIp)?;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        ethertype = read_be16(ctx, 16).map_err(|_| PassNotIp)?;
+        l3 = ETH_HLEN + 4;
+    }
+
+    let mut addr_sum = Csum::new();
+    let (ipv6, l4, ip_payload_len, client_key) = match ethertype {
+        ETH_P_IP => {
+            let vihl = read_u8(ctx, l3)?;
+            if vihl >> 4 != 4 || vihl & 0xf < 5 {
+                return Err(PassMalformed);
+            }
+            if vihl & 0xf != 5 {
+                return Err(PassIpOptions);
+            }
+            let total_len = read_be16(ctx, l3 + 2)? as usize;
+            // More-fragments flag or a fragment offset.
+            if read_be16(ctx, l3 + 6)? & 0x3fff != 0 {
+                return Err(PassFragment);
+            }
+            if read_u8(ctx, l3 + 9)? != IPPROTO_UDP {
+                return Err(PassNotDns);
+            }
+            let src: [u8; 4] = read(ctx, l3 + 12)?;
+            let dst: [u8; 4] = read(ctx, l3 + 16)?;
+            addr_sum.add_bytes4(&src);
+            addr_sum.add_bytes4(&dst);
+            if total_len < IPV4_HLEN {
+                return Err(PassMalformed);
+            }
+            (false, l3 + IPV4_HLEN, total_len - IPV4_HLEN, subnet_key_v4(src))
+        }
+        ETH_P_IPV6 => {
+            if read_u8(ctx, l3)? >> 4 != 6 {
+                return Err(PassMalformed);
+            }
+            let payload_len = read_be16(ctx, l3 + 4)? as usize;
+            match read_u8(ctx, l3 + 6)? {
+                IPPROTO_UDP => {}
+                IPV6_NEXTHDR_FRAGMENT => return Err(PassFragment),
+                _ => return Err(PassNotDns),
+            }
+            let src: [u8; 16] = read(ctx, l3 + 8)?;
+            let dst: [u8; 16] = read(ctx, l3 + 24)?;
+            addr_sum.add_bytes16(&src);
+            addr_sum.add_bytes16(&dst);
+            (true, l3 + IPV6_HLEN, payload_len, subnet_key_v6(src))
+        }
+        _ => return Err(PassNotIp),
+    };
+
+    let sport = read_be16(ctx, l4)?;
+    let dport = read_be16(ctx, l4 + 2)?;
+    if dport != DNS_PORT {
+        return Err(PassNotDns);
+    }
+    let udp_len = read_be16(ctx, l4 + 4)? as usize;
+    let udp_csum = read_be16(ctx, l4 + 6)?;
+    // The UDP length must agree with the IP length, and the frame must hold it (it may be
+    // longer: Ethernet pads short frames).
+    let frame_len = ctx.data_end() - ctx.data();
+    if udp_len != ip_payload_len || udp_len < UDP_HLEN + HEADER_LEN || l4 + udp_len > frame_len {
+        return Err(PassMalformed);
+    }
+    let dns = l4 + UDP_HLEN;
+    let dns_len = udp_len - UDP_HLEN;
+
+    let id = read_be16(ctx, dns)?;
+    let flags = read_be16(ctx, dns + 2)?;
+    let qdcount = read_be16(ctx, dns + 4)?;
+    let ancount = read_be16(ctx, dns + 6)?;
+    let nscount = read_be16(ctx, dns + 8)?;
+    let arcount = read_be16(ctx, dns + 10)?;
+    if (flags & FLAG_QR != 0 && !replay)
+        || flags & (OPCODE_MASK | FLAG_TC) != 0
+        || qdcount != 1
+        || (ancount != 0 && !replay)
+        || nscount != 0
+        || arcount > 1
+    {
+        return Err(PassNotQuery);
+    }
+
+    // The question name: walk it once, hashing the lowercased bytes for the map key and summing
+    // the bytes as received for the checksum. Each step checks 5 bytes (the byte and the 4 of
+    // qtype/qclass that must follow the name) so the verifier gets a range it can use.
+    let name_off = dns + HEADER_LEN;
+    let mut hasher = NameHasher::new();
+    let mut name_sum = Csum::new();
+    let mut label_left: u8 = 0;
+    let mut name_len: u32 = 0;
+    let mut i = 0;
+    while i < MAX_NAME_WIRE_LEN {
+        let p = ptr_at::<[u8; 5]>(ctx, name_off + i).map_err(|_| PassName)?;
+        let b = unsafe { (*p)[0] };
+        hasher.push(b);
+        name_sum.add_raw(if i & 1 == 0 { (b as u64) << 8 } else { b as u64 });
+        if label_left == 0 {
+            if b == 0 {
+                name_len = i as u32 + 1;
+                break;
+            }
+            if b > MAX_LABEL_LEN {
+                // A compression pointer (0xC0) or a reserved label type.
+                return Err(PassName);
+            }
+            label_left = b;
+        } else {
+            label_left -= 1;
+        }
+        i += 1;
+    }
+    let qname_len = forget_constant(name_len)?;
+
+    let q_end = name_off + qname_len;
+    let qtype = read_be16(ctx, q_end)?;
+    let qclass = read_be16(ctx, q_end + 2)?;
+    if qclass != CLASS_IN || (qtype != TYPE_A && qtype != TYPE_AAAA) {
+        return Err(PassType);
+    }
+
+    let mut tail = Csum::new();
+    tail.add16(qtype);
+    tail.add16(qclass);
+    let mut msg_len = HEADER_LEN + qname_len + 4;
+    let mut edns = false;
+    let mut edns_udp_size = PLAIN_UDP_LIMIT;
+    let mut edns_do = false;
+    if arcount == 1 && !(replay && ancount != 0) {
+        let opt_off = q_end + 4;
+        let root = read_u8(ctx, opt_off)?;
+        let rtype = read_be16(ctx, opt_off + 1)?;
+        let udp_size = read_be16(ctx, opt_off + 3)?;
+        let ttl = read_be32(ctx, opt_off + 5)?;
+        let rdlen = read_be16(ctx, opt_off + 9)?;
+        // Version (second byte of the TTL) must be 0; options go to userspace, which may act on
+        // them (cookies, client subnet, padding).
+        if root != 0 || rtype != TYPE_OPT || (ttl >> 16) & 0xff != 0 || rdlen != 0 {
+            return Err(PassEdns);
+        }
+        // The root byte at tail offset 4 is 0 and adds nothing.
+        tail.add16_at(5, rtype);
+        tail.add16_at(7, udp_size);
+        tail.add16_at(9, (ttl >> 16) as u16);
+        tail.add16_at(11, ttl as u16);
+        tail.add16_at(13, rdlen);
+        msg_len += OPT_RR_LEN;
+        edns = true;
+        edns_udp_size = if udp_size < PLAIN_UDP_LIMIT { PLAIN_UDP_LIMIT } else { udp_size };
+        edns_do = ttl & EDNS_FLAG_DO != 0;
+    }
+    if msg_len != dns_len && !replay {
+        return Err(PassNotQuery);
+    }
+
+    // Verify the UDP checksum from the pieces: pseudo-header, UDP header, DNS header, question,
+    // OPT. Over IPv6 a zero checksum is invalid; over IPv4 it means "not computed".
+    if udp_csum != 0 || ipv6 {
+        let mut sum = addr_sum;
+        sum.add16(IPPROTO_UDP as u16);
+        sum.add16(udp_len as u16);
+        sum.add16(sport);
+        sum.add16(dport);
+        sum.add16(udp_len as u16);
+        sum.add16(udp_csum);
+        sum.add16(id);
+        sum.add16(flags);
+        sum.add16(qdcount);
+        sum.add16(ancount);
+        sum.add16(nscount);
+        sum.add16(arcount);
+        sum.add_sum_at(0, name_sum);
+        sum.add_sum_at(qname_len, tail);
+        if sum.fold() != 0xffff && !replay {
+            return Err(PassMalformed);
+        }
+    }
+
+    let mut port_sum = Csum::new();
+    port_sum.add16(sport);
+    port_sum.add16(dport);
+    Ok(Query {
+        l3,
+        ipv6,
+        dns,
+        qname_len,
+        qtype,
+        key: hasher.finish(),
+        flags,
+        edns,
+        edns_udp_size,
+        edns_do,
+        client_key,
+        addr_sum,
+        port_sum: port_sum.fold(),
+        id,
+        name_sum,
+    })
+}
+
+/// Pass `v` through a per-CPU map slot so the verifier sees an unknown value in 1..=255 instead
+/// of one of 255 constants; see `maps::SCRATCH`. The bound is a mask (the verifier tracks masks
+/// exactly; LLVM rewrites range compares into forms it does not) and never changes a length the
+/// walk produced, which is at most 255.
+#[inline(always)]
+fn forget_constant(v: u32) -> Result<usize, XdpOutcome> {
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(PassName)?;
+    let slot = unsafe { core::ptr::addr_of_mut!((*scratch).name_len) };
+    unsafe { core::ptr::write_volatile(slot, v) };
+    let v = (unsafe { core::ptr::read_volatile(slot) } & 0xff) as usize;
+    if v == 0 {
+        return Err(PassName);
+    }
+    Ok(v)
+}

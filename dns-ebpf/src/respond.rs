@@ -1,0 +1,275 @@
+//! Turning the query into its reply in place: grow or shrink the packet, swap the addresses,
+//! rewrite the DNS header, append the answer records (and OPT), fix both checksums.
+
+use aya_ebpf::{helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext};
+use aya_log_ebpf::warn;
+use spillway_common::{
+    dns::*,
+    decision::proxy_index,
+    maps::{CustomerRecord, MAX_CNAME_LEN, MAX_PROXY_ANSWER, ProxySet},
+    stats::XdpOutcome::{self, *},
+};
+
+use crate::{
+    csum::Csum,
+    maps::{ANSWERS_BUF, SCRATCH},
+    packet::{ptr_at, store},
+    parse::Query,
+};
+
+const HOP_LIMIT: u8 = 64;
+const IPV4_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const UDP_HLEN: usize = 8;
+
+/// The answer section to write. Scalars only: LLVM splits references held in an enum into
+/// byte shifts of the pointer, which the verifier rejects.
+pub enum Answer {
+    /// A window of the proxies of the query's family.
+    Proxies { start: usize, count: usize },
+    /// One origin address, 4 or 16 bytes used per the query's family.
+    Origin { addr: [u8; 16] },
+    /// A CNAME to the customer's origin name.
+    Cname,
+}
+
+impl Answer {
+    fn count(&self) -> usize {
+        match self {
+            Answer::Proxies { count, .. } => *count,
+            _ => 1,
+        }
+    }
+}
+
+/// Rewrite the packet into the reply. On `Err` before the tail adjustment the packet is
+/// untouched; the adjustment itself is the last step that can fail.
+#[inline(always)]
+pub fn write_reply(
+    ctx: &XdpContext,
+    q: &Query,
+    rec: &CustomerRecord,
+    proxies: &ProxySet,
+    answer: &Answer,
+) -> Result<(), XdpOutcome> {
+    // The verifier loses the bounds of the parser's offsets when `Query` goes through the stack;
+    // these masks restate them (l3 is 14 or 18, dns at most 66, names at most 255 bytes) and
+    // never change a value the parser produced.
+    let l3 = q.l3 & 0x1f;
+    let d = q.dns & 0x7f;
+    let qname_len = q.qname_len & 0xff;
+    let addr_len = if q.qtype == TYPE_AAAA { 16 } else { 4 };
+    let rdlen = match answer {
+        Answer::Cname => (rec.cname_len as usize) & MAX_CNAME_LEN,
+        _ => addr_len,
+    };
+    let count = answer.count() & (MAX_PROXY_ANSWER * 2 - 1);
+    let answers_len = count * (RR_FIXED_LEN + rdlen);
+    let opt_len = if q.edns { OPT_RR_LEN } else { 0 };
+    let ans_off = HEADER_LEN + qname_len + 4;
+    let dns_len = ans_off + answers_len + opt_len;
+    if dns_len > q.udp_limit() as usize {
+        // Userspace truncates (TC) properly; this never happens with 255-byte names and at most
+        // 8 records, but the rule is the rule.
+        return Err(PassTooBig);
+    }
+    let new_len = d + dns_len;
+    let delta = new_len as i64 - (ctx.data_end() - ctx.data()) as i64;
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
+        // Rare (a driver without tailroom): worth a log line, and userspace still answers.
+        warn!(ctx, "bpf_xdp_adjust_tail({}) failed; passing the query on", delta as i32);
+        return Err(PassGrowFailed);
+    }
+    // Every packet pointer is invalid from here on: all access goes through ptr_at again.
+
+    // Each header is edited through one checked pointer to all of it: LLVM may merge separate
+    // checks and rebuild a pointer the verifier then has no range for.
+    let eth = unsafe { &mut *ptr_at::<[u8; 12]>(ctx, 0)? };
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&eth[6..]);
+    macs[6..].copy_from_slice(&eth[..6]);
+    *eth = macs;
+
+    let udp_len = (UDP_HLEN + dns_len) as u16;
+    let l4 = if q.ipv6 {
+        let ip = unsafe { &mut *ptr_at::<[u8; IPV6_HLEN]>(ctx, l3)? };
+        ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
+        ip[7] = HOP_LIMIT;
+        let mut src = [0u8; 16];
+        src.copy_from_slice(&ip[8..24]);
+        ip.copy_within(24..40, 8);
+        ip[24..40].copy_from_slice(&src);
+        l3 + IPV6_HLEN
+    } else {
+        let ip = unsafe { &mut *ptr_at::<[u8; IPV4_HLEN]>(ctx, l3)? };
+        ip[2..4].copy_from_slice(&(IPV4_HLEN as u16 + udp_len).to_be_bytes());
+        ip[8] = HOP_LIMIT;
+        ip[10] = 0;
+        ip[11] = 0;
+        let mut src = [0u8; 4];
+        src.copy_from_slice(&ip[12..16]);
+        ip.copy_within(16..20, 12);
+        ip[16..20].copy_from_slice(&src);
+        let mut sum = Csum::new();
+        let mut i = 0;
+        while i < IPV4_HLEN {
+            sum.add16(u16::from_be_bytes([ip[i], ip[i + 1]]));
+            i += 2;
+        }
+        ip[10..12].copy_from_slice(&sum.finish().to_be_bytes());
+        l3 + IPV4_HLEN
+    };
+
+    // UDP: swap the ports, new length; the checksum is written last.
+    let udp = unsafe { &mut *ptr_at::<[u8; UDP_HLEN]>(ctx, l4)? };
+    let sport = [udp[0], udp[1]];
+    udp.copy_within(2..4, 0);
+    udp[2..4].copy_from_slice(&sport);
+    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+
+    // DNS header: QR and AA set, RD and CD copied, everything else (TC, RA, AD, rcode) clear.
+    let flags = FLAG_QR | FLAG_AA | (q.flags & (FLAG_RD | FLAG_CD));
+    let ancount = count as u16;
+    let arcount: u16 = if q.edns { 1 } else { 0 };
+    let hdr = unsafe { &mut *ptr_at::<[u8; HEADER_LEN]>(ctx, d)? };
+    hdr[2..4].copy_from_slice(&flags.to_be_bytes());
+    hdr[6..8].copy_from_slice(&ancount.to_be_bytes());
+    hdr[8..10].copy_from_slice(&[0, 0]);
+    hdr[10..12].copy_from_slice(&arcount.to_be_bytes());
+
+    // Answer records after the question, then OPT. `body` sums what follows the question,
+    // with offsets relative to the message so odd name lengths place words right.
+    let mut body = Csum::new();
+    let v6 = addr_len == 16;
+    match answer {
+        Answer::Cname => {
+            if rdlen == 0 {
+                // The loader never writes a CNAME customer without a target.
+                return Err(PassNoData);
+            }
+            let fixed = rr_fixed(TYPE_CNAME, rec.ttl, rdlen as u16);
+            store(ctx, d + ans_off, fixed.as_ptr(), RR_FIXED_LEN)?;
+            body.add_sum_at(ans_off, sum_bytes(&fixed));
+            let rdata = ans_off + RR_FIXED_LEN;
+            store(ctx, d + rdata, rec.cname.as_ptr(), rdlen)?;
+            let mut c = Csum::new();
+            c.add_raw(rec.cname_csum as u64);
+            body.add_sum_at(rdata, c);
+        }
+        Answer::Origin { .. } | Answer::Proxies { .. } => {
+            // Built in the scratch buffer at constant offsets, then copied in one call.
+            let scratch = SCRATCH.get_ptr_mut(0).ok_or(PassMalformed)?;
+            let buf = unsafe { &mut (*scratch).answers };
+            let mut section = Csum::new();
+            match answer {
+                Answer::Origin { addr } => {
+                    let v4 = [addr[0], addr[1], addr[2], addr[3]];
+                    put_addr_rr(buf, 0, q.qtype, rec.ttl, v6, &v4, addr, &mut section);
+                }
+                Answer::Proxies { start, .. } => {
+                    let len = if v6 { proxies.v6_len } else { proxies.v4_len };
+                    let mut i = 0;
+                    while i < MAX_PROXY_ANSWER {
+                        if i >= count {
+                            break;
+                        }
+                        let idx = proxy_index(*start, i, len);
+                        let at = i * (RR_FIXED_LEN + addr_len);
+                        put_addr_rr(buf, at, q.qtype, rec.ttl, v6, &proxies.v4[idx], &proxies.v6[idx], &mut section);
+                        i += 1;
+                    }
+                }
+                Answer::Cname => {}
+            }
+            store(ctx, d + ans_off, buf.as_ptr(), answers_len & (ANSWERS_BUF - 1))?;
+            body.add_sum_at(ans_off, section);
+        }
+    }
+    let off = ans_off + answers_len;
+    if q.edns {
+        // OPT: root name, type, our UDP size, extended rcode 0, version 0, DO copied, no options.
+        let ttl_flags: u16 = if q.edns_do { EDNS_FLAG_DO as u16 } else { 0 };
+        let s = OUR_EDNS_UDP_SIZE.to_be_bytes();
+        let t = ttl_flags.to_be_bytes();
+        let opt = [0, 0, TYPE_OPT as u8, s[0], s[1], 0, 0, t[0], t[1], 0, 0];
+        store(ctx, d + off, opt.as_ptr(), OPT_RR_LEN)?;
+        body.add16_at(off + 1, TYPE_OPT);
+        body.add16_at(off + 3, OUR_EDNS_UDP_SIZE);
+        body.add16_at(off + 7, ttl_flags);
+    }
+
+    // UDP checksum over pseudo-header, UDP header, DNS header, question and body.
+    let mut sum = q.addr_sum;
+    sum.add16(17);
+    sum.add16(udp_len);
+    sum.add16(q.port_sum);
+    sum.add16(udp_len);
+    sum.add16(q.id);
+    sum.add16(flags);
+    sum.add16(1);
+    sum.add16(ancount);
+    sum.add16(arcount);
+    sum.add_sum_at(0, q.name_sum);
+    sum.add16_at(HEADER_LEN + qname_len, q.qtype);
+    sum.add16_at(HEADER_LEN + qname_len + 2, CLASS_IN);
+    sum.add_sum_at(0, body);
+    let udp = unsafe { &mut *ptr_at::<[u8; UDP_HLEN]>(ctx, l4)? };
+    udp[6..8].copy_from_slice(&sum.finish_udp().to_be_bytes());
+    Ok(())
+}
+
+/// Pointer to the question name, type, class IN, TTL, RDLENGTH.
+#[inline(always)]
+fn rr_fixed(rtype: u16, ttl: u32, rdlen: u16) -> [u8; RR_FIXED_LEN] {
+    let p = PTR_TO_QNAME.to_be_bytes();
+    let t = rtype.to_be_bytes();
+    let c = CLASS_IN.to_be_bytes();
+    let l = ttl.to_be_bytes();
+    let r = rdlen.to_be_bytes();
+    [p[0], p[1], t[0], t[1], c[0], c[1], l[0], l[1], l[2], l[3], r[0], r[1]]
+}
+
+/// Ones-complement sum of an even-length array.
+#[inline(always)]
+fn sum_bytes<const N: usize>(b: &[u8; N]) -> Csum {
+    let mut s = Csum::new();
+    let mut k = 0;
+    while k + 1 < N {
+        s.add16(u16::from_be_bytes([b[k], b[k + 1]]));
+        k += 2;
+    }
+    s
+}
+
+/// Put one A or AAAA record at `at` in the answer buffer and add it to `section`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn put_addr_rr(
+    buf: &mut [u8; ANSWERS_BUF],
+    at: usize,
+    rtype: u16,
+    ttl: u32,
+    v6: bool,
+    v4: &[u8; 4],
+    v6addr: &[u8; 16],
+    section: &mut Csum,
+) {
+    let rdlen = if v6 { 16 } else { 4 };
+    let fixed = rr_fixed(rtype, ttl, rdlen);
+    let at = at & (ANSWERS_BUF - 1);
+    if at + RR_FIXED_LEN + 16 > ANSWERS_BUF {
+        return;
+    }
+    buf[at..at + RR_FIXED_LEN].copy_from_slice(&fixed);
+    let mut s = sum_bytes(&fixed);
+    let rdata = at + RR_FIXED_LEN;
+    if v6 {
+        buf[rdata..rdata + 16].copy_from_slice(v6addr);
+        s.add_bytes16(v6addr);
+    } else {
+        buf[rdata..rdata + 4].copy_from_slice(v4);
+        s.add_bytes4(v4);
+    }
+    // Records are of even length, so every record starts at an even offset of the section.
+    section.add_sum_at(0, s);
+}

@@ -1,0 +1,8 @@
+//! Shared pieces of Spillway's privileged integration tests: the privilege gate, packet and DNS
+//! builders, reply checks, network-namespace guards, and the fixture config.
+
+pub mod dnswire;
+pub mod fixture;
+pub mod frame;
+pub mod netns;
+pub mod privileged;
