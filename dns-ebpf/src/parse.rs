@@ -93,8 +93,12 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
                 return Err(PassIpOptions);
             }
             let total_len = read_be16(ctx, l3 + 2)? as usize;
-            // More-fragments flag or a fragment offset.
-            if read_be16(ctx, l3 + 6)? & 0x3fff != 0 {
+            // The reserved flag must be zero (RFC 791); more-fragments or an offset: a fragment.
+            let frag = read_be16(ctx, l3 + 6)?;
+            if frag & 0x8000 != 0 {
+                return Err(PassMalformed);
+            }
+            if frag & 0x3fff != 0 {
                 return Err(PassFragment);
             }
             if read_u8(ctx, l3 + 9)? != IPPROTO_UDP {

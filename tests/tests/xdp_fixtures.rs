@@ -1,0 +1,215 @@
+//! Katran-style fixture table: input frame, expected action, expected output frame, each run
+//! through the real XDP program with BPF_PROG_TEST_RUN. Every reply is also checked by
+//! etherparse (checksums) and parsed by hickory-proto.
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use spillway::dataplane::{LoadOptions, program};
+use spillway_tests::{
+    dnswire::*,
+    fixture::{self, CNAME_TARGET, ORIGIN_V4, ORIGIN_V6, PROXY_V4, PROXY_V6, XDP_PASS, XDP_TX},
+    frame::{Transport, checked_dns_payload, l3_offset, l4_offset, query_frame, reply_frame},
+    require_privileges,
+};
+
+enum Expect {
+    /// XDP_PASS with the frame untouched.
+    Pass,
+    /// XDP_TX with exactly this frame.
+    Reply(Vec<u8>),
+}
+
+struct Case {
+    name: String,
+    input: Vec<u8>,
+    expect: Expect,
+}
+
+fn reply_case(name: &str, t: Transport, q: Query, answers: &[Rdata], ttl: u32) -> Case {
+    Case {
+        name: name.into(),
+        input: query_frame(&t, &q.bytes()),
+        expect: Expect::Reply(reply_frame(&t, &expected_reply(&q, answers, ttl))),
+    }
+}
+
+fn pass_frame(name: &str, input: Vec<u8>) -> Case {
+    Case { name: name.into(), input, expect: Expect::Pass }
+}
+
+fn pass_query(name: &str, t: Transport, q: Query) -> Case {
+    pass_frame(name, query_frame(&t, &q.bytes()))
+}
+
+/// Rewrite a byte of a frame and fix nothing else.
+fn poke(mut f: Vec<u8>, at: usize, v: u8) -> Vec<u8> {
+    f[at] = v;
+    f
+}
+
+fn cases() -> Vec<Case> {
+    let v4 = Transport::V4;
+    let v6 = Transport::V6;
+    let fixed = "fixed.cdn.example.net.";
+    let a = |n: &str| Query::new(n, TYPE_A);
+    let aaaa = |n: &str| Query::new(n, TYPE_AAAA);
+    let proxy4 = [Rdata::A(PROXY_V4)];
+    let proxy6 = [Rdata::Aaaa(PROXY_V6)];
+    let cname = [Rdata::Cname(name_wire(CNAME_TARGET))];
+    let mut c = vec![
+        // Answers.
+        reply_case("A over IPv4 -> proxy", v4, a(fixed), &proxy4, 300),
+        reply_case("AAAA over IPv4 -> proxy", v4, aaaa(fixed), &proxy6, 300),
+        reply_case("A over IPv6 -> proxy", v6, a(fixed), &proxy4, 300),
+        reply_case("AAAA over IPv6 -> proxy", v6, aaaa(fixed), &proxy6, 300),
+        reply_case("A in VLAN over IPv4", v4.vlan(42), a(fixed), &proxy4, 300),
+        reply_case("AAAA in VLAN over IPv6", v6.vlan(4094), aaaa(fixed), &proxy6, 300),
+        reply_case("A with EDNS 4096", v4, a(fixed).edns(Edns::new(4096)), &proxy4, 300),
+        reply_case("A with EDNS and DO", v4, a(fixed).edns(Edns { do_bit: true, ..Edns::new(1232) }), &proxy4, 300),
+        reply_case("AAAA with EDNS 512 over IPv6", v6, aaaa(fixed).edns(Edns::new(512)), &proxy6, 300),
+        reply_case("EDNS size below 512", v4, a(fixed).edns(Edns::new(100)), &proxy4, 300),
+        reply_case("mixed-case name kept", v4, a("FiXeD.CdN.ExAmPlE.NeT."), &proxy4, 300),
+        reply_case("longest legal name", v4, a(&fixture::longest_name()), &proxy4, 300),
+        reply_case("longest legal name, AAAA, IPv6, EDNS", v6, aaaa(&fixture::longest_name()).edns(Edns::new(1400)), &proxy6, 300),
+        reply_case("RD and CD copied", v4, a(fixed).flags(FLAG_RD | FLAG_CD), &proxy4, 300),
+        reply_case("origin A", v4, a("origin.cdn.example.net."), &[Rdata::A(ORIGIN_V4)], 60),
+        reply_case("origin AAAA over IPv6", v6, aaaa("origin.cdn.example.net."), &[Rdata::Aaaa(ORIGIN_V6)], 60),
+        reply_case("origin AAAA in VLAN with EDNS", v4.vlan(7), aaaa("origin.cdn.example.net.").edns(Edns::new(4096)), &[Rdata::Aaaa(ORIGIN_V6)], 60),
+        reply_case("CNAME for A", v4, a("cname.cdn.example.net."), &cname, 30),
+        reply_case("CNAME for AAAA over IPv6 with EDNS", v6, aaaa("cname.cdn.example.net.").edns(Edns::new(1232)), &cname, 30),
+        reply_case("CNAME, odd name length (checksum parity)", v4, a("odd.cdn.example.net."), &cname, 30),
+        reply_case("CNAME, odd name length, EDNS DO", v4, a("odd.cdn.example.net.").edns(Edns { do_bit: true, ..Edns::new(1232) }), &cname, 30),
+        // Not ours or not a plain query.
+        pass_query("unknown name", v4, a("nobody.cdn.example.net.")),
+        pass_query("name outside the zone", v4, a("fixed.example.org.")),
+        pass_query("other qtype (MX)", v4, Query::new(fixed, TYPE_MX)),
+        pass_query("NS at a customer name", v6, Query::new(fixed, TYPE_NS)),
+        pass_query("class CH", v4, Query { qclass: CLASS_CH, ..a(fixed) }),
+        pass_query("QDCOUNT 2", v4, Query { counts: Some([2, 0, 0, 0]), ..a(fixed) }),
+        pass_query("QR=1 (a response)", v4, a(fixed).flags(0x8000)),
+        pass_query("opcode NOTIFY", v4, a(fixed).flags(4 << 11)),
+        pass_query("TC set in the query", v4, a(fixed).flags(0x0200)),
+        pass_query("ANCOUNT 1", v4, Query { counts: Some([1, 1, 0, 0]), ..a(fixed) }),
+        pass_query("ARCOUNT 1 with no record", v4, Query { counts: Some([1, 0, 0, 1]), ..a(fixed) }),
+        pass_query("ARCOUNT 2", v4, Query { counts: Some([1, 0, 0, 2]), ..a(fixed).edns(Edns::new(1232)) }),
+        pass_query("trailing bytes after the question", v4, Query { trailing: vec![0xde, 0xad], ..a(fixed) }),
+        pass_query("EDNS version 1", v4, a(fixed).edns(Edns { version: 1, ..Edns::new(1232) })),
+        pass_query("EDNS with a cookie option", v4, a(fixed).edns(Edns { options: vec![0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], ..Edns::new(1232) })),
+        pass_query("label of 64 bytes", v4, Query { name: [vec![64], vec![b'x'; 64], name_wire("cdn.example.net.")].concat(), ..a(fixed) }),
+        pass_query("compression pointer in the question", v4, Query { name: vec![0xc0, 0x0c], ..a(fixed) }),
+        pass_query("AAAA for a customer with no IPv6 answer", v4, aaaa("v4only.cdn.example.net.")),
+        pass_query("UDP to port 54", Transport { dport: 54, ..v4 }, a(fixed)),
+        pass_query("UDP to port 54 over IPv6", Transport { dport: 54, ..v6 }, a(fixed)),
+    ];
+
+    // Frames broken below DNS.
+    let good4 = query_frame(&v4, &a(fixed).bytes());
+    let good6 = query_frame(&v6, &a(fixed).bytes());
+    let l4_4 = l4_offset(&v4);
+    let l4_6 = l4_offset(&v6);
+    let dns4 = l4_4 + 8;
+    c.extend([
+        pass_frame("Ethernet header only", good4[..14].to_vec()),
+        pass_frame("truncated IPv4 header", good4[..14 + 12].to_vec()),
+        pass_frame("truncated IPv6 header", good6[..14 + 30].to_vec()),
+        pass_frame("truncated UDP header", good4[..l4_4 + 4].to_vec()),
+        pass_frame("truncated UDP header over IPv6", good6[..l4_6 + 6].to_vec()),
+        pass_frame("truncated DNS header", good4[..dns4 + 7].to_vec()),
+        pass_frame("truncated question name", good4[..dns4 + 12 + 4].to_vec()),
+        pass_frame("truncated before qclass", good4[..good4.len() - 2].to_vec()),
+        pass_frame("IPv4 more-fragments", poke(good4.clone(), l3_offset(&v4) + 6, 0x20)),
+        pass_frame("IPv4 fragment offset", poke(good4.clone(), l3_offset(&v4) + 7, 0x08)),
+        pass_frame("IPv4 reserved flag set", poke(good4.clone(), l3_offset(&v4) + 6, 0x80)),
+        pass_frame("IPv4 options (IHL 6)", poke(good4.clone(), l3_offset(&v4), 0x46)),
+        pass_frame("IPv4 IHL 4", poke(good4.clone(), l3_offset(&v4), 0x44)),
+        pass_frame("IPv6 fragment header", poke(good6.clone(), l3_offset(&v6) + 6, 44)),
+        pass_frame("TCP to port 53", poke(good4.clone(), l3_offset(&v4) + 9, 6)),
+        pass_frame("ARP ethertype", poke(good4.clone(), 12, 0x08).iter().copied().enumerate().map(|(i, b)| if i == 13 { 0x06 } else { b }).collect()),
+        pass_frame("double VLAN tag", {
+            let mut f = query_frame(&v4.vlan(5), &a(fixed).bytes());
+            f.splice(16..16, [0x81, 0x00, 0x00, 0x06]);
+            f
+        }),
+        pass_frame("bad UDP checksum", poke(good4.clone(), l4_4 + 7, good4[l4_4 + 7] ^ 0x5a)),
+        pass_frame("bad UDP checksum over IPv6", poke(good6.clone(), l4_6 + 7, good6[l4_6 + 7] ^ 0x5a)),
+        pass_frame("zero UDP checksum over IPv6", {
+            let mut f = good6.clone();
+            f[l4_6 + 6] = 0;
+            f[l4_6 + 7] = 0;
+            f
+        }),
+        pass_frame("UDP length longer than IP payload", poke(good4.clone(), l4_4 + 5, good4[l4_4 + 5] + 4)),
+        pass_frame("IPv4 total length beyond the frame", poke(good4.clone(), l3_offset(&v4) + 3, good4[l3_offset(&v4) + 3] + 40)),
+    ]);
+
+    // IPv4 with no UDP checksum is legal and answered.
+    let q = a(fixed);
+    let mut nocsum = query_frame(&v4, &q.bytes());
+    nocsum[l4_4 + 6] = 0;
+    nocsum[l4_4 + 7] = 0;
+    c.push(Case {
+        name: "zero UDP checksum over IPv4".into(),
+        input: nocsum,
+        expect: Expect::Reply(reply_frame(&v4, &expected_reply(&q, &proxy4, 300))),
+    });
+    // Ethernet padding after a short query is dropped from the reply.
+    let q = a(fixed);
+    let mut padded = query_frame(&v4, &q.bytes());
+    padded.extend_from_slice(&[0u8; 16]);
+    c.push(Case {
+        name: "Ethernet padding after the query".into(),
+        input: padded,
+        expect: Expect::Reply(reply_frame(&v4, &expected_reply(&q, &proxy4, 300))),
+    });
+    c
+}
+
+#[test]
+fn fixture_table() {
+    require_privileges!();
+    let (dp, _catalog) = fixture::load(&fixture::config_text(), LoadOptions::default());
+    let cases = cases();
+    assert!(cases.len() >= 30, "the table has {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let (action, out) = fixture::run(&dp, program::DNS, &case.input);
+        match &case.expect {
+            Expect::Pass => {
+                if action != XDP_PASS {
+                    failures.push(format!("{}: action {action}, want XDP_PASS", case.name));
+                } else if out != case.input {
+                    failures.push(format!("{}: passed frame was modified", case.name));
+                }
+            }
+            Expect::Reply(want) => {
+                if action != XDP_TX {
+                    failures.push(format!("{}: action {action}, want XDP_TX", case.name));
+                    continue;
+                }
+                if let Err(e) = checked_dns_payload(&out) {
+                    failures.push(format!("{}: {e}", case.name));
+                }
+                if &out != want {
+                    failures.push(format!("{}: reply differs\n  got  {}\n  want {}", case.name, hex(&out), hex(want)));
+                }
+                let dns = checked_dns_payload(&out).unwrap_or_default();
+                match Message::from_vec(&dns) {
+                    Ok(m) => {
+                        if m.metadata.message_type != MessageType::Response
+                            || !m.metadata.authoritative
+                            || m.metadata.response_code != ResponseCode::NoError
+                            || m.answers.is_empty()
+                        {
+                            failures.push(format!("{}: hickory sees {m:?}", case.name));
+                        }
+                    }
+                    Err(e) => failures.push(format!("{}: hickory cannot parse the reply: {e}", case.name)),
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

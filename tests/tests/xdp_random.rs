@@ -1,0 +1,210 @@
+//! The XDP program under many packets: the fraction drawn per query, the proxy window, the origin
+//! algorithms, and 100 000 random and mutated packets that must each be passed untouched or
+//! answered with a well-formed reply.
+
+use std::collections::{HashMap, HashSet};
+
+use hickory_proto::{
+    op::{Message, MessageType},
+    rr::RData,
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use spillway::dataplane::{LoadOptions, program};
+use spillway_tests::{
+    dnswire::*,
+    fixture::{self, XDP_PASS, XDP_TX},
+    frame::{Transport, checked_dns_payload, query_frame},
+    require_privileges,
+};
+
+const STEERING: &str = r#"
+[server]
+zones = ["cdn.example.net."]
+xdp_interfaces = ["spw-unused0"]
+[api]
+listen = "127.0.0.1:0"
+token = "t"
+[store]
+path = "/nonexistent.db"
+[[proxy]]
+name = "edge-a"
+addresses = ["198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4", "198.51.100.5"]
+capacity_rps = 1000
+[[proxy]]
+name = "edge-b"
+addresses = ["198.51.100.6", "198.51.100.7", "198.51.100.8", "198.51.100.9", "198.51.100.10", "198.51.100.11"]
+capacity_rps = 1000
+[[customer]]
+id = "shop"
+names = ["shop.cdn.example.net."]
+origin_addresses = ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+overflow = "origin"
+assignment = "round-robin"
+fraction = 0.3
+ttl = 30
+[[customer]]
+id = "weighted"
+names = ["weighted.cdn.example.net."]
+origin_addresses = ["203.0.113.1", "203.0.113.2"]
+origin_weights = [3, 1]
+overflow = "origin"
+assignment = "weighted"
+fraction = 0.0
+ttl = 30
+[[customer]]
+id = "hashed"
+names = ["hashed.cdn.example.net."]
+origin_addresses = ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+overflow = "origin"
+assignment = "hash"
+fraction = 0.0
+ttl = 30
+"#;
+
+/// The A records of one XDP reply.
+fn answer_a(dp: &spillway::dataplane::Dataplane, frame: &[u8]) -> Vec<[u8; 4]> {
+    let (action, out) = fixture::run(dp, program::DNS, frame);
+    assert_eq!(action, XDP_TX);
+    let msg = Message::from_vec(&checked_dns_payload(&out).expect("checksums")).expect("parses");
+    msg.answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::A(a) => a.0.octets(),
+            other => panic!("unexpected record {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn fraction_window_and_origin_algorithms() {
+    require_privileges!();
+    let (dp, _) = fixture::load(STEERING, LoadOptions::default());
+    let query = query_frame(&Transport::V4, &Query::new("shop.cdn.example.net.", TYPE_A).bytes());
+
+    // Fraction 0.3: 10 000 runs land within 0.27..0.33; proxy answers are windows of 8 of the
+    // 11 proxies, rotating; origin answers go round-robin over the 3 origins.
+    let runs = 10_000;
+    let mut proxied = 0;
+    let mut starts = HashSet::new();
+    let mut origins: HashMap<[u8; 4], u32> = HashMap::new();
+    for _ in 0..runs {
+        let a = answer_a(&dp, &query);
+        if a[0][2] == 100 {
+            proxied += 1;
+            assert_eq!(a.len(), 8, "a window of 8 proxies: {a:?}");
+            let unique: HashSet<_> = a.iter().collect();
+            assert_eq!(unique.len(), 8, "distinct proxies: {a:?}");
+            for w in a.windows(2) {
+                let (x, y) = (w[0][3], w[1][3]);
+                assert_eq!(y, if x == 11 { 1 } else { x + 1 }, "consecutive (wrapping) proxies: {a:?}");
+            }
+            starts.insert(a[0][3]);
+        } else {
+            assert_eq!(a.len(), 1, "one origin: {a:?}");
+            *origins.entry(a[0]).or_default() += 1;
+        }
+    }
+    let share = proxied as f64 / runs as f64;
+    assert!((0.27..=0.33).contains(&share), "proxy share {share} at fraction 0.3");
+    assert_eq!(starts.len(), 11, "every proxy starts some window: {starts:?}");
+    // test_run runs on one CPU, so its round-robin cursor is exact: counts differ by at most 1.
+    let counts: Vec<u32> = origins.values().copied().collect();
+    assert_eq!(counts.len(), 3, "{origins:?}");
+    assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1, "round-robin {origins:?}");
+
+    // Weighted 3:1.
+    let query = query_frame(&Transport::V4, &Query::new("weighted.cdn.example.net.", TYPE_A).bytes());
+    let first = (0..4000).filter(|_| answer_a(&dp, &query)[0] == [203, 0, 113, 1]).count();
+    let share = first as f64 / 4000.0;
+    assert!((0.70..=0.80).contains(&share), "weight 3 of 4 got {share}");
+
+    // Hash: the same client subnet always gets the same origin.
+    let query = query_frame(&Transport::V4, &Query::new("hashed.cdn.example.net.", TYPE_A).bytes());
+    let first = answer_a(&dp, &query);
+    for _ in 0..200 {
+        assert_eq!(answer_a(&dp, &query), first);
+    }
+}
+
+/// Every outcome is XDP_PASS with the frame untouched, or XDP_TX with a well-formed reply.
+fn check_outcome(dp: &spillway::dataplane::Dataplane, input: &[u8]) -> Result<u32, String> {
+    let (action, out) = fixture::run(dp, program::DNS, input);
+    match action {
+        XDP_PASS if out == input => Ok(action),
+        XDP_PASS => Err("passed but modified".into()),
+        XDP_TX => {
+            let dns = checked_dns_payload(&out)?;
+            let m = Message::from_vec(&dns).map_err(|e| format!("reply does not parse: {e}"))?;
+            if m.metadata.message_type != MessageType::Response || m.answers.is_empty() {
+                return Err(format!("odd reply {m:?}"));
+            }
+            Ok(action)
+        }
+        other => Err(format!("action {other}")),
+    }
+}
+
+#[test]
+fn random_and_mutated_packets() {
+    require_privileges!();
+    let (dp, _) = fixture::load(&fixture::config_text(), LoadOptions::default());
+    let seed: u64 = std::env::var("SPILLWAY_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("seed {seed} (SPILLWAY_FUZZ_SEED to replay)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let names = ["fixed.cdn.example.net.", "origin.cdn.example.net.", "cname.cdn.example.net.", "nobody.cdn.example.net."];
+    let mut seeds = Vec::new();
+    for t in [Transport::V4, Transport::V6, Transport::V4.vlan(3), Transport::V6.vlan(9)] {
+        for n in names {
+            for qt in [TYPE_A, TYPE_AAAA] {
+                seeds.push(query_frame(&t, &Query::new(n, qt).bytes()));
+                seeds.push(query_frame(&t, &Query::new(n, qt).edns(Edns::new(1232)).bytes()));
+            }
+        }
+    }
+
+    let total = 100_000;
+    let mut tx = 0;
+    let mut failures = Vec::new();
+    for i in 0..total {
+        let input: Vec<u8> = if i % 4 == 0 {
+            // Random bytes, sometimes with a plausible Ethernet/IP start.
+            let len = rng.random_range(15..600);
+            let mut f: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if rng.random_bool(0.5) {
+                let s = &seeds[rng.random_range(0..seeds.len())];
+                let keep = rng.random_range(14..s.len().min(len));
+                f[..keep].copy_from_slice(&s[..keep]);
+            }
+            f
+        } else {
+            // A valid query with a few bytes changed, cut short, or extended.
+            let mut f = seeds[rng.random_range(0..seeds.len())].clone();
+            for _ in 0..rng.random_range(1..4) {
+                match rng.random_range(0..3) {
+                    0 => {
+                        let at = rng.random_range(0..f.len());
+                        f[at] = rng.random();
+                    }
+                    1 if f.len() > 15 => {
+                        let at = rng.random_range(14..f.len());
+                        f.truncate(at);
+                    }
+                    1 => {}
+                    _ => f.extend((0..rng.random_range(1..40)).map(|_| rng.random::<u8>())),
+                }
+            }
+            f
+        };
+        match check_outcome(&dp, &input) {
+            Ok(XDP_TX) => tx += 1,
+            Ok(_) => {}
+            Err(e) => failures.push(format!("{e}: {}", input.iter().map(|b| format!("{b:02x}")).collect::<String>())),
+        }
+    }
+    assert!(failures.is_empty(), "{} of {total} packets failed (seed {seed}):\n{}", failures.len(), failures[..failures.len().min(5)].join("\n"));
+    // Mutations that leave a query valid (e.g. a changed ID, with a matching checksum by
+    // chance, or the unmutated seeds above) must still be answered: the fuzz reaches the
+    // answering path.
+    eprintln!("{tx} of {total} answered");
+}
