@@ -4,6 +4,7 @@
 //! A 16-bit word at an odd offset contributes its byte-swapped value: the ones-complement sum
 //! commutes with byte swapping, so each piece can be summed on its own and placed afterwards.
 
+#[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct Csum(u64);
 

@@ -53,7 +53,7 @@ pub fn spillway_dns(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_spillway_dns(ctx: &XdpContext) -> Result<Target, XdpOutcome> {
     let replay = unsafe { core::ptr::read_volatile(&BENCH_REPLAY) } != 0;
-    let q = parse::parse_query(ctx, replay)?;
+    let q = parse::stash(parse::parse_query(ctx, replay)?)?;
     let name = unsafe { NAMES.get(&q.key) }.ok_or(XdpOutcome::PassUnknownName)?;
     let customer = name.customer;
     let rec = unsafe { CUSTOMERS.get(&customer) }.ok_or(XdpOutcome::PassUnknownName)?;
@@ -100,7 +100,7 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<Target, XdpOutcome> {
             Answer::Origin { addr }
         }
     };
-    write_reply(ctx, &q, rec, proxies, &answer)?;
+    write_reply(ctx, q, rec, proxies, &answer)?;
     if let Some(c) = counters {
         unsafe { (*c).answers[target as usize & 3] += 1 };
     }

@@ -5,6 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray},
 };
+use crate::parse::Query;
 use spillway_common::{
     maps::{
         CustomerCounters, CustomerRecord, MAX_CUSTOMERS, MAX_NAMES, NameKey, NameValue, ProxySet,
@@ -38,6 +39,10 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Bytes longer than the stack allows, and values the verifier should forget.
 #[repr(C)]
 pub struct Scratch {
+    /// The parsed query. The reply path reads it from here, so for the verifier every field is
+    /// a value within its bounds rather than one of the constants each parse path produced, and
+    /// the reply path is checked once for all of them instead of once per path.
+    pub query: Query,
     /// Reading the name length back from a map makes the verifier forget that it was one of
     /// 255 constants, so it checks the code after the name walk once instead of once per length.
     pub name_len: u32,
@@ -45,7 +50,13 @@ pub struct Scratch {
     /// The answer records, built here and copied into the packet with one
     /// `bpf_xdp_store_bytes`.
     pub answers: [u8; ANSWERS_BUF],
+    /// Headers and question, while the packet grows at its head (see `respond::grow`).
+    pub head: [u8; HEAD_BUF],
 }
+
+/// Room for the longest part kept when growing at the head: Ethernet + VLAN + IPv6 + UDP + DNS
+/// header + 255-byte name + type and class = 337 bytes.
+pub const HEAD_BUF: usize = 512;
 
 /// Room for the largest answer section the program writes: 8 AAAA records.
 pub const ANSWERS_BUF: usize = 256;

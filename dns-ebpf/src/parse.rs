@@ -2,9 +2,8 @@
 //!
 //! Accepted: a query (QR=0, opcode QUERY, QDCOUNT=1, no answer or authority records) whose
 //! question name has no compression pointer, class IN, and at most one additional record which
-//! must be an OPT of version 0 with no options. The UDP checksum is verified (a zero checksum
-//! over IPv4 means "none"). Anything else is an `Err(reason)`: the packet goes on to the kernel
-//! untouched and the userspace server answers it.
+//! must be an OPT of version 0 (its options are ignored). Anything else is an `Err(reason)`:
+//! the packet goes on to the kernel untouched and the userspace server answers it.
 
 use aya_ebpf::programs::XdpContext;
 use spillway_common::{
@@ -33,6 +32,8 @@ const IPPROTO_UDP: u8 = 17;
 const IPV6_NEXTHDR_FRAGMENT: u8 = 44;
 
 /// Everything the reply needs from the query.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Query {
     /// Offset of the IP header.
     pub l3: usize,
@@ -165,7 +166,7 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
     }
 
     // The question name: walk it once, hashing the lowercased bytes for the map key and summing
-    // the bytes as received for the checksum. Each step checks 5 bytes (the byte and the 4 of
+    // the bytes as received for the reply's checksum. Each step checks 5 bytes (the byte and the 4 of
     // qtype/qclass that must follow the name) so the verifier gets a range it can use.
     let name_off = dns + HEADER_LEN;
     let mut hasher = NameHasher::new();
@@ -202,9 +203,6 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
         return Err(PassType);
     }
 
-    let mut tail = Csum::new();
-    tail.add16(qtype);
-    tail.add16(qclass);
     let mut msg_len = HEADER_LEN + qname_len + 4;
     let mut edns = false;
     let mut edns_udp_size = PLAIN_UDP_LIMIT;
@@ -216,17 +214,13 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
         let udp_size = read_be16(ctx, opt_off + 3)?;
         let ttl = read_be32(ctx, opt_off + 5)?;
         let rdlen = read_be16(ctx, opt_off + 9)?;
-        // Version (second byte of the TTL) must be 0; options go to userspace, which may act on
-        // them (cookies, client subnet, padding).
-        if root != 0 || rtype != TYPE_OPT || (ttl >> 16) & 0xff != 0 || rdlen != 0 {
+        // Version (second byte of the TTL) must be 0 (userspace answers BADVERS otherwise).
+        if root != 0 || rtype != TYPE_OPT || (ttl >> 16) & 0xff != 0 {
             return Err(PassEdns);
         }
-        // The root byte at tail offset 4 is 0 and adds nothing.
-        tail.add16_at(5, rtype);
-        tail.add16_at(7, udp_size);
-        tail.add16_at(9, (ttl >> 16) as u16);
-        tail.add16_at(11, ttl as u16);
-        tail.add16_at(13, rdlen);
+        // Options are ignored (RFC 6891 §6.1.2; a server without cookies ignores COOKIE, RFC
+        // 7873 §5.2.1).
+        msg_len += rdlen as usize;
         msg_len += OPT_RR_LEN;
         edns = true;
         edns_udp_size = if udp_size < PLAIN_UDP_LIMIT { PLAIN_UDP_LIMIT } else { udp_size };
@@ -236,27 +230,11 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
         return Err(PassNotQuery);
     }
 
-    // Verify the UDP checksum from the pieces: pseudo-header, UDP header, DNS header, question,
-    // OPT. Over IPv6 a zero checksum is invalid; over IPv4 it means "not computed".
-    if udp_csum != 0 || ipv6 {
-        let mut sum = addr_sum;
-        sum.add16(IPPROTO_UDP as u16);
-        sum.add16(udp_len as u16);
-        sum.add16(sport);
-        sum.add16(dport);
-        sum.add16(udp_len as u16);
-        sum.add16(udp_csum);
-        sum.add16(id);
-        sum.add16(flags);
-        sum.add16(qdcount);
-        sum.add16(ancount);
-        sum.add16(nscount);
-        sum.add16(arcount);
-        sum.add_sum_at(0, name_sum);
-        sum.add_sum_at(qname_len, tail);
-        if sum.fold() != 0xffff && !replay {
-            return Err(PassMalformed);
-        }
+    // A zero UDP checksum is invalid over IPv6 (RFC 8200 §8.1). Other checksums are not
+    // verified: the Ethernet FCS protects the wire, and on veth, virtio or local traffic the
+    // field holds only the partial sum of checksum offload, which XDP cannot check.
+    if ipv6 && udp_csum == 0 {
+        return Err(PassMalformed);
     }
 
     let mut port_sum = Csum::new();
@@ -279,6 +257,17 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
         id,
         name_sum,
     })
+}
+
+/// Store the query in the per-CPU scratch slot and hand back that copy (see `Scratch::query`).
+#[inline(always)]
+pub fn stash(q: Query) -> Result<&'static Query, XdpOutcome> {
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(PassMalformed)?;
+    unsafe {
+        let slot = core::ptr::addr_of_mut!((*scratch).query);
+        core::ptr::write_volatile(slot, q);
+        Ok(&*slot)
+    }
 }
 
 /// Pass `v` through a per-CPU map slot so the verifier sees an unknown value in 1..=255 instead

@@ -1,7 +1,10 @@
 //! Turning the query into its reply in place: grow or shrink the packet, swap the addresses,
 //! rewrite the DNS header, append the answer records (and OPT), fix both checksums.
 
-use aya_ebpf::{helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext};
+use aya_ebpf::{
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    programs::XdpContext,
+};
 use aya_log_ebpf::warn;
 use spillway_common::{
     dns::*,
@@ -12,7 +15,7 @@ use spillway_common::{
 
 use crate::{
     csum::Csum,
-    maps::{ANSWERS_BUF, SCRATCH},
+    maps::{ANSWERS_BUF, HEAD_BUF, SCRATCH},
     packet::{ptr_at, store},
     parse::Query,
 };
@@ -74,12 +77,7 @@ pub fn write_reply(
         return Err(PassTooBig);
     }
     let new_len = d + dns_len;
-    let delta = new_len as i64 - (ctx.data_end() - ctx.data()) as i64;
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
-        // Rare (a driver without tailroom): worth a log line, and userspace still answers.
-        warn!(ctx, "bpf_xdp_adjust_tail({}) failed; passing the query on", delta as i32);
-        return Err(PassGrowFailed);
-    }
+    grow(ctx, new_len, d + ans_off)?;
     // Every packet pointer is invalid from here on: all access goes through ptr_at again.
 
     // Each header is edited through one checked pointer to all of it: LLVM may merge separate
@@ -216,6 +214,40 @@ pub fn write_reply(
     let udp = unsafe { &mut *ptr_at::<[u8; UDP_HLEN]>(ctx, l4)? };
     udp[6..8].copy_from_slice(&sum.finish_udp().to_be_bytes());
     Ok(())
+}
+
+/// Make the packet `new_len` bytes long, keeping its first `keep` bytes (headers and question).
+///
+/// The tail first: cheap, and drivers with page-sized buffers have room. Frames built from an
+/// skb (veth, generic XDP) may have almost no tailroom, but XDP always has 256 bytes of
+/// headroom: then the kept bytes are copied out, the start moves back, and they are copied in
+/// again at the new start. What follows them is overwritten by the answers.
+#[inline(always)]
+fn grow(ctx: &XdpContext, new_len: usize, keep: usize) -> Result<(), XdpOutcome> {
+    // The helper, not data_end - data: LLVM turns that into arithmetic on pkt_end, which the
+    // verifier refuses.
+    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i64;
+    let delta = new_len as i64 - frame_len;
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } == 0 {
+        return Ok(());
+    }
+    let keep = keep & (HEAD_BUF - 1);
+    if delta <= 0 || keep == 0 {
+        return Err(PassGrowFailed);
+    }
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(PassGrowFailed)?;
+    let head = unsafe { &mut (*scratch).head };
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, head.as_mut_ptr() as *mut _, keep as u32) } != 0 {
+        return Err(PassGrowFailed);
+    }
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(delta as i32)) } != 0 {
+        // Rare (no headroom either): worth a log line, and userspace still answers.
+        warn!(ctx, "no room to grow the reply by {} bytes; passing the query on", delta as i32);
+        return Err(PassGrowFailed);
+    }
+    // From here the packet has moved: a failure can no longer pass it on untouched, but the
+    // store is within the `keep` bytes just made room for and cannot fail.
+    store(ctx, 0, head.as_ptr(), keep)
 }
 
 /// Pointer to the question name, type, class IN, TTL, RDLENGTH.

@@ -1,0 +1,170 @@
+//! Network namespaces, a veth pair between them, and processes inside them, each behind a guard
+//! that cleans up on drop (also when a test panics).
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip (iproute2) runs");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// A named network namespace, deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(prefix: &str) -> Self {
+        let name = format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        ip(&["netns", "add", &name]);
+        let ns = NetNs { name };
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip netns exec NAME argv...`, waiting for it.
+    pub fn exec(&self, argv: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", &self.name]).args(argv).output().expect("ip netns exec runs")
+    }
+
+    pub fn exec_ok(&self, argv: &[&str]) -> String {
+        let out = self.exec(argv);
+        assert!(out.status.success(), "{} in {}: {}", argv.join(" "), self.name, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Start a process inside the namespace; killed on drop of the guard.
+    pub fn spawn(&self, argv: &[&str], log: PathBuf) -> Proc {
+        let file = File::create(&log).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv)
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn in netns");
+        Proc { child: Some(child), log }
+    }
+
+    /// Run `f` on a thread that has entered this namespace (for in-process sockets and
+    /// netlink, e.g. HTTP clients and XDP attach).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        thread::spawn(move || {
+            let ns = File::open(&path).expect("netns file");
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// A process in a namespace: SIGTERM on drop, then SIGKILL if it has not stopped in 5 s.
+pub struct Proc {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Send SIGTERM and wait for the exit status (None if it had to be killed).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Two namespaces joined by a veth pair with documentation addresses:
+/// client 192.0.2.1 / 2001:db8::1, server 192.0.2.53 / 2001:db8::53.
+pub struct Topology {
+    pub client: NetNs,
+    pub server: NetNs,
+    pub client_if: String,
+    pub server_if: String,
+}
+
+pub const CLIENT_ADDR4: &str = "192.0.2.1";
+pub const SERVER_ADDR4: &str = "192.0.2.53";
+pub const CLIENT_ADDR6: &str = "2001:db8::1";
+pub const SERVER_ADDR6: &str = "2001:db8::53";
+
+impl Topology {
+    pub fn new() -> Self {
+        let client = NetNs::new("spw-c");
+        let server = NetNs::new("spw-s");
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}{n}", std::process::id() % 100_000);
+        let client_if = format!("spwc{tag}");
+        let server_if = format!("spws{tag}");
+        ip(&["link", "add", &client_if, "netns", &client.name, "type", "veth", "peer", "name", &server_if, "netns", &server.name]);
+        for (ns, ifname, a4, a6) in
+            [(&client, &client_if, CLIENT_ADDR4, CLIENT_ADDR6), (&server, &server_if, SERVER_ADDR4, SERVER_ADDR6)]
+        {
+            ns.exec_ok(&["ip", "addr", "add", &format!("{a4}/24"), "dev", ifname]);
+            ns.exec_ok(&["ip", "addr", "add", &format!("{a6}/64"), "dev", ifname, "nodad"]);
+            ns.exec_ok(&["ip", "link", "set", ifname, "up"]);
+        }
+        Topology { client, server, client_if, server_if }
+    }
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The `spillway` binary built next to the running test (target/<profile>/spillway), or
+/// `SPILLWAY_BIN`.
+pub fn spillway_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SPILLWAY_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test exe path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("spillway");
+    assert!(bin.exists(), "{} not found: build it first (`cargo build -p spillway`; cargo xtask test does)", bin.display());
+    bin
+}

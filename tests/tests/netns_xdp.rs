@@ -1,0 +1,224 @@
+//! End to end: the real `spillway run` attached in native XDP mode to a veth in its own
+//! namespace (the peer veth gets the pass-through program native XDP_TX needs), no userspace
+//! listener, answering dig and kdig from the other namespace; a fraction changed through the
+//! HTTP API shows in the answers; /metrics counts them; bad API input changes nothing.
+
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use spillway::{
+    config::XdpModeConfig,
+    dataplane::{Dataplane, LoadOptions, program},
+};
+use spillway_tests::{
+    netns::{SERVER_ADDR4, SERVER_ADDR6, Topology, spillway_bin},
+    require_privileges,
+};
+
+const TOKEN: &str = "netns-test-token";
+
+fn config(server_if: &str) -> String {
+    format!(
+        r#"
+[server]
+zones = ["cdn.example.net."]
+nameservers = ["ns1.cdn.example.net."]
+listen = []
+xdp_interfaces = ["{server_if}"]
+xdp_mode = "native"
+
+[api]
+listen = "{SERVER_ADDR4}:8053"
+token = "{TOKEN}"
+
+[store]
+path = "/nonexistent/spillway.db"
+
+[[proxy]]
+name = "edge-1"
+addresses = ["198.51.100.10", "2001:db8:100::10"]
+capacity_rps = 20000
+
+[[customer]]
+id = "shop"
+names = ["shop.cdn.example.net."]
+origin_addresses = ["203.0.113.10", "2001:db8:200::10"]
+overflow = "origin"
+assignment = "round-robin"
+fraction = 0.0
+ttl = 30
+"#
+    )
+}
+
+fn api(path: &str) -> String {
+    format!("http://{SERVER_ADDR4}:8053{path}")
+}
+
+/// One HTTP request from inside the client namespace: (status, body).
+fn http(topo: &Topology, method: &'static str, path: &str, token: Option<&'static str>, body: Option<String>) -> (u16, String) {
+    let url = api(path);
+    topo.client.run(move || {
+        let c = Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+        let mut r = match method {
+            "GET" => c.get(&url),
+            _ => c.put(&url),
+        };
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.header("content-type", "application/json").body(b);
+        }
+        match r.send() {
+            Ok(resp) => (resp.status().as_u16(), resp.text().unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    })
+}
+
+/// The addresses in a dig/kdig +short answer.
+fn short(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = out.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect();
+    v.sort();
+    v
+}
+
+/// Run a DNS client in the client namespace; on failure, show what the XDP program did.
+fn query(topo: &Topology, argv: Vec<&str>) -> Vec<String> {
+    let out = topo.client.exec(&argv);
+    if !out.status.success() {
+        let (_, metrics) = http(topo, "GET", "/metrics", None, None);
+        let xdp: Vec<&str> = metrics.lines().filter(|l| l.starts_with("spillway_xdp_packets_total{") && !l.ends_with(" 0")).collect();
+        panic!("{} failed: {}{}\nXDP outcomes: {xdp:?}", argv.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    short(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn dig(topo: &Topology, args: &[&str]) -> Vec<String> {
+    let mut argv = vec!["dig", "+short", "+tries=1", "+time=2"];
+    argv.extend_from_slice(args);
+    query(topo, argv)
+}
+
+fn kdig(topo: &Topology, args: &[&str]) -> Vec<String> {
+    let mut argv = vec!["kdig", "+short", "+retry=0", "+timeout=2"];
+    argv.extend_from_slice(args);
+    query(topo, argv)
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name_and_labels} not in /metrics:\n{text}"))
+}
+
+#[test]
+fn xdp_answers_and_api_fraction_change() {
+    require_privileges!();
+    for tool in ["dig", "kdig"] {
+        assert!(
+            std::process::Command::new(tool).arg("-v").output().is_ok(),
+            "{tool} is missing: `cargo xtask setup` installs it"
+        );
+    }
+    let topo = Topology::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("spillway.toml");
+    std::fs::write(&cfg, config(&topo.server_if)).expect("write config");
+
+    // Native XDP_TX on veth needs a program on the peer too.
+    let client_if = topo.client_if.clone();
+    let _peer: Dataplane = topo.client.run(move || {
+        let mut dp = Dataplane::load(LoadOptions::default()).expect("load");
+        dp.attach_program(program::PASS, &client_if, XdpModeConfig::Native).expect("attach xdp_pass on the peer");
+        dp
+    });
+
+    let bin = spillway_bin();
+    let mut daemon = topo.server.spawn(
+        &[bin.to_str().expect("utf-8 path"), "run", "--config", cfg.to_str().expect("utf-8 path")],
+        dir.path().join("spillway.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = http(&topo, "GET", "/readyz", None, None);
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready; log:\n{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let attached = topo.server.exec_ok(&["ip", "link", "show", &topo.server_if]);
+    assert!(attached.contains("xdp"), "XDP not attached in native mode: {attached}");
+
+    // Fraction 0: every answer is the origin, over IPv4 and IPv6, from dig and kdig.
+    for _ in 0..5 {
+        assert_eq!(dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]), ["203.0.113.10"]);
+        assert_eq!(dig(&topo, &["-6", &format!("@{SERVER_ADDR6}"), "SHOP.cdn.example.net", "AAAA"]), ["2001:db8:200::10"]);
+        assert_eq!(kdig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A", "+edns"]), ["203.0.113.10"]);
+    }
+
+    // The API: bad input is refused with a JSON error and changes nothing.
+    let put = |token, body: &str| http(&topo, "PUT", "/v1/customers/shop/fraction", token, Some(body.to_owned()));
+    for (token, body, want, says) in [
+        (None, r#"{"fraction": 1.0}"#, 401, "token"),
+        (Some("wrong"), r#"{"fraction": 1.0}"#, 401, "token"),
+        (Some(TOKEN), r#"{"fraction": 1.5}"#, 400, "outside [0, 1]"),
+        (Some(TOKEN), r#"{"fraction": -0.1}"#, 400, "outside [0, 1]"),
+        (Some(TOKEN), r#"{"fraction": "high"}"#, 400, "invalid JSON"),
+        (Some(TOKEN), r#"{"fraction": 1.0"#, 400, "invalid JSON"),
+        (Some(TOKEN), r#"{"fraktion": 1.0}"#, 400, "unknown field"),
+        (Some(TOKEN), r#"{}"#, 400, "send"),
+        (Some(TOKEN), r#"{"fraction": 0.5, "mode": "auto"}"#, 400, "manual"),
+    ] {
+        let (status, text) = put(token, body);
+        assert_eq!(status, want, "{body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON error body, got {text}"));
+        assert!(v["error"].as_str().unwrap_or("").contains(says), "{body}: {text}");
+    }
+    let (status, text) = http(&topo, "PUT", "/v1/customers/nobody/fraction", Some(TOKEN), Some(r#"{"fraction": 1}"#.into()));
+    assert_eq!(status, 404, "{text}");
+    let (_, text) = http(&topo, "GET", "/v1/customers/shop", Some(TOKEN), None);
+    let shop: Value = serde_json::from_str(&text).expect("customer JSON");
+    assert_eq!((shop["fraction"].as_f64(), shop["mode"].as_str()), (Some(0.0), Some("auto")), "{text}");
+    assert_eq!(dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]), ["203.0.113.10"]);
+
+    // Fraction 1 through the API: every answer is now the proxy, at once.
+    let (status, text) = put(Some(TOKEN), &json!({ "fraction": 1.0 }).to_string());
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!((v["fraction"].as_f64(), v["mode"].as_str()), (Some(1.0), Some("manual")), "{text}");
+    for _ in 0..5 {
+        assert_eq!(dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]), ["198.51.100.10"]);
+        assert_eq!(kdig(&topo, &["-6", &format!("@{SERVER_ADDR6}"), "shop.cdn.example.net", "AAAA"]), ["2001:db8:100::10"]);
+    }
+
+    // The list endpoint and the metrics agree.
+    let (status, text) = http(&topo, "GET", "/v1/customers", Some(TOKEN), None);
+    assert_eq!(status, 200, "{text}");
+    let list: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(list["customers"][0]["id"], "shop");
+    assert_eq!(list["customers"][0]["answers"]["proxy"], 10, "{text}");
+    let (status, metrics) = http(&topo, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    assert_eq!(metric(&metrics, r#"spillway_customer_fraction{customer="shop"}"#), 1.0);
+    assert_eq!(metric(&metrics, r#"spillway_answers_total{customer="shop",target="proxy"}"#), 10.0);
+    assert_eq!(metric(&metrics, r#"spillway_answers_total{customer="shop",target="origin"}"#), 16.0);
+    assert!(metric(&metrics, r#"spillway_dns_queries_total{path="xdp"}"#) >= 26.0, "{metrics}");
+    metric(&metrics, r#"spillway_dns_queries_total{path="userspace"}"#);
+
+    // Back to auto: the buyer's estimate (0) again.
+    let (status, text) = put(Some(TOKEN), r#"{"mode": "auto"}"#);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]), ["203.0.113.10"]);
+
+    // SIGTERM: a clean stop that detaches XDP.
+    let status = daemon.stop().expect("stopped on SIGTERM within 5 s");
+    assert!(status.success(), "exit {status:?}; log:\n{}", daemon.log_text());
+    let link = topo.server.exec_ok(&["ip", "link", "show", &topo.server_if]);
+    assert!(!link.contains("prog/xdp"), "XDP still attached after stop: {link}");
+}
