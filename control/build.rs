@@ -11,8 +11,5 @@ fn main() -> anyhow::Result<()> {
     let root_dir = root_dir.to_str().context("dns-ebpf path is not UTF-8")?;
     // aya-build watches dns-ebpf itself; the kernel program also compiles `common`.
     println!("cargo:rerun-if-changed={manifest_dir}/../common/src");
-    aya_build::build_ebpf(
-        [Package { name: "dns-ebpf", root_dir, ..Default::default() }],
-        Toolchain::default(),
-    )
+    aya_build::build_ebpf([Package { name: "dns-ebpf", root_dir, ..Default::default() }], Toolchain::default())
 }

@@ -9,9 +9,7 @@
 //! Indexes are masked with the (power of two) array sizes so the BPF verifier can see they are in
 //! bounds; the masks never change a valid index.
 
-use crate::maps::{
-    CustomerRecord, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS, MAX_PROXY_ANSWER, assignment, overflow,
-};
+use crate::maps::{CustomerRecord, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS, MAX_PROXY_ANSWER, assignment, overflow};
 
 /// Where an answer sends the client. The value indexes [`crate::maps::CustomerCounters::answers`].
 #[repr(u32)]

@@ -144,5 +144,5 @@ mod pod {
     unsafe impl aya::Pod for CustomerCounters {}
 }
 
-const _: () = assert!(core::mem::size_of::<CustomerRecord>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<CustomerRecord>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ProxySet>() == 8 + 4 * 64 + 16 * 64);

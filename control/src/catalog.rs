@@ -59,7 +59,13 @@ impl Catalog {
                 keys.push(key);
             }
             by_id.insert(c.id.clone(), i);
-            customers.push(Customer { config: c.clone(), index: i as u32, keys, fraction: c.fraction, mode: Mode::Auto });
+            customers.push(Customer {
+                config: c.clone(),
+                index: i as u32,
+                keys,
+                fraction: c.fraction,
+                mode: Mode::Auto,
+            });
         }
         Ok(Self { proxies: config.proxies().cloned().collect(), customers, by_id })
     }

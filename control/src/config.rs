@@ -164,8 +164,8 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> crate::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| crate::Error::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| crate::Error::Read { path: path.to_owned(), source })?;
         Ok(Config::parse(&text, &path.display().to_string())?)
     }
 
@@ -180,12 +180,8 @@ impl Config {
                 message: e.message().to_owned(),
             }],
         })?;
-        let issues = config.validate(&lines);
-        if issues.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors { file: file.to_owned(), issues })
-        }
+        let issues = config.validate(&lines, text);
+        if issues.is_empty() { Ok(config) } else { Err(ConfigErrors { file: file.to_owned(), issues }) }
     }
 
     pub fn proxies(&self) -> impl Iterator<Item = &ProxyConfig> {
@@ -202,13 +198,12 @@ impl Config {
             return Ok(t.clone());
         }
         let path = self.api.token_file.as_ref().expect("validated: token or token_file");
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| crate::Error::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| crate::Error::Read { path: path.clone(), source })?;
         Ok(text.lines().next().unwrap_or("").trim().to_owned())
     }
 
-    fn validate(&self, lines: &LineIndex) -> Vec<ConfigIssue> {
-        let mut v = Validator { issues: Vec::new() };
+    fn validate(&self, lines: &LineIndex, text: &str) -> Vec<ConfigIssue> {
+        let mut v = Validator { issues: Vec::new(), text, spans: Vec::new() };
         let s = &self.server;
         if s.zones.is_empty() {
             v.push(None, "server.zones", "at least one zone is needed".into());
@@ -248,6 +243,7 @@ impl Config {
         let (mut v4, mut v6) = (0, 0);
         for (i, p) in self.proxies.iter().enumerate() {
             let line = Some(lines.line(p.span().start));
+            v.spans.push((line.unwrap_or(0), p.span()));
             let p = p.get_ref();
             let at = format!("proxy[{i}] (name {:?})", p.name);
             if p.name.is_empty() {
@@ -266,13 +262,18 @@ impl Config {
             }
         }
         if v4 > MAX_PROXY_ADDRS || v6 > MAX_PROXY_ADDRS {
-            v.push(None, "proxy", format!("at most {MAX_PROXY_ADDRS} proxy addresses per family (have {v4} IPv4, {v6} IPv6)"));
+            v.push(
+                None,
+                "proxy",
+                format!("at most {MAX_PROXY_ADDRS} proxy addresses per family (have {v4} IPv4, {v6} IPv6)"),
+            );
         }
 
         let mut ids = HashSet::new();
         let mut owner: HashMap<Name, &str> = HashMap::new();
         for (i, c) in self.customers.iter().enumerate() {
             let line = Some(lines.line(c.span().start));
+            v.spans.push((line.unwrap_or(0), c.span()));
             let c = c.get_ref();
             let at = format!("customer[{i}] (id {:?})", c.id);
             if c.id.is_empty() || !c.id.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
@@ -291,7 +292,7 @@ impl Config {
                     Ok(name) => {
                         if !zones.iter().any(|z| z.zone_of(&name)) {
                             v.push(line, &key, format!("{n:?} is not inside any of server.zones"));
-                        } else if zones.iter().any(|z| *z == name) {
+                        } else if zones.contains(&name) {
                             v.push(line, &key, format!("{n:?} is a zone apex; customer names live below it"));
                         }
                         if let Some(prev) = owner.insert(name.to_lowercase(), &c.id) {
@@ -321,11 +322,9 @@ impl Config {
                     &format!("{at}.origin_addresses"),
                     "overflow = \"origin\" needs at least one origin address".into(),
                 ),
-                Overflow::Cname if c.origin_cname.is_none() => v.push(
-                    line,
-                    &format!("{at}.origin_cname"),
-                    "overflow = \"cname\" needs origin_cname".into(),
-                ),
+                Overflow::Cname if c.origin_cname.is_none() => {
+                    v.push(line, &format!("{at}.origin_cname"), "overflow = \"cname\" needs origin_cname".into())
+                }
                 _ => {}
             }
             if let Some(cn) = &c.origin_cname {
@@ -358,13 +357,31 @@ impl Config {
     }
 }
 
-struct Validator {
+struct Validator<'a> {
     issues: Vec<ConfigIssue>,
+    text: &'a str,
+    /// (header line, byte span) of each array-of-tables entry seen so far.
+    spans: Vec<(usize, std::ops::Range<usize>)>,
 }
 
-impl Validator {
+impl Validator<'_> {
+    /// Record a problem. `line` is the entry's header line; when the path ends in a key
+    /// (`...fraction`, `...names[0]`), the line of that key inside the entry is used instead.
     fn push(&mut self, line: Option<usize>, path: &str, message: String) {
+        let line = line.map(|l| self.key_line(l, path).unwrap_or(l));
         self.issues.push(ConfigIssue { line, path: path.to_owned(), message });
+    }
+
+    fn key_line(&self, header_line: usize, path: &str) -> Option<usize> {
+        let (_, key) = path.rsplit_once(").")?;
+        let key = key.split('[').next()?;
+        let (_, span) = self.spans.iter().find(|(l, _)| *l == header_line)?;
+        // The entry runs from its header to the next table header.
+        let body = self.text.get(span.start..)?;
+        body.lines().enumerate().skip(1).take_while(|(_, l)| !l.trim_start().starts_with('[')).find_map(|(i, l)| {
+            let rest = l.trim_start().strip_prefix(key)?;
+            rest.trim_start().starts_with('=').then_some(header_line + i)
+        })
     }
 }
 
@@ -470,8 +487,8 @@ ttl = 30
             .replace("overflow = \"origin\"", "overflow = \"cname\"\norigin_weights = [1]");
         let e = Config::parse(&text, "bad.toml").unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("bad.toml:16: proxy[0] (name \"edge-1\").capacity_rps: must be greater than 0"), "{s}");
-        assert!(s.contains("bad.toml:21: customer[0] (id \"shop\").fraction: 1.5 is outside [0, 1]"), "{s}");
+        assert!(s.contains("bad.toml:19: proxy[0] (name \"edge-1\").capacity_rps: must be greater than 0"), "{s}");
+        assert!(s.contains("bad.toml:29: customer[0] (id \"shop\").fraction: 1.5 is outside [0, 1]"), "{s}");
         assert!(s.contains("is not inside any of server.zones"), "{s}");
         assert!(s.contains("1 weights for 2 origin addresses"), "{s}");
         assert_eq!(e.issues.len(), 4, "{s}");

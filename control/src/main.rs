@@ -7,7 +7,11 @@ use spillway::{config::Config, ctl};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "spillway", version, about = "XDP-accelerated authoritative DNS that sells and steers spare CDN capacity")]
+#[command(
+    name = "spillway",
+    version,
+    about = "XDP-accelerated authoritative DNS that sells and steers spare CDN capacity"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -62,8 +62,7 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<Target, XdpOutcome> {
     let proxy_len = if v6 { proxies.v6_len } else { proxies.v4_len };
     let origin_len = if v6 { rec.origin_v6_len } else { rec.origin_v4_len };
     let rand = unsafe { bpf_get_prandom_u32() };
-    let target =
-        choose_target(rec, rand, proxy_len, origin_len).ok_or(XdpOutcome::PassNoData)?;
+    let target = choose_target(rec, rand, proxy_len, origin_len).ok_or(XdpOutcome::PassNoData)?;
     let counters = CUSTOMER_STATS.get_ptr_mut(customer);
 
     let answer = match target {
@@ -81,20 +80,15 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<Target, XdpOutcome> {
                 },
                 None => 0,
             };
-            let draw =
-                OriginDraw { rr_cursor, rand: unsafe { bpf_get_prandom_u32() }, client_key: q.client_key };
+            let draw = OriginDraw { rr_cursor, rand: unsafe { bpf_get_prandom_u32() }, client_key: q.client_key };
             let mut addr = [0u8; 16];
             if v6 {
                 let cum = &rec.origin_v6_cum_weight;
-                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| {
-                    addr_key_v6(&rec.origin_v6[i & 7])
-                });
+                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v6(&rec.origin_v6[i & 7]));
                 addr = rec.origin_v6[i & 7];
             } else {
                 let cum = &rec.origin_v4_cum_weight;
-                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| {
-                    addr_key_v4(&rec.origin_v4[i & 7])
-                });
+                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v4(&rec.origin_v4[i & 7]));
                 addr[..4].copy_from_slice(&rec.origin_v4[i & 7]);
             }
             Answer::Origin { addr }

@@ -1,33 +1,28 @@
 //! Map definitions. Names and layouts come from `spillway_common::maps`.
 
+use crate::parse::Query;
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{HashMap, PerCpuArray},
 };
-use crate::parse::Query;
 use spillway_common::{
-    maps::{
-        CustomerCounters, CustomerRecord, MAX_CUSTOMERS, MAX_NAMES, NameKey, NameValue, ProxySet,
-    },
+    maps::{CustomerCounters, CustomerRecord, MAX_CUSTOMERS, MAX_NAMES, NameKey, NameValue, ProxySet},
     stats::XDP_OUTCOMES,
 };
 
 #[map(name = "NAMES")]
-pub static NAMES: HashMap<NameKey, NameValue> =
-    HashMap::with_max_entries(MAX_NAMES, BPF_F_NO_PREALLOC);
+pub static NAMES: HashMap<NameKey, NameValue> = HashMap::with_max_entries(MAX_NAMES, BPF_F_NO_PREALLOC);
 
 /// NO_PREALLOC: updates swap whole elements under RCU (see `CustomerRecord`).
 #[map(name = "CUSTOMERS")]
-pub static CUSTOMERS: HashMap<u32, CustomerRecord> =
-    HashMap::with_max_entries(MAX_CUSTOMERS, BPF_F_NO_PREALLOC);
+pub static CUSTOMERS: HashMap<u32, CustomerRecord> = HashMap::with_max_entries(MAX_CUSTOMERS, BPF_F_NO_PREALLOC);
 
 #[map(name = "PROXIES")]
 pub static PROXIES: HashMap<u32, ProxySet> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 
 #[map(name = "CUSTOMER_STATS")]
-pub static CUSTOMER_STATS: PerCpuArray<CustomerCounters> =
-    PerCpuArray::with_max_entries(MAX_CUSTOMERS, 0);
+pub static CUSTOMER_STATS: PerCpuArray<CustomerCounters> = PerCpuArray::with_max_entries(MAX_CUSTOMERS, 0);
 
 #[map(name = "XDP_STATS")]
 pub static XDP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(XDP_OUTCOMES, 0);

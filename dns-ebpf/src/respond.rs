@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use spillway_common::{
-    dns::*,
     decision::proxy_index,
+    dns::*,
     maps::{CustomerRecord, MAX_CNAME_LEN, MAX_PROXY_ANSWER, ProxySet},
     stats::XdpOutcome::{self, *},
 };

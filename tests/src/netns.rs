@@ -138,7 +138,20 @@ impl Topology {
         let tag = format!("{}{n}", std::process::id() % 100_000);
         let client_if = format!("spwc{tag}");
         let server_if = format!("spws{tag}");
-        ip(&["link", "add", &client_if, "netns", &client.name, "type", "veth", "peer", "name", &server_if, "netns", &server.name]);
+        ip(&[
+            "link",
+            "add",
+            &client_if,
+            "netns",
+            &client.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &server_if,
+            "netns",
+            &server.name,
+        ]);
         for (ns, ifname, a4, a6) in
             [(&client, &client_if, CLIENT_ADDR4, CLIENT_ADDR6), (&server, &server_if, SERVER_ADDR4, SERVER_ADDR6)]
         {
@@ -156,15 +169,17 @@ impl Default for Topology {
     }
 }
 
-/// The `spillway` binary built next to the running test (target/<profile>/spillway), or
-/// `SPILLWAY_BIN`.
+/// The `spillway` binary of the same build as the running program (target/<profile>/spillway,
+/// next to a binary or one level above a test in deps/), or `SPILLWAY_BIN`.
 pub fn spillway_bin() -> PathBuf {
     if let Ok(p) = std::env::var("SPILLWAY_BIN") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("test exe path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("spillway");
-    assert!(bin.exists(), "{} not found: build it first (`cargo build -p spillway`; cargo xtask test does)", bin.display());
-    bin
+    let exe = std::env::current_exe().expect("own exe path");
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|d| d.join("spillway")).collect();
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "spillway not found at {candidates:?}: build it first (`cargo build -p spillway`; cargo xtask test does)"
+        )
+    })
 }

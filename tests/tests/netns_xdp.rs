@@ -57,7 +57,13 @@ fn api(path: &str) -> String {
 }
 
 /// One HTTP request from inside the client namespace: (status, body).
-fn http(topo: &Topology, method: &'static str, path: &str, token: Option<&'static str>, body: Option<String>) -> (u16, String) {
+fn http(
+    topo: &Topology,
+    method: &'static str,
+    path: &str,
+    token: Option<&'static str>,
+    body: Option<String>,
+) -> (u16, String) {
     let url = api(path);
     topo.client.run(move || {
         let c = Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
@@ -90,8 +96,14 @@ fn query(topo: &Topology, argv: Vec<&str>) -> Vec<String> {
     let out = topo.client.exec(&argv);
     if !out.status.success() {
         let (_, metrics) = http(topo, "GET", "/metrics", None, None);
-        let xdp: Vec<&str> = metrics.lines().filter(|l| l.starts_with("spillway_xdp_packets_total{") && !l.ends_with(" 0")).collect();
-        panic!("{} failed: {}{}\nXDP outcomes: {xdp:?}", argv.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let xdp: Vec<&str> =
+            metrics.lines().filter(|l| l.starts_with("spillway_xdp_packets_total{") && !l.ends_with(" 0")).collect();
+        panic!(
+            "{} failed: {}{}\nXDP outcomes: {xdp:?}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     short(&String::from_utf8_lossy(&out.stdout))
 }
@@ -158,7 +170,10 @@ fn xdp_answers_and_api_fraction_change() {
     // Fraction 0: every answer is the origin, over IPv4 and IPv6, from dig and kdig.
     for _ in 0..5 {
         assert_eq!(dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]), ["203.0.113.10"]);
-        assert_eq!(dig(&topo, &["-6", &format!("@{SERVER_ADDR6}"), "SHOP.cdn.example.net", "AAAA"]), ["2001:db8:200::10"]);
+        assert_eq!(
+            dig(&topo, &["-6", &format!("@{SERVER_ADDR6}"), "SHOP.cdn.example.net", "AAAA"]),
+            ["2001:db8:200::10"]
+        );
         assert_eq!(kdig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A", "+edns"]), ["203.0.113.10"]);
     }
 
@@ -180,7 +195,8 @@ fn xdp_answers_and_api_fraction_change() {
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON error body, got {text}"));
         assert!(v["error"].as_str().unwrap_or("").contains(says), "{body}: {text}");
     }
-    let (status, text) = http(&topo, "PUT", "/v1/customers/nobody/fraction", Some(TOKEN), Some(r#"{"fraction": 1}"#.into()));
+    let (status, text) =
+        http(&topo, "PUT", "/v1/customers/nobody/fraction", Some(TOKEN), Some(r#"{"fraction": 1}"#.into()));
     assert_eq!(status, 404, "{text}");
     let (_, text) = http(&topo, "GET", "/v1/customers/shop", Some(TOKEN), None);
     let shop: Value = serde_json::from_str(&text).expect("customer JSON");
@@ -194,7 +210,10 @@ fn xdp_answers_and_api_fraction_change() {
     assert_eq!((v["fraction"].as_f64(), v["mode"].as_str()), (Some(1.0), Some("manual")), "{text}");
     for _ in 0..5 {
         assert_eq!(dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]), ["198.51.100.10"]);
-        assert_eq!(kdig(&topo, &["-6", &format!("@{SERVER_ADDR6}"), "shop.cdn.example.net", "AAAA"]), ["2001:db8:100::10"]);
+        assert_eq!(
+            kdig(&topo, &["-6", &format!("@{SERVER_ADDR6}"), "shop.cdn.example.net", "AAAA"]),
+            ["2001:db8:100::10"]
+        );
     }
 
     // The list endpoint and the metrics agree.
@@ -210,6 +229,35 @@ fn xdp_answers_and_api_fraction_change() {
     assert_eq!(metric(&metrics, r#"spillway_answers_total{customer="shop",target="origin"}"#), 16.0);
     assert!(metric(&metrics, r#"spillway_dns_queries_total{path="xdp"}"#) >= 26.0, "{metrics}");
     metric(&metrics, r#"spillway_dns_queries_total{path="userspace"}"#);
+
+    // The same through the CLI client.
+    let out = topo.client.exec_ok(&[
+        bin.to_str().expect("utf-8"),
+        "ctl",
+        "--api",
+        &api(""),
+        "--token",
+        TOKEN,
+        "customers",
+        "get",
+        "shop",
+    ]);
+    let v: Value = serde_json::from_str(&out).expect("ctl prints JSON");
+    assert_eq!(v["fraction"].as_f64(), Some(1.0), "{out}");
+    let out = topo.client.exec(&[
+        bin.to_str().expect("utf-8"),
+        "ctl",
+        "--api",
+        &api(""),
+        "--token",
+        TOKEN,
+        "customers",
+        "set-fraction",
+        "shop",
+        "7",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside [0, 1]"), "{out:?}");
 
     // Back to auto: the buyer's estimate (0) again.
     let (status, text) = put(Some(TOKEN), r#"{"mode": "auto"}"#);

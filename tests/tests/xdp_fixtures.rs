@@ -69,15 +69,39 @@ fn cases() -> Vec<Case> {
         reply_case("EDNS size below 512", v4, a(fixed).edns(Edns::new(100)), &proxy4, 300),
         reply_case("mixed-case name kept", v4, a("FiXeD.CdN.ExAmPlE.NeT."), &proxy4, 300),
         reply_case("longest legal name", v4, a(&fixture::longest_name()), &proxy4, 300),
-        reply_case("longest legal name, AAAA, IPv6, EDNS", v6, aaaa(&fixture::longest_name()).edns(Edns::new(1400)), &proxy6, 300),
+        reply_case(
+            "longest legal name, AAAA, IPv6, EDNS",
+            v6,
+            aaaa(&fixture::longest_name()).edns(Edns::new(1400)),
+            &proxy6,
+            300,
+        ),
         reply_case("RD and CD copied", v4, a(fixed).flags(FLAG_RD | FLAG_CD), &proxy4, 300),
         reply_case("origin A", v4, a("origin.cdn.example.net."), &[Rdata::A(ORIGIN_V4)], 60),
         reply_case("origin AAAA over IPv6", v6, aaaa("origin.cdn.example.net."), &[Rdata::Aaaa(ORIGIN_V6)], 60),
-        reply_case("origin AAAA in VLAN with EDNS", v4.vlan(7), aaaa("origin.cdn.example.net.").edns(Edns::new(4096)), &[Rdata::Aaaa(ORIGIN_V6)], 60),
+        reply_case(
+            "origin AAAA in VLAN with EDNS",
+            v4.vlan(7),
+            aaaa("origin.cdn.example.net.").edns(Edns::new(4096)),
+            &[Rdata::Aaaa(ORIGIN_V6)],
+            60,
+        ),
         reply_case("CNAME for A", v4, a("cname.cdn.example.net."), &cname, 30),
-        reply_case("CNAME for AAAA over IPv6 with EDNS", v6, aaaa("cname.cdn.example.net.").edns(Edns::new(1232)), &cname, 30),
+        reply_case(
+            "CNAME for AAAA over IPv6 with EDNS",
+            v6,
+            aaaa("cname.cdn.example.net.").edns(Edns::new(1232)),
+            &cname,
+            30,
+        ),
         reply_case("CNAME, odd name length (checksum parity)", v4, a("odd.cdn.example.net."), &cname, 30),
-        reply_case("CNAME, odd name length, EDNS DO", v4, a("odd.cdn.example.net.").edns(Edns { do_bit: true, ..Edns::new(1232) }), &cname, 30),
+        reply_case(
+            "CNAME, odd name length, EDNS DO",
+            v4,
+            a("odd.cdn.example.net.").edns(Edns { do_bit: true, ..Edns::new(1232) }),
+            &cname,
+            30,
+        ),
         // Not ours or not a plain query.
         pass_query("unknown name", v4, a("nobody.cdn.example.net.")),
         pass_query("name outside the zone", v4, a("fixed.example.org.")),
@@ -93,17 +117,49 @@ fn cases() -> Vec<Case> {
         pass_query("ARCOUNT 2", v4, Query { counts: Some([1, 0, 0, 2]), ..a(fixed).edns(Edns::new(1232)) }),
         pass_query("trailing bytes after the question", v4, Query { trailing: vec![0xde, 0xad], ..a(fixed) }),
         pass_query("EDNS version 1", v4, a(fixed).edns(Edns { version: 1, ..Edns::new(1232) })),
-        reply_case("EDNS with a cookie option (ignored)", v4, a(fixed).edns(Edns { options: vec![0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], ..Edns::new(1232) }), &proxy4, 300),
-        reply_case("EDNS with two options, odd length, IPv6", v6, aaaa("odd.cdn.example.net.").edns(Edns { options: vec![0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2], ..Edns::new(1232) }), &cname, 30),
-        reply_case("EDNS options are opaque: a cut option header is ignored too", v4, a(fixed).edns(Edns { options: vec![0, 10, 0], ..Edns::new(1232) }), &proxy4, 300),
+        reply_case(
+            "EDNS with a cookie option (ignored)",
+            v4,
+            a(fixed).edns(Edns { options: vec![0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], ..Edns::new(1232) }),
+            &proxy4,
+            300,
+        ),
+        reply_case(
+            "EDNS with two options, odd length, IPv6",
+            v6,
+            aaaa("odd.cdn.example.net.").edns(Edns {
+                options: vec![0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2],
+                ..Edns::new(1232)
+            }),
+            &cname,
+            30,
+        ),
+        reply_case(
+            "EDNS options are opaque: a cut option header is ignored too",
+            v4,
+            a(fixed).edns(Edns { options: vec![0, 10, 0], ..Edns::new(1232) }),
+            &proxy4,
+            300,
+        ),
         pass_frame("OPT RDLENGTH beyond the message", {
-            let mut dns = a(fixed).edns(Edns { options: vec![0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], ..Edns::new(1232) }).bytes();
+            let mut dns =
+                a(fixed).edns(Edns { options: vec![0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], ..Edns::new(1232) }).bytes();
             let at = dns.len() - 12 - 1;
             dns[at] += 4;
             query_frame(&v4, &dns)
         }),
-        reply_case("EDNS padding option of 140 bytes", v4, a(fixed).edns(Edns { options: [vec![0, 12, 0, 140], vec![0; 140]].concat(), ..Edns::new(1232) }), &proxy4, 300),
-        pass_query("label of 64 bytes", v4, Query { name: [vec![64], vec![b'x'; 64], name_wire("cdn.example.net.")].concat(), ..a(fixed) }),
+        reply_case(
+            "EDNS padding option of 140 bytes",
+            v4,
+            a(fixed).edns(Edns { options: [vec![0, 12, 0, 140], vec![0; 140]].concat(), ..Edns::new(1232) }),
+            &proxy4,
+            300,
+        ),
+        pass_query(
+            "label of 64 bytes",
+            v4,
+            Query { name: [vec![64], vec![b'x'; 64], name_wire("cdn.example.net.")].concat(), ..a(fixed) },
+        ),
         pass_query("compression pointer in the question", v4, Query { name: vec![0xc0, 0x0c], ..a(fixed) }),
         pass_query("AAAA for a customer with no IPv6 answer", v4, aaaa("v4only.cdn.example.net.")),
         pass_query("UDP to port 54", Transport { dport: 54, ..v4 }, a(fixed)),
@@ -132,7 +188,15 @@ fn cases() -> Vec<Case> {
         pass_frame("IPv4 IHL 4", poke(good4.clone(), l3_offset(&v4), 0x44)),
         pass_frame("IPv6 fragment header", poke(good6.clone(), l3_offset(&v6) + 6, 44)),
         pass_frame("TCP to port 53", poke(good4.clone(), l3_offset(&v4) + 9, 6)),
-        pass_frame("ARP ethertype", poke(good4.clone(), 12, 0x08).iter().copied().enumerate().map(|(i, b)| if i == 13 { 0x06 } else { b }).collect()),
+        pass_frame(
+            "ARP ethertype",
+            poke(good4.clone(), 12, 0x08)
+                .iter()
+                .copied()
+                .enumerate()
+                .map(|(i, b)| if i == 13 { 0x06 } else { b })
+                .collect(),
+        ),
         pass_frame("double VLAN tag", {
             let mut f = query_frame(&v4.vlan(5), &a(fixed).bytes());
             f.splice(16..16, [0x81, 0x00, 0x00, 0x06]);
@@ -145,15 +209,24 @@ fn cases() -> Vec<Case> {
             f
         }),
         pass_frame("UDP length longer than IP payload", poke(good4.clone(), l4_4 + 5, good4[l4_4 + 5] + 4)),
-        pass_frame("IPv4 total length beyond the frame", poke(good4.clone(), l3_offset(&v4) + 3, good4[l3_offset(&v4) + 3] + 40)),
+        pass_frame(
+            "IPv4 total length beyond the frame",
+            poke(good4.clone(), l3_offset(&v4) + 3, good4[l3_offset(&v4) + 3] + 40),
+        ),
     ]);
 
     // Incoming UDP checksums are not verified (checksum offload leaves partial sums on veth and
     // virtio); the reply's is always computed in full.
-    for (name, t, good, l4) in [("partial UDP checksum", v4, &good4, l4_4), ("partial UDP checksum over IPv6", v6, &good6, l4_6)] {
+    for (name, t, good, l4) in
+        [("partial UDP checksum", v4, &good4, l4_4), ("partial UDP checksum over IPv6", v6, &good6, l4_6)]
+    {
         let q = a(fixed);
         let want = reply_frame(&t, &expected_reply(&q, &proxy4, 300));
-        c.push(Case { name: name.into(), input: poke(good.clone(), l4 + 7, good[l4 + 7] ^ 0x5a), expect: Expect::Reply(want) });
+        c.push(Case {
+            name: name.into(),
+            input: poke(good.clone(), l4 + 7, good[l4 + 7] ^ 0x5a),
+            expect: Expect::Reply(want),
+        });
     }
     // IPv4 with no UDP checksum is legal and answered.
     let q = a(fixed);

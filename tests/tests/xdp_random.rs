@@ -152,7 +152,8 @@ fn random_and_mutated_packets() {
     eprintln!("seed {seed} (SPILLWAY_FUZZ_SEED to replay)");
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let names = ["fixed.cdn.example.net.", "origin.cdn.example.net.", "cname.cdn.example.net.", "nobody.cdn.example.net."];
+    let names =
+        ["fixed.cdn.example.net.", "origin.cdn.example.net.", "cname.cdn.example.net.", "nobody.cdn.example.net."];
     let mut seeds = Vec::new();
     for t in [Transport::V4, Transport::V6, Transport::V4.vlan(3), Transport::V6.vlan(9)] {
         for n in names {
@@ -202,7 +203,12 @@ fn random_and_mutated_packets() {
             Err(e) => failures.push(format!("{e}: {}", input.iter().map(|b| format!("{b:02x}")).collect::<String>())),
         }
     }
-    assert!(failures.is_empty(), "{} of {total} packets failed (seed {seed}):\n{}", failures.len(), failures[..failures.len().min(5)].join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {total} packets failed (seed {seed}):\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n")
+    );
     // Mutations that leave a query valid (e.g. a changed ID, with a matching checksum by
     // chance, or the unmutated seeds above) must still be answered: the fuzz reaches the
     // answering path.

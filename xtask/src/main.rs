@@ -1,1 +1,102 @@
-fn main(){}
+//! `cargo xtask`: set-up, tests, demo, benchmarks and deployment for Spillway.
+//!
+//! Every command that builds or runs Spillway runs `setup` first, so each is one command on a
+//! fresh machine.
+
+mod deploy;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Spillway's build, test, demo, bench and deploy tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine lacks: apt packages, nightly rust-src, bpf-linker.
+    Setup,
+    /// Every test, the privileged network-namespace ones included (needs root).
+    Test,
+    /// Build, start Spillway in two private namespaces, send real queries, explain the answers.
+    Demo,
+    /// Benchmarks (never part of `test`); results in target/bench/.
+    Bench,
+    /// Install and start Spillway on a Linux edge host over ssh.
+    Deploy(deploy::DeployArgs),
+}
+
+fn main() -> Result<()> {
+    let root = workspace_root();
+    match Cli::parse().command {
+        Task::Setup => setup::run(),
+        Task::Test => {
+            setup::run()?;
+            test(&root)
+        }
+        Task::Demo => {
+            setup::run()?;
+            require_root("the demo creates network namespaces and attaches XDP")?;
+            cargo(&root, &["build", "-p", "spillway"])?;
+            cargo(&root, &["run", "-q", "-p", "spillway-tests", "--bin", "spillway-demo"])
+        }
+        Task::Bench => {
+            setup::run()?;
+            require_root("benchmarks load XDP programs")?;
+            cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "xdp-microbench"])
+        }
+        Task::Deploy(args) => deploy::run(&root, &args),
+    }
+}
+
+fn test(root: &Path) -> Result<()> {
+    require_root("the integration tests attach XDP programs in network namespaces")?;
+    cargo(root, &["fmt", "--all", "--check"])?;
+    cargo(root, &["clippy", "--all-targets", "--", "-D", "warnings"])?;
+    // The end-to-end tests run the real binary.
+    cargo(root, &["build", "-p", "spillway"])?;
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(["test"])
+        // Privileged tests fail instead of skipping.
+        .env("SPILLWAY_REQUIRE_PRIVILEGED", "1")
+        .status()
+        .context("cargo test")?;
+    if !status.success() {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+fn require_root(why: &str) -> Result<()> {
+    let uid = Command::new("id").arg("-u").output().context("id -u")?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        bail!("run as root: {why}");
+    }
+    Ok(())
+}
+
+pub fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(args)
+        .status()
+        .with_context(|| format!("cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}

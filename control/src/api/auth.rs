@@ -9,7 +9,7 @@ use axum::{
     response::Response,
 };
 
-use super::{AppState, ApiError};
+use super::{ApiError, AppState};
 
 pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Result<Response, ApiError> {
     let given = req

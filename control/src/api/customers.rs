@@ -47,11 +47,7 @@ pub struct CustomerList {
 }
 
 fn view(engine: &Engine, c: &Customer) -> CustomerView {
-    let a = engine
-        .dataplane
-        .as_ref()
-        .and_then(|dp| dp.customer_answers(c.index).ok())
-        .unwrap_or_default();
+    let a = engine.dataplane.as_ref().and_then(|dp| dp.customer_answers(c.index).ok()).unwrap_or_default();
     CustomerView {
         id: c.config.id.clone(),
         names: c.config.names.clone(),
@@ -99,9 +95,9 @@ fn resolve(req: &FractionRequest, current: &Customer) -> Result<(f64, Mode), Api
             }
             Ok((f, Mode::Manual))
         }
-        (Some(_), Some(Mode::Auto)) => Err(ApiError::bad_request(
-            "a fraction sets manual mode; send {\"mode\": \"auto\"} alone to hand it back",
-        )),
+        (Some(_), Some(Mode::Auto)) => {
+            Err(ApiError::bad_request("a fraction sets manual mode; send {\"mode\": \"auto\"} alone to hand it back"))
+        }
         (None, Some(Mode::Auto)) => Ok((current.config.fraction, Mode::Auto)),
         (None, Some(Mode::Manual)) => Ok((current.fraction, Mode::Manual)),
         (None, None) => Err(ApiError::bad_request("send {\"fraction\": x} with x in [0, 1], or {\"mode\": \"auto\"}")),

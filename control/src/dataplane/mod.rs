@@ -65,11 +65,8 @@ impl Dataplane {
         let replay: u8 = opts.bench_replay.into();
         let mut ebpf = EbpfLoader::new().override_global("BENCH_REPLAY", &replay, true).load(EBPF_OBJECT)?;
         for name in [program::DNS, program::TX_FLOOR, program::PASS] {
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(Error::MissingProgram(name))?
-                .try_into()
-                .map_err(prog_err(name))?;
+            let prog: &mut Xdp =
+                ebpf.program_mut(name).ok_or(Error::MissingProgram(name))?.try_into().map_err(prog_err(name))?;
             prog.load().map_err(prog_err(name))?;
         }
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap(name));
@@ -93,20 +90,14 @@ impl Dataplane {
 
     /// Attach one of the object's programs (see [`program`]) to an interface.
     pub fn attach_program(&mut self, name: &'static str, interface: &str, mode: XdpModeConfig) -> Result<()> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(Error::MissingProgram(name))?
-            .try_into()
-            .map_err(prog_err(name))?;
+        let prog: &mut Xdp =
+            self.ebpf.program_mut(name).ok_or(Error::MissingProgram(name))?.try_into().map_err(prog_err(name))?;
         let mode = match mode {
             XdpModeConfig::Native => XdpMode::Driver,
             XdpModeConfig::Skb => XdpMode::Skb,
         };
-        prog.attach(interface, mode).map_err(|source| Error::Program {
-            name: format!("{name} on {interface}"),
-            source,
-        })?;
+        prog.attach(interface, mode)
+            .map_err(|source| Error::Program { name: format!("{name} on {interface}"), source })?;
         self.attached.push(interface.to_owned());
         Ok(())
     }
@@ -117,12 +108,8 @@ impl Dataplane {
 
     /// The fd of one of the object's programs, for BPF_PROG_TEST_RUN.
     pub fn program_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>> {
-        let prog: &Xdp = self
-            .ebpf
-            .program(name)
-            .ok_or(Error::MissingProgram(name))?
-            .try_into()
-            .map_err(prog_err(name))?;
+        let prog: &Xdp =
+            self.ebpf.program(name).ok_or(Error::MissingProgram(name))?.try_into().map_err(prog_err(name))?;
         Ok(prog.fd().map_err(prog_err(name))?.as_fd())
     }
 

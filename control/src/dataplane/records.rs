@@ -23,10 +23,7 @@ pub fn key_of(text: &str) -> Result<NameKey, String> {
 
 /// Ones-complement sum of bytes starting at an even offset, folded to 16 bits.
 pub fn csum16(bytes: &[u8]) -> u32 {
-    let mut sum: u64 = bytes
-        .chunks(2)
-        .map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
+    let mut sum: u64 = bytes.chunks(2).map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -108,7 +105,11 @@ mod tests {
         CustomerConfig {
             id: "shop".into(),
             names: vec!["shop.cdn.example.net.".into()],
-            origin_addresses: vec!["203.0.113.10".parse().unwrap(), "2001:db8::1".parse().unwrap(), "203.0.113.11".parse().unwrap()],
+            origin_addresses: vec![
+                "203.0.113.10".parse().unwrap(),
+                "2001:db8::1".parse().unwrap(),
+                "203.0.113.11".parse().unwrap(),
+            ],
             origin_weights: Some(vec![3, 5, 1]),
             origin_cname: Some("Origin.Shop.Example.".into()),
             overflow: Overflow::Cname,

@@ -81,9 +81,5 @@ pub fn test_run(prog: BorrowedFd<'_>, opts: &TestRunOptions<'_>) -> io::Result<T
         return Err(io::Error::last_os_error());
     }
     out.truncate(attr.data_size_out as usize);
-    Ok(TestRunResult {
-        return_value: attr.retval,
-        duration: Duration::from_nanos(attr.duration as u64),
-        data_out: out,
-    })
+    Ok(TestRunResult { return_value: attr.retval, duration: Duration::from_nanos(attr.duration as u64), data_out: out })
 }

@@ -1,0 +1,84 @@
+//! `cargo xtask setup`: idempotent installation of what a fresh machine of this kind lacks.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+/// Debian packages: LLVM 22 for bpf-linker, the DNS clients and tools the tests and demo use.
+const APT_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "dnsutils", "knot-dnsutils", "bpftool"];
+/// bpf-linker must link the LLVM that matches nightly's (22).
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+pub fn run() -> Result<()> {
+    apt()?;
+    nightly()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn apt() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn nightly() -> Result<()> {
+    let list = Command::new("rustup").args(["toolchain", "list"]).output().context("rustup")?;
+    if !String::from_utf8_lossy(&list.stdout).lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("setup: installing the nightly toolchain (the eBPF build needs -Z build-std)");
+        run_cmd(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let comps = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("rustup component list")?;
+    if !String::from_utf8_lossy(&comps.stdout).lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: adding rust-src to nightly");
+        run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    let ok = Command::new("bpf-linker")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        return Ok(());
+    }
+    eprintln!("setup: building bpf-linker against LLVM 22 (about a minute)");
+    run_cmd(
+        Command::new(env!("CARGO"))
+            .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
+}
+
+fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("{cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
