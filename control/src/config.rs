@@ -242,8 +242,9 @@ impl Config {
         let mut proxy_names = HashSet::new();
         let (mut v4, mut v6) = (0, 0);
         for (i, p) in self.proxies.iter().enumerate() {
-            let line = Some(lines.line(p.span().start));
-            v.spans.push((line.unwrap_or(0), p.span()));
+            let header = lines.line(p.span().start);
+            v.spans.push((header, p.span()));
+            let line = Some(header);
             let p = p.get_ref();
             let at = format!("proxy[{i}] (name {:?})", p.name);
             if p.name.is_empty() {
@@ -272,8 +273,9 @@ impl Config {
         let mut ids = HashSet::new();
         let mut owner: HashMap<Name, &str> = HashMap::new();
         for (i, c) in self.customers.iter().enumerate() {
-            let line = Some(lines.line(c.span().start));
-            v.spans.push((line.unwrap_or(0), c.span()));
+            let header = lines.line(c.span().start);
+            v.spans.push((header, c.span()));
+            let line = Some(header);
             let c = c.get_ref();
             let at = format!("customer[{i}] (id {:?})", c.id);
             if c.id.is_empty() || !c.id.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
