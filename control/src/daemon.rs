@@ -1,6 +1,6 @@
 //! `spillway run`: load and attach XDP, fill the maps, serve the API, stop cleanly on a signal.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::atomic::Ordering;
 
 use tokio::{io::unix::AsyncFd, net::TcpListener, signal::unix::SignalKind};
 
@@ -76,6 +76,3 @@ fn spawn_ebpf_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         Err(e) => tracing::warn!("eBPF log reader not started: {e}"),
     }
 }
-
-/// Keep the Arc type in one place for callers that embed the daemon.
-pub type SharedState = Arc<AppState>;

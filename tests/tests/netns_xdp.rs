@@ -3,15 +3,9 @@
 //! listener, answering dig and kdig from the other namespace; a fraction changed through the
 //! HTTP API shows in the answers; /metrics counts them; bad API input changes nothing.
 
-use std::time::{Duration, Instant};
-
-use reqwest::blocking::Client;
 use serde_json::{Value, json};
-use spillway::{
-    config::XdpModeConfig,
-    dataplane::{Dataplane, LoadOptions, program},
-};
 use spillway_tests::{
+    daemon::{self, Daemon, api_url},
     netns::{SERVER_ADDR4, SERVER_ADDR6, Topology, spillway_bin},
     require_privileges,
 };
@@ -52,36 +46,8 @@ ttl = 30
     )
 }
 
-fn api(path: &str) -> String {
-    format!("http://{SERVER_ADDR4}:8053{path}")
-}
-
-/// One HTTP request from inside the client namespace: (status, body).
-fn http(
-    topo: &Topology,
-    method: &'static str,
-    path: &str,
-    token: Option<&'static str>,
-    body: Option<String>,
-) -> (u16, String) {
-    let url = api(path);
-    topo.client.run(move || {
-        let c = Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
-        let mut r = match method {
-            "GET" => c.get(&url),
-            _ => c.put(&url),
-        };
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            r = r.header("content-type", "application/json").body(b);
-        }
-        match r.send() {
-            Ok(resp) => (resp.status().as_u16(), resp.text().unwrap_or_default()),
-            Err(e) => (0, e.to_string()),
-        }
-    })
+fn http(topo: &Topology, method: &'static str, path: &str, token: Option<&str>, body: Option<String>) -> (u16, String) {
+    daemon::http(topo, method, path, token, body.as_deref())
 }
 
 /// The addresses in a dig/kdig +short answer.
@@ -138,32 +104,8 @@ fn xdp_answers_and_api_fraction_change() {
         );
     }
     let topo = Topology::new();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = dir.path().join("spillway.toml");
-    std::fs::write(&cfg, config(&topo.server_if)).expect("write config");
-
-    // Native XDP_TX on veth needs a program on the peer too.
-    let client_if = topo.client_if.clone();
-    let _peer: Dataplane = topo.client.run(move || {
-        let mut dp = Dataplane::load(LoadOptions::default()).expect("load");
-        dp.attach_program(program::PASS, &client_if, XdpModeConfig::Native).expect("attach xdp_pass on the peer");
-        dp
-    });
-
+    let mut daemon = Daemon::start(&topo, &config(&topo.server_if)).expect("spillway starts");
     let bin = spillway_bin();
-    let mut daemon = topo.server.spawn(
-        &[bin.to_str().expect("utf-8 path"), "run", "--config", cfg.to_str().expect("utf-8 path")],
-        dir.path().join("spillway.log"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, _) = http(&topo, "GET", "/readyz", None, None);
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never ready; log:\n{}", daemon.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let attached = topo.server.exec_ok(&["ip", "link", "show", &topo.server_if]);
     assert!(attached.contains("xdp"), "XDP not attached in native mode: {attached}");
 
@@ -235,7 +177,7 @@ fn xdp_answers_and_api_fraction_change() {
         bin.to_str().expect("utf-8"),
         "ctl",
         "--api",
-        &api(""),
+        &api_url(""),
         "--token",
         TOKEN,
         "customers",
@@ -248,7 +190,7 @@ fn xdp_answers_and_api_fraction_change() {
         bin.to_str().expect("utf-8"),
         "ctl",
         "--api",
-        &api(""),
+        &api_url(""),
         "--token",
         TOKEN,
         "customers",
@@ -265,8 +207,8 @@ fn xdp_answers_and_api_fraction_change() {
     assert_eq!(dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]), ["203.0.113.10"]);
 
     // SIGTERM: a clean stop that detaches XDP.
-    let status = daemon.stop().expect("stopped on SIGTERM within 5 s");
-    assert!(status.success(), "exit {status:?}; log:\n{}", daemon.log_text());
+    let status = daemon.proc.stop().expect("stopped on SIGTERM within 5 s");
+    assert!(status.success(), "exit {status:?}; log:\n{}", daemon.proc.log_text());
     let link = topo.server.exec_ok(&["ip", "link", "show", &topo.server_if]);
     assert!(!link.contains("prog/xdp"), "XDP still attached after stop: {link}");
 }

@@ -2,17 +2,12 @@
 //! Starts the real daemon with XDP attached in native mode, sends real DNS queries with dig,
 //! prints what was answered and why, changes a fraction through the API, and cleans up.
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::collections::BTreeMap;
 
-use reqwest::blocking::Client;
-use spillway::{
-    config::XdpModeConfig,
-    dataplane::{Dataplane, LoadOptions, program},
+use spillway_tests::{
+    daemon::{Daemon, http},
+    netns::{SERVER_ADDR4, SERVER_ADDR6, Topology, spillway_bin},
 };
-use spillway_tests::netns::{SERVER_ADDR4, SERVER_ADDR6, Topology, spillway_bin};
 
 const TOKEN: &str = "demo-token";
 
@@ -70,20 +65,11 @@ fn main() {
     }
 }
 
-fn http(topo: &Topology, method: &'static str, path: &str, body: Option<&'static str>) -> Result<String, String> {
-    let url = format!("http://{SERVER_ADDR4}:8053{path}");
-    topo.client.run(move || {
-        let c = Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
-        let mut r = if method == "GET" { c.get(&url) } else { c.put(&url) };
-        r = r.bearer_auth(TOKEN);
-        if let Some(b) = body {
-            r = r.header("content-type", "application/json").body(b);
-        }
-        let resp = r.send().map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let text = resp.text().map_err(|e| e.to_string())?;
-        if status.is_success() { Ok(text) } else { Err(format!("{status}: {text}")) }
-    })
+fn api(topo: &Topology, method: &'static str, path: &str, body: Option<&str>) -> Result<String, String> {
+    match http(topo, method, path, Some(TOKEN), body) {
+        (200, text) => Ok(text),
+        (status, text) => Err(format!("{method} {path}: {status} {text}")),
+    }
 }
 
 /// Why an answer is what it is, from its records.
@@ -123,33 +109,12 @@ fn demo() -> Result<(), String> {
         "  namespaces {} (client, {}) and {} (server, {}) joined by veth",
         topo.client.name, topo.client_if, topo.server.name, topo.server_if
     );
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let cfg = dir.path().join("spillway.toml");
-    std::fs::write(&cfg, config(&topo.server_if)).map_err(|e| e.to_string())?;
-
-    let client_if = topo.client_if.clone();
-    let _peer: Dataplane = topo.client.run(move || -> Result<Dataplane, String> {
-        let mut dp = Dataplane::load(LoadOptions::default()).map_err(|e| e.to_string())?;
-        dp.attach_program(program::PASS, &client_if, XdpModeConfig::Native).map_err(|e| e.to_string())?;
-        Ok(dp)
-    })?;
-
+    let daemon = Daemon::start(&topo, &config(&topo.server_if))?;
     let bin = spillway_bin();
-    let daemon = topo.server.spawn(
-        &[bin.to_str().ok_or("path")?, "run", "--config", cfg.to_str().ok_or("path")?],
-        dir.path().join("spillway.log"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http(&topo, "GET", "/readyz", None).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("spillway never became ready:\n{}", daemon.log_text()));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     println!(
         "  spillway {} running (pid {}), XDP attached in native mode, no userspace DNS listener",
         bin.display(),
-        daemon.pid()
+        daemon.proc.pid()
     );
 
     println!("\n== 1. The buyers' own estimates: shop 0.25 (overflow to its origins), blog 0.5 (overflow by CNAME)");
@@ -158,16 +123,16 @@ fn demo() -> Result<(), String> {
     round(&topo, "blog.cdn.example.net", "A", "@192.0.2.53", 20)?;
 
     println!("\n== 2. The operator moves shop to 0.9 through the API (PUT /v1/customers/shop/fraction)");
-    http(&topo, "PUT", "/v1/customers/shop/fraction", Some(r#"{"fraction": 0.9}"#))?;
+    api(&topo, "PUT", "/v1/customers/shop/fraction", Some(r#"{"fraction": 0.9}"#))?;
     round(&topo, "shop.cdn.example.net", "A", "@192.0.2.53", 40)?;
 
     println!("\n== 3. Back to auto (the buyer's estimate)");
-    let shop = http(&topo, "PUT", "/v1/customers/shop/fraction", Some(r#"{"mode": "auto"}"#))?;
+    let shop = api(&topo, "PUT", "/v1/customers/shop/fraction", Some(r#"{"mode": "auto"}"#))?;
     let v: serde_json::Value = serde_json::from_str(&shop).map_err(|e| e.to_string())?;
     println!("  shop: fraction {} mode {} answers {}", v["fraction"], v["mode"], v["answers"]);
 
     println!("\n== 4. What the XDP program counted (GET /metrics)");
-    let metrics = http(&topo, "GET", "/metrics", None)?;
+    let metrics = api(&topo, "GET", "/metrics", None)?;
     for line in metrics.lines().filter(|l| !l.starts_with('#') && !l.ends_with(" 0")) {
         println!("  {line}");
     }

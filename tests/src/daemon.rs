@@ -1,0 +1,88 @@
+//! The real `spillway run` inside a [`Topology`]: started with a config, waited for until
+//! /readyz answers, stopped with SIGTERM when dropped; and HTTP requests to it from the client
+//! namespace.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use reqwest::blocking::Client;
+use spillway::{
+    config::XdpModeConfig,
+    dataplane::{Dataplane, LoadOptions, program},
+};
+
+use crate::netns::{Proc, SERVER_ADDR4, Topology, spillway_bin};
+
+/// Where the daemons started here listen for the API (in the server namespace).
+pub fn api_url(path: &str) -> String {
+    format!("http://{SERVER_ADDR4}:8053{path}")
+}
+
+/// A running daemon. Field order is drop order: the process stops before its files go.
+pub struct Daemon {
+    pub proc: Proc,
+    /// The pass-through program on the client's veth that native XDP_TX needs.
+    pub peer: Dataplane,
+    pub config: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Attach the peer program, write `config`, start `spillway run`, wait up to 20 s for
+    /// /readyz. The config's API must listen on [`api_url`].
+    pub fn start(topo: &Topology, config: &str) -> Result<Daemon, String> {
+        let client_if = topo.client_if.clone();
+        let peer = topo.client.run(move || -> Result<Dataplane, String> {
+            let mut dp = Dataplane::load(LoadOptions::default()).map_err(|e| e.to_string())?;
+            dp.attach_program(program::PASS, &client_if, XdpModeConfig::Native).map_err(|e| e.to_string())?;
+            Ok(dp)
+        })?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("spillway.toml");
+        std::fs::write(&path, config).map_err(|e| e.to_string())?;
+        let bin = spillway_bin();
+        let argv = [bin.to_str().ok_or("binary path")?, "run", "--config", path.to_str().ok_or("config path")?];
+        let proc = topo.server.spawn(&argv, dir.path().join("spillway.log"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http(topo, "GET", "/readyz", None, None).0 != 200 {
+            if Instant::now() > deadline {
+                return Err(format!("spillway never became ready; log:\n{}", proc.log_text()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Daemon { proc, peer, config: path, dir })
+    }
+}
+
+/// One HTTP request to the daemon's API from inside the client namespace: (status, body);
+/// status 0 if the request could not be made.
+pub fn http(
+    topo: &Topology,
+    method: &'static str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let url = api_url(path);
+    let token = token.map(str::to_owned);
+    let body = body.map(str::to_owned);
+    topo.client.run(move || {
+        let client = match Client::builder().timeout(Duration::from_secs(5)).build() {
+            Ok(c) => c,
+            Err(e) => return (0, e.to_string()),
+        };
+        let mut r = if method == "GET" { client.get(&url) } else { client.put(&url) };
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.header("content-type", "application/json").body(b);
+        }
+        match r.send() {
+            Ok(resp) => (resp.status().as_u16(), resp.text().unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    })
+}
