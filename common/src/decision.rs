@@ -42,12 +42,6 @@ pub fn fraction_to_threshold(fraction: f64) -> u64 {
     (f * THRESHOLD_ALWAYS as f64).round() as u64
 }
 
-/// The fraction a threshold stands for.
-#[cfg(feature = "user")]
-pub fn threshold_to_fraction(threshold: u64) -> f64 {
-    threshold.min(THRESHOLD_ALWAYS) as f64 / THRESHOLD_ALWAYS as f64
-}
-
 /// Proxy or overflow, for a query of a family with `proxies` proxy and `origins` origin addresses.
 /// `None`: nothing to answer with (NODATA).
 #[inline(always)]

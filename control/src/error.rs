@@ -22,8 +22,6 @@ pub enum Error {
     MissingProgram(&'static str),
     #[error("customer {0:?}: {1}")]
     Record(String, String),
-    #[error("BPF_PROG_TEST_RUN: {0}")]
-    TestRun(std::io::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -48,7 +48,6 @@ pub struct Dataplane {
     proxies: HashMap<MapData, u32, ProxySet>,
     customer_stats: PerCpuArray<MapData, CustomerCounters>,
     xdp_stats: PerCpuArray<MapData, u64>,
-    attached: Vec<String>,
 }
 
 fn map_err(name: &str) -> impl FnOnce(aya::maps::MapError) -> Error + '_ {
@@ -75,7 +74,7 @@ impl Dataplane {
         let proxies = HashMap::try_from(take(PROXIES_MAP)?).map_err(map_err(PROXIES_MAP))?;
         let customer_stats = PerCpuArray::try_from(take(CUSTOMER_STATS_MAP)?).map_err(map_err(CUSTOMER_STATS_MAP))?;
         let xdp_stats = PerCpuArray::try_from(take(XDP_STATS_MAP)?).map_err(map_err(XDP_STATS_MAP))?;
-        Ok(Self { ebpf, names, customers, proxies, customer_stats, xdp_stats, attached: Vec::new() })
+        Ok(Self { ebpf, names, customers, proxies, customer_stats, xdp_stats })
     }
 
     /// Start reading the program's log records (aya-log) into the `log` facade.
@@ -98,12 +97,7 @@ impl Dataplane {
         };
         prog.attach(interface, mode)
             .map_err(|source| Error::Program { name: format!("{name} on {interface}"), source })?;
-        self.attached.push(interface.to_owned());
         Ok(())
-    }
-
-    pub fn attached(&self) -> &[String] {
-        &self.attached
     }
 
     /// The fd of one of the object's programs, for BPF_PROG_TEST_RUN.
@@ -122,16 +116,8 @@ impl Dataplane {
         self.customers.insert(index, record, 0).map_err(map_err(CUSTOMERS_MAP))
     }
 
-    pub fn remove_customer(&mut self, index: u32) -> Result<()> {
-        self.customers.remove(&index).map_err(map_err(CUSTOMERS_MAP))
-    }
-
     pub fn set_name(&mut self, key: NameKey, customer: u32) -> Result<()> {
         self.names.insert(key, NameValue { customer, _pad: 0 }, 0).map_err(map_err(NAMES_MAP))
-    }
-
-    pub fn remove_name(&mut self, key: &NameKey) -> Result<()> {
-        self.names.remove(key).map_err(map_err(NAMES_MAP))
     }
 
     /// Per-outcome packet counts, summed over CPUs, indexed by `XdpOutcome`.
