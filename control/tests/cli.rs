@@ -64,3 +64,15 @@ fn missing_file_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/x.toml"));
 }
+
+#[test]
+fn run_refuses_a_bad_config_before_touching_anything() {
+    let dir = std::env::temp_dir().join(format!("spillway-cli-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, GOOD.replace("fraction = 0.25", "fraction = -1")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway")).args(["run", "--config"]).arg(&path).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fraction: -1 is outside [0, 1]"), "{out:?}");
+}
