@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use spillway_common::maps::NameKey;
+use spillway_common::maps::{CustomerRecord, NameKey, ProxySet};
 
 use crate::{
-    config::{Config, CustomerConfig, ProxyConfig},
+    config::{Config, CustomerConfig},
     dataplane::{
         Dataplane,
         records::{customer_record, key_of, proxy_set},
@@ -35,12 +35,19 @@ pub struct Customer {
     /// The fraction in force in the data plane.
     pub fraction: f64,
     pub mode: Mode,
+    /// The record in force, as the data plane has it (the userspace server answers from it).
+    pub record: CustomerRecord,
+    /// The userspace server's round-robin position over the origins.
+    pub rr_cursor: u64,
 }
 
 pub struct Catalog {
-    proxies: Vec<ProxyConfig>,
+    proxy_set: ProxySet,
     customers: Vec<Customer>,
     by_id: HashMap<String, usize>,
+    by_key: HashMap<NameKey, usize>,
+    /// Bumped on every change of the data, for the zones' SOA serial.
+    generation: u32,
 }
 
 impl Catalog {
@@ -48,6 +55,7 @@ impl Catalog {
     pub fn from_config(config: &Config) -> Result<Self> {
         let mut customers = Vec::new();
         let mut by_id = HashMap::new();
+        let mut by_key = HashMap::new();
         let mut owners: HashMap<NameKey, String> = HashMap::new();
         for (i, c) in config.customers().enumerate() {
             let mut keys = Vec::new();
@@ -57,17 +65,37 @@ impl Catalog {
                     return Err(Error::Record(c.id.clone(), format!("names {prev:?} and {n:?} share a key")));
                 }
                 keys.push(key);
+                by_key.insert(key, i);
             }
             by_id.insert(c.id.clone(), i);
+            let record = customer_record(c, c.fraction).map_err(|e| Error::Record(c.id.clone(), e))?;
             customers.push(Customer {
                 config: c.clone(),
                 index: i as u32,
                 keys,
                 fraction: c.fraction,
                 mode: Mode::Auto,
+                record,
+                rr_cursor: 0,
             });
         }
-        Ok(Self { proxies: config.proxies().cloned().collect(), customers, by_id })
+        let proxy_set = proxy_set(config.proxies()).map_err(|e| Error::Record("(proxies)".into(), e))?;
+        Ok(Self { proxy_set, customers, by_id, by_key, generation: 0 })
+    }
+
+    /// The customer owning a name, by the names-map key (the same lookup as the XDP program).
+    pub fn customer_by_key_mut(&mut self, key: &NameKey) -> Option<&mut Customer> {
+        let i = *self.by_key.get(key)?;
+        self.customers.get_mut(i)
+    }
+
+    pub fn proxy_set(&self) -> &ProxySet {
+        &self.proxy_set
+    }
+
+    /// Changes with every change of the data (for SOA serials).
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     pub fn customers(&self) -> &[Customer] {
@@ -81,10 +109,9 @@ impl Catalog {
     /// Write everything to a freshly loaded data plane: proxies, records, then names (a name
     /// points at a record that already exists).
     pub fn install(&self, dp: &mut Dataplane) -> Result<()> {
-        dp.set_proxies(&proxy_set(&self.proxies).map_err(|e| Error::Record("(proxies)".into(), e))?)?;
+        dp.set_proxies(&self.proxy_set)?;
         for c in &self.customers {
-            let rec = customer_record(&c.config, c.fraction).map_err(|e| Error::Record(c.config.id.clone(), e))?;
-            dp.set_customer(c.index, &rec)?;
+            dp.set_customer(c.index, &c.record)?;
         }
         for c in &self.customers {
             for key in &c.keys {
@@ -105,13 +132,15 @@ impl Catalog {
     ) -> Result<&Customer> {
         let i = *self.by_id.get(id).ok_or_else(|| Error::Record(id.into(), "no such customer".into()))?;
         let c = &self.customers[i];
+        let record = customer_record(&c.config, fraction).map_err(|e| Error::Record(id.into(), e))?;
         if let Some(dp) = dp {
-            let rec = customer_record(&c.config, fraction).map_err(|e| Error::Record(id.into(), e))?;
-            dp.set_customer(c.index, &rec)?;
+            dp.set_customer(c.index, &record)?;
         }
         let c = &mut self.customers[i];
         c.fraction = fraction;
         c.mode = mode;
-        Ok(c)
+        c.record = record;
+        self.generation = self.generation.wrapping_add(1);
+        Ok(&self.customers[i])
     }
 }

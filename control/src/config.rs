@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub xdp_interfaces: Vec<String>,
     #[serde(default)]
     pub xdp_mode: XdpModeConfig,
+    /// Addresses of in-zone nameserver names (glue), e.g. `{ "ns1.cdn.example.net." = ["192.0.2.53"] }`.
+    #[serde(default)]
+    pub glue: std::collections::BTreeMap<String, Vec<IpAddr>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -218,6 +221,14 @@ impl Config {
         for (i, n) in s.nameservers.iter().enumerate() {
             if let Err(e) = parse_name(n) {
                 v.push(None, &format!("server.nameservers[{i}]"), e);
+            }
+        }
+        for (n, addrs) in &s.glue {
+            if !s.nameservers.iter().any(|ns| parse_name(ns).ok() == parse_name(n).ok()) {
+                v.push(None, &format!("server.glue.{n:?}"), "is not one of server.nameservers".into());
+            }
+            if addrs.is_empty() {
+                v.push(None, &format!("server.glue.{n:?}"), "needs at least one address".into());
             }
         }
         if s.listen.is_empty() && s.xdp_interfaces.is_empty() {

@@ -1,6 +1,6 @@
 //! `spillway run`: load and attach XDP, fill the maps, serve the API, stop cleanly on a signal.
 
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, atomic::Ordering};
 
 use tokio::{io::unix::AsyncFd, net::TcpListener, signal::unix::SignalKind};
 
@@ -9,6 +9,7 @@ use crate::{
     catalog::Catalog,
     config::Config,
     dataplane::{Dataplane, LoadOptions},
+    dns::{self, Authority},
     error::Result,
 };
 
@@ -32,14 +33,13 @@ pub async fn run(config: Config) -> Result<()> {
         }
         Some(dp)
     };
-    if !config.server.listen.is_empty() {
-        tracing::warn!(
-            listen = ?config.server.listen,
-            "the userspace DNS listener is not part of this build: queries XDP passes are left to the kernel"
-        );
-    }
-
     let state = AppState::new(catalog, dataplane, token);
+    if !config.server.listen.is_empty() {
+        let serial_base =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
+        let authority = Arc::new(Authority::new(&config, serial_base));
+        dns::server::serve(&config.server.listen, authority, state.clone()).await?;
+    }
     let listener = TcpListener::bind(config.api.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "control API listening");
     state.ready.store(true, Ordering::Release);

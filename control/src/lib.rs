@@ -4,6 +4,7 @@
 //! - [`dataplane`]: loading/attaching the XDP program and the one owner of its maps.
 //! - [`catalog`]: the live customers and the fraction in force for each.
 //! - [`api`]: the HTTP control API and admin endpoints; [`metrics`]: Prometheus metrics.
+//! - [`dns`]: the userspace authoritative server (UDP and TCP).
 //! - [`daemon`]: `spillway run`; [`ctl`]: `spillway ctl`.
 
 pub mod api;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
+pub mod dns;
 pub mod error;
 pub mod metrics;
 

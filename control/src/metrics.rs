@@ -51,11 +51,19 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        // Both paths are always exported, even before their first answer.
+        dns_queries.with_label_values(&[PATH_XDP]);
+        dns_queries.with_label_values(&[PATH_USERSPACE]);
         for c in [&dns_queries, &answers, &xdp_packets] {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
         registry.register(Box::new(fraction.clone())).expect("unique metric");
         Self { registry, dns_queries, answers, fraction, xdp_packets }
+    }
+
+    /// One more query answered by the userspace server.
+    pub fn count_userspace_answer(&self) {
+        self.dns_queries.with_label_values(&[PATH_USERSPACE]).inc();
     }
 
     /// Read the counters and render the text exposition format.
@@ -72,8 +80,6 @@ impl Metrics {
             }
         }
         set_counter(&self.dns_queries.with_label_values(&[PATH_XDP]), xdp_answered);
-        // The userspace server reports its own answers here once it serves.
-        let _ = self.dns_queries.with_label_values(&[PATH_USERSPACE]);
         for c in catalog.customers() {
             let id = c.config.id.as_str();
             self.fraction.with_label_values(&[id]).set(c.fraction);

@@ -1,0 +1,525 @@
+//! What the userspace server answers: the authoritative rules for our zones.
+//!
+//! Customer names get A/AAAA by the same decision code as the XDP program (`common::decision`,
+//! same records, same name key); the rest is plain authoritative DNS: SOA and NS at the apex,
+//! proxy and nameserver names, NODATA and NXDOMAIN with the SOA in authority, REFUSED outside our
+//! zones, FORMERR for what does not parse, NOTIMP for other opcodes, BADVERS for EDNS > 0,
+//! TC when the answer does not fit the client's UDP size.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, ResponseCode},
+    rr::{
+        DNSClass, Name, RData, Record, RecordType,
+        rdata::{A, AAAA, CNAME, NS, SOA},
+    },
+    serialize::binary::BinEncodable,
+};
+use spillway_common::{
+    decision::{
+        OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_index, proxy_window,
+        subnet_key_v4, subnet_key_v6,
+    },
+    dns::{OUR_EDNS_UDP_SIZE, PLAIN_UDP_LIMIT},
+    name::name_key,
+};
+
+use crate::{
+    catalog::Catalog,
+    config::{Config, parse_name},
+};
+
+/// SOA timers (seconds).
+const SOA_TTL: u32 = 3600;
+const NS_TTL: u32 = 3600;
+const SOA_REFRESH: i32 = 3600;
+const SOA_RETRY: i32 = 600;
+const SOA_EXPIRE: i32 = 604_800;
+/// Negative answers are cached for min(SOA TTL, minimum) (RFC 2308 §5).
+const SOA_MINIMUM: u32 = 60;
+/// TTL of the proxies' and nameservers' own address records.
+const HOST_TTL: u32 = 300;
+
+/// How the query arrived: UDP replies are limited to the client's size, TCP ones are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+struct Zone {
+    apex: Name,
+    mname: Name,
+    rname: Name,
+}
+
+/// The zones and the fixed names in them (proxies, nameservers); customers come from the
+/// [`Catalog`] at answer time.
+pub struct Authority {
+    zones: Vec<Zone>,
+    nameservers: Vec<Name>,
+    /// Proxy and nameserver host names (lowercase) -> their addresses.
+    hosts: HashMap<Name, Vec<IpAddr>>,
+    /// Every name that exists below an apex (lowercase), for telling NODATA from NXDOMAIN.
+    names: Vec<Name>,
+    serial_base: u32,
+}
+
+impl Authority {
+    pub fn new(config: &Config, serial_base: u32) -> Self {
+        let zones: Vec<Zone> =
+            config
+                .server
+                .zones
+                .iter()
+                .filter_map(|z| parse_name(z).ok())
+                .map(|apex| {
+                    let apex = apex.to_lowercase();
+                    let mname =
+                        config.server.nameservers.first().and_then(|n| parse_name(n).ok()).unwrap_or_else(|| {
+                            Name::from_ascii("ns1").expect("label").append_domain(&apex).expect("fits")
+                        });
+                    let rname = Name::from_ascii("hostmaster").expect("label").append_domain(&apex).expect("fits");
+                    Zone { apex, mname, rname }
+                })
+                .collect();
+        let nameservers: Vec<Name> = config.server.nameservers.iter().filter_map(|n| parse_name(n).ok()).collect();
+        let mut hosts: HashMap<Name, Vec<IpAddr>> = HashMap::new();
+        if let Some(first) = zones.first() {
+            for p in config.proxies() {
+                if let Ok(label) = Name::from_ascii(&p.name)
+                    && let Ok(name) = label.append_domain(&first.apex)
+                {
+                    hosts.entry(name.to_lowercase()).or_default().extend(p.addresses.iter().copied());
+                }
+            }
+        }
+        for (n, addrs) in &config.server.glue {
+            if let Ok(name) = parse_name(n) {
+                hosts.entry(name.to_lowercase()).or_default().extend(addrs.iter().copied());
+            }
+        }
+        let mut names: Vec<Name> = hosts.keys().cloned().collect();
+        for c in config.customers() {
+            names.extend(c.names.iter().filter_map(|n| parse_name(n).ok()).map(|n| n.to_lowercase()));
+        }
+        Self { zones, nameservers, hosts, names, serial_base }
+    }
+
+    /// The reply to a request, or None when nothing should be sent (a response, or fewer bytes
+    /// than a header).
+    pub fn answer(
+        &self,
+        catalog: &mut Catalog,
+        request: &[u8],
+        client: IpAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        if request.len() < 12 {
+            return None;
+        }
+        let id = u16::from_be_bytes([request[0], request[1]]);
+        if request[2] & 0x80 != 0 {
+            return None;
+        }
+        let query = match Message::from_vec(request) {
+            Ok(m) => m,
+            Err(_) => {
+                let op = OpCode::from_u8((request[2] >> 3) & 0x0f);
+                return Message::error_msg(id, op, ResponseCode::FormErr).to_vec().ok();
+            }
+        };
+        let reply = self.reply(catalog, &query, client);
+        encode(&query, reply, transport)
+    }
+
+    fn reply(&self, catalog: &mut Catalog, query: &Message, client: IpAddr) -> Message {
+        let mut r = Message::response(query.metadata.id, query.metadata.op_code);
+        r.metadata.recursion_desired = query.metadata.recursion_desired;
+        r.metadata.checking_disabled = query.metadata.checking_disabled;
+        r.add_queries(query.queries.iter().cloned());
+        if let Some(edns) = &query.edns {
+            let mut e = Edns::new();
+            e.set_max_payload(OUR_EDNS_UDP_SIZE);
+            e.set_dnssec_ok(edns.flags().dnssec_ok);
+            if edns.version() > 0 {
+                // BADVERS is extended rcode 16 (RFC 6891 §6.1.3).
+                r.metadata.response_code = ResponseCode::BADVERS;
+                e.set_rcode_high(ResponseCode::BADVERS.high());
+                r.set_edns(e);
+                return r;
+            }
+            r.set_edns(e);
+        }
+        if query.metadata.op_code != OpCode::Query {
+            r.metadata.response_code = ResponseCode::NotImp;
+            return r;
+        }
+        let [q] = query.queries.as_slice() else {
+            r.metadata.response_code = ResponseCode::FormErr;
+            return r;
+        };
+        let qname = q.name.to_lowercase();
+        let Some(zone) = self.zones.iter().filter(|z| z.apex.zone_of(&qname)).max_by_key(|z| z.apex.num_labels())
+        else {
+            r.metadata.response_code = ResponseCode::Refused;
+            return r;
+        };
+        if q.query_class != DNSClass::IN {
+            r.metadata.response_code = ResponseCode::Refused;
+            return r;
+        }
+        r.metadata.authoritative = true;
+        let owner = q.name.clone();
+        let qtype = q.query_type;
+
+        if qname == zone.apex {
+            match qtype {
+                RecordType::SOA | RecordType::ANY => {
+                    // ANY is answered minimally (RFC 8482): the SOA alone.
+                    r.add_answer(self.soa(zone, catalog, SOA_TTL, owner));
+                }
+                RecordType::NS => {
+                    for ns in &self.nameservers {
+                        r.add_answer(Record::from_rdata(owner.clone(), NS_TTL, RData::NS(NS(ns.clone()))));
+                        for addr in self.hosts.get(&ns.to_lowercase()).into_iter().flatten() {
+                            r.add_additional(address_record(ns.clone(), HOST_TTL, *addr));
+                        }
+                    }
+                }
+                _ => self.no_data(&mut r, zone, catalog),
+            }
+            return r;
+        }
+
+        let wire = qname.to_bytes().unwrap_or_default();
+        let proxies = *catalog.proxy_set();
+        if let Some(c) = catalog.customer_by_key_mut(&name_key(&wire)) {
+            let v6 = match qtype {
+                RecordType::A => false,
+                RecordType::AAAA => true,
+                _ => {
+                    self.no_data(&mut r, zone, catalog);
+                    return r;
+                }
+            };
+            let rec = c.record;
+            let (origins, proxies_len) =
+                if v6 { (rec.origin_v6_len, proxies.v6_len) } else { (rec.origin_v4_len, proxies.v4_len) };
+            match choose_target(&rec, rand::random(), proxies_len, origins) {
+                Some(Target::Proxy) => {
+                    let (start, count) = proxy_window(proxies_len, rand::random());
+                    for i in 0..count {
+                        let idx = proxy_index(start, i, proxies_len);
+                        let addr = if v6 {
+                            IpAddr::V6(Ipv6Addr::from(proxies.v6[idx]))
+                        } else {
+                            IpAddr::V4(Ipv4Addr::from(proxies.v4[idx]))
+                        };
+                        r.add_answer(address_record(owner.clone(), rec.ttl, addr));
+                    }
+                }
+                Some(Target::Origin) => {
+                    let draw = OriginDraw {
+                        rr_cursor: c.rr_cursor,
+                        rand: rand::random(),
+                        client_key: match client {
+                            IpAddr::V4(a) => subnet_key_v4(a.octets()),
+                            IpAddr::V6(a) => subnet_key_v6(a.octets()),
+                        },
+                    };
+                    c.rr_cursor = c.rr_cursor.wrapping_add(1);
+                    let addr = if v6 {
+                        let i = pick_origin(rec.assignment, origins, &rec.origin_v6_cum_weight, draw, |i| {
+                            addr_key_v6(&rec.origin_v6[i & 7])
+                        });
+                        IpAddr::V6(Ipv6Addr::from(rec.origin_v6[i & 7]))
+                    } else {
+                        let i = pick_origin(rec.assignment, origins, &rec.origin_v4_cum_weight, draw, |i| {
+                            addr_key_v4(&rec.origin_v4[i & 7])
+                        });
+                        IpAddr::V4(Ipv4Addr::from(rec.origin_v4[i & 7]))
+                    };
+                    r.add_answer(address_record(owner, rec.ttl, addr));
+                }
+                Some(Target::Cname) => {
+                    let target = c.config.origin_cname.as_deref().and_then(|n| parse_name(n).ok());
+                    match target {
+                        Some(t) => {
+                            r.add_answer(Record::from_rdata(owner, rec.ttl, RData::CNAME(CNAME(t))));
+                        }
+                        None => self.no_data(&mut r, zone, catalog),
+                    }
+                }
+                None => self.no_data(&mut r, zone, catalog),
+            }
+            return r;
+        }
+
+        if let Some(addrs) = self.hosts.get(&qname) {
+            let want_v6 = match qtype {
+                RecordType::A => Some(false),
+                RecordType::AAAA => Some(true),
+                _ => None,
+            };
+            let matching: Vec<IpAddr> = addrs.iter().copied().filter(|a| Some(a.is_ipv6()) == want_v6).collect();
+            if matching.is_empty() {
+                self.no_data(&mut r, zone, catalog);
+            } else {
+                for a in matching {
+                    r.add_answer(address_record(owner.clone(), HOST_TTL, a));
+                }
+            }
+            return r;
+        }
+
+        // A name that exists only because names exist below it (an empty non-terminal) has no
+        // data; anything else in the zone does not exist.
+        if self.names.iter().any(|n| n != &qname && qname.zone_of(n)) {
+            self.no_data(&mut r, zone, catalog);
+        } else {
+            r.metadata.response_code = ResponseCode::NXDomain;
+            r.add_authority(self.soa(zone, catalog, SOA_MINIMUM.min(SOA_TTL), zone.apex.clone()));
+        }
+        r
+    }
+
+    fn soa(&self, zone: &Zone, catalog: &Catalog, ttl: u32, owner: Name) -> Record {
+        let serial = self.serial_base.wrapping_add(catalog.generation());
+        let soa =
+            SOA::new(zone.mname.clone(), zone.rname.clone(), serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, SOA_MINIMUM);
+        Record::from_rdata(owner, ttl, RData::SOA(soa))
+    }
+
+    fn no_data(&self, r: &mut Message, zone: &Zone, catalog: &Catalog) {
+        r.add_authority(self.soa(zone, catalog, SOA_MINIMUM.min(SOA_TTL), zone.apex.clone()));
+    }
+}
+
+fn address_record(name: Name, ttl: u32, addr: IpAddr) -> Record {
+    match addr {
+        IpAddr::V4(a) => Record::from_rdata(name, ttl, RData::A(A(a))),
+        IpAddr::V6(a) => Record::from_rdata(name, ttl, RData::AAAA(AAAA(a))),
+    }
+}
+
+/// Encode a reply; over UDP, one that exceeds the client's size is replaced by its truncated
+/// form (question and OPT, TC set) so the client retries over TCP.
+fn encode(query: &Message, reply: Message, transport: Transport) -> Option<Vec<u8>> {
+    let bytes = reply.to_vec().ok()?;
+    let limit = match (&query.edns, transport) {
+        (_, Transport::Tcp) => usize::from(u16::MAX),
+        (Some(e), Transport::Udp) => usize::from(e.max_payload().max(PLAIN_UDP_LIMIT)),
+        (None, Transport::Udp) => usize::from(PLAIN_UDP_LIMIT),
+    };
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    let mut t = reply.truncate();
+    t.metadata.message_type = MessageType::Response;
+    t.to_vec().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::Query;
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+[server]
+zones = ["cdn.example.net."]
+nameservers = ["ns1.cdn.example.net.", "ns2.cdn.example.net."]
+listen = ["127.0.0.1:5353"]
+glue = { "ns1.cdn.example.net." = ["192.0.2.53", "2001:db8::53"] }
+[api]
+listen = "127.0.0.1:0"
+token = "t"
+[store]
+path = "/nonexistent.db"
+[[proxy]]
+name = "edge-1"
+addresses = ["198.51.100.10", "2001:db8:100::10"]
+capacity_rps = 1000
+[[customer]]
+id = "always"
+names = ["always.cdn.example.net.", "deep.sub.cdn.example.net."]
+origin_addresses = ["203.0.113.10"]
+overflow = "origin"
+fraction = 1.0
+ttl = 30
+[[customer]]
+id = "never"
+names = ["never.cdn.example.net."]
+origin_addresses = ["203.0.113.20", "2001:db8:200::20"]
+overflow = "origin"
+fraction = 0.0
+ttl = 40
+[[customer]]
+id = "cname"
+names = ["cname.cdn.example.net."]
+origin_cname = "Origin.Example."
+overflow = "cname"
+fraction = 0.0
+ttl = 50
+"#;
+
+    fn setup() -> (Authority, Catalog) {
+        let config = Config::parse(CONFIG, "t.toml").unwrap();
+        (Authority::new(&config, 1000), Catalog::from_config(&config).unwrap())
+    }
+
+    /// `edns`: (version, the client's UDP size).
+    fn ask(
+        a: &Authority,
+        c: &mut Catalog,
+        name: &str,
+        t: RecordType,
+        edns: Option<(u8, u16)>,
+        transport: Transport,
+    ) -> Message {
+        let mut q = Message::query();
+        q.metadata.id = 0xbeef;
+        q.metadata.recursion_desired = true;
+        // from_ascii keeps case (from_str goes through IDNA and lowercases).
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        if let Some((version, size)) = edns {
+            let mut e = Edns::new();
+            e.set_version(version);
+            e.set_max_payload(size);
+            q.set_edns(e);
+        }
+        let bytes = a.answer(c, &q.to_vec().unwrap(), "192.0.2.1".parse().unwrap(), transport).expect("a reply");
+        Message::from_vec(&bytes).unwrap()
+    }
+
+    fn udp(a: &Authority, c: &mut Catalog, name: &str, t: RecordType) -> Message {
+        ask(a, c, name, t, None, Transport::Udp)
+    }
+
+    fn rdata(m: &Message) -> Vec<String> {
+        m.answers.iter().map(|r| r.data.to_string()).collect()
+    }
+
+    #[test]
+    fn customer_names_follow_the_shared_rule() {
+        let (a, mut c) = setup();
+        let m = udp(&a, &mut c, "ALWAYS.cdn.example.net.", RecordType::A);
+        assert_eq!((m.metadata.response_code, m.metadata.authoritative), (ResponseCode::NoError, true));
+        assert!(m.metadata.recursion_desired && !m.metadata.recursion_available);
+        assert_eq!(m.queries[0].name.to_string(), "ALWAYS.cdn.example.net.", "question case kept");
+        assert_eq!(rdata(&m), ["198.51.100.10"]);
+        assert_eq!(m.answers[0].ttl, 30);
+        assert_eq!(rdata(&udp(&a, &mut c, "never.cdn.example.net.", RecordType::AAAA)), ["2001:db8:200::20"]);
+        let m = udp(&a, &mut c, "cname.cdn.example.net.", RecordType::AAAA);
+        assert_eq!(rdata(&m), ["Origin.Example."]);
+        assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+        // Other types at a customer name: NODATA with the SOA.
+        let m = udp(&a, &mut c, "never.cdn.example.net.", RecordType::MX);
+        assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 0));
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+        assert_eq!(m.authorities[0].ttl, SOA_MINIMUM);
+    }
+
+    #[test]
+    fn apex_soa_ns_and_glue() {
+        let (a, mut c) = setup();
+        let m = udp(&a, &mut c, "cdn.example.net.", RecordType::SOA);
+        let RData::SOA(soa) = &m.answers[0].data else { panic!("{m:?}") };
+        assert_eq!(soa.serial, 1000);
+        assert_eq!(soa.mname.to_string(), "ns1.cdn.example.net.");
+        let m = udp(&a, &mut c, "cdn.example.net.", RecordType::NS);
+        assert_eq!(rdata(&m), ["ns1.cdn.example.net.", "ns2.cdn.example.net."]);
+        let glue: Vec<String> = m.additionals.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(glue, ["192.0.2.53", "2001:db8::53"]);
+        assert_eq!(rdata(&udp(&a, &mut c, "ns1.cdn.example.net.", RecordType::AAAA)), ["2001:db8::53"]);
+        assert_eq!(rdata(&udp(&a, &mut c, "edge-1.cdn.example.net.", RecordType::A)), ["198.51.100.10"]);
+        // ANY is answered minimally (RFC 8482).
+        assert_eq!(udp(&a, &mut c, "cdn.example.net.", RecordType::ANY).answers.len(), 1);
+    }
+
+    #[test]
+    fn serial_changes_with_the_data() {
+        let (a, mut c) = setup();
+        c.set_fraction("never", 0.5, crate::catalog::Mode::Manual, None).unwrap();
+        let m = udp(&a, &mut c, "cdn.example.net.", RecordType::SOA);
+        let RData::SOA(soa) = &m.answers[0].data else { panic!() };
+        assert_eq!(soa.serial, 1001);
+    }
+
+    #[test]
+    fn negative_answers() {
+        let (a, mut c) = setup();
+        let m = udp(&a, &mut c, "nobody.cdn.example.net.", RecordType::A);
+        assert_eq!((m.metadata.response_code, m.metadata.authoritative), (ResponseCode::NXDomain, true));
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+        // An empty non-terminal exists: NODATA, not NXDOMAIN.
+        let m = udp(&a, &mut c, "sub.cdn.example.net.", RecordType::A);
+        assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 0));
+        let m = udp(&a, &mut c, "www.example.org.", RecordType::A);
+        assert_eq!((m.metadata.response_code, m.metadata.authoritative), (ResponseCode::Refused, false));
+    }
+
+    #[test]
+    fn edns_badvers_and_truncation() {
+        let (a, mut c) = setup();
+        let m = ask(&a, &mut c, "always.cdn.example.net.", RecordType::A, Some((0, 4096)), Transport::Udp);
+        assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(OUR_EDNS_UDP_SIZE));
+        let m = ask(&a, &mut c, "always.cdn.example.net.", RecordType::A, Some((1, 4096)), Transport::Udp);
+        // Code 16 is BADVERS for OPT (RFC 6891); hickory names 16 BADSIG (its TSIG meaning).
+        assert_eq!(u16::from(m.metadata.response_code), 16);
+        assert!(m.answers.is_empty());
+    }
+
+    #[test]
+    fn too_big_for_udp_is_truncated_and_whole_over_tcp() {
+        let ns: Vec<String> = (1..=20).map(|i| format!("\"ns{i}.cdn.example.net.\"")).collect();
+        let glue: Vec<String> =
+            (1..=20).map(|i| format!("\"ns{i}.cdn.example.net.\" = [\"192.0.2.{i}\", \"2001:db8::{i}\"]")).collect();
+        let text = CONFIG
+            .replace(
+                r#"nameservers = ["ns1.cdn.example.net.", "ns2.cdn.example.net."]"#,
+                &format!("nameservers = [{}]", ns.join(", ")),
+            )
+            .replace(
+                r#"glue = { "ns1.cdn.example.net." = ["192.0.2.53", "2001:db8::53"] }"#,
+                &format!("glue = {{ {} }}", glue.join(", ")),
+            );
+        let config = Config::parse(&text, "t.toml").unwrap();
+        let (a, mut c) = (Authority::new(&config, 1), Catalog::from_config(&config).unwrap());
+        let m = ask(&a, &mut c, "cdn.example.net.", RecordType::NS, None, Transport::Udp);
+        assert!(m.metadata.truncation && m.answers.is_empty(), "{m:?}");
+        assert_eq!(m.queries.len(), 1);
+        let m = ask(&a, &mut c, "cdn.example.net.", RecordType::NS, None, Transport::Tcp);
+        assert!(!m.metadata.truncation);
+        assert_eq!((m.answers.len(), m.additionals.len()), (20, 40));
+        // The client's EDNS size is the limit: 1232 is still too small, 4096 is enough.
+        let m = ask(&a, &mut c, "cdn.example.net.", RecordType::NS, Some((0, 1232)), Transport::Udp);
+        assert!(m.metadata.truncation && m.answers.is_empty());
+        let m = ask(&a, &mut c, "cdn.example.net.", RecordType::NS, Some((0, 4096)), Transport::Udp);
+        assert!(!m.metadata.truncation && m.answers.len() == 20);
+    }
+
+    #[test]
+    fn garbage_and_other_opcodes() {
+        let (a, mut c) = setup();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(a.answer(&mut c, &[1, 2, 3], ip, Transport::Udp).is_none(), "shorter than a header");
+        let mut junk = vec![0x12, 0x34, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        junk.extend_from_slice(&[0x3f, b'a']);
+        let m = Message::from_vec(&a.answer(&mut c, &junk, ip, Transport::Udp).unwrap()).unwrap();
+        assert_eq!((m.metadata.id, m.metadata.response_code), (0x1234, ResponseCode::FormErr));
+        let mut response = junk.clone();
+        response[2] = 0x80;
+        assert!(a.answer(&mut c, &response, ip, Transport::Udp).is_none(), "responses are not answered");
+        let mut q = Message::query();
+        q.metadata.op_code = OpCode::Notify;
+        q.add_query(Query::query(Name::from_ascii("cdn.example.net.").unwrap(), RecordType::SOA));
+        let m = Message::from_vec(&a.answer(&mut c, &q.to_vec().unwrap(), ip, Transport::Udp).unwrap()).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+    }
+}

@@ -1,0 +1,8 @@
+//! The userspace authoritative server: everything the XDP program passes on (and everything, on
+//! hosts without XDP). [`authority`] decides the answers; [`server`] carries them over UDP and
+//! TCP.
+
+pub mod authority;
+pub mod server;
+
+pub use authority::{Authority, Transport};

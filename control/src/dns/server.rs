@@ -1,0 +1,102 @@
+//! UDP and TCP listeners (RFC 1035 §4.2, RFC 7766: length-prefixed messages, several queries
+//! per connection, an idle timeout).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+};
+
+use super::{Authority, Transport};
+use crate::api::AppState;
+
+/// A TCP connection with no complete query for this long is closed (RFC 7766 §6.2.3).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Concurrent TCP connections per listener; more wait in the kernel's backlog.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+
+/// Bind UDP and TCP on every address, then serve them until the runtime stops.
+pub async fn serve(addrs: &[SocketAddr], authority: Arc<Authority>, state: Arc<AppState>) -> std::io::Result<()> {
+    for &addr in addrs {
+        let udp = UdpSocket::bind(addr).await?;
+        let tcp = TcpListener::bind(addr).await?;
+        tracing::info!(%addr, "userspace DNS listening (UDP and TCP)");
+        tokio::spawn(serve_udp(udp, authority.clone(), state.clone()));
+        tokio::spawn(serve_tcp(tcp, authority.clone(), state.clone()));
+    }
+    Ok(())
+}
+
+fn answer(authority: &Authority, state: &AppState, request: &[u8], peer: SocketAddr, t: Transport) -> Option<Vec<u8>> {
+    let reply = authority.answer(&mut state.engine().catalog, request, peer.ip(), t);
+    if reply.is_some() {
+        state.metrics.count_userspace_answer();
+    }
+    reply
+}
+
+async fn serve_udp(socket: UdpSocket, authority: Arc<Authority>, state: Arc<AppState>) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("UDP receive: {e}");
+                continue;
+            }
+        };
+        if let Some(reply) = answer(&authority, &state, &buf[..n], peer, Transport::Udp)
+            && let Err(e) = socket.send_to(&reply, peer).await
+        {
+            tracing::debug!(%peer, "UDP send: {e}");
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, authority: Arc<Authority>, state: Arc<AppState>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("TCP accept: {e}");
+                continue;
+            }
+        };
+        let (authority, state) = (authority.clone(), state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, peer, &authority, &state).await {
+                tracing::debug!(%peer, "TCP connection: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    authority: &Authority,
+    state: &AppState,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Ok(Ok(len)) => usize::from(len),
+            // Idle, closed by the client, or an error: the connection ends.
+            _ => return Ok(()),
+        };
+        if len < 12 {
+            return Ok(());
+        }
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf[..len])).await.map_err(std::io::Error::other)??;
+        if let Some(reply) = answer(authority, state, &buf[..len], peer, Transport::Tcp) {
+            let mut out = Vec::with_capacity(reply.len() + 2);
+            out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+            out.extend_from_slice(&reply);
+            stream.write_all(&out).await?;
+        }
+    }
+}
