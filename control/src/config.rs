@@ -102,6 +102,10 @@ pub enum Assignment {
 pub struct CustomerConfig {
     pub id: String,
     pub names: Vec<String>,
+    /// Sub-zones the buyer delegates to us by NS (e.g. `shop.example.`): we answer SOA/NS for
+    /// their apex, and the customer's names may lie inside them (the apex included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
     #[serde(default)]
     pub origin_addresses: Vec<IpAddr>,
     /// Weights for `assignment = "weighted"`, one per origin address; default 1 each.
@@ -283,6 +287,7 @@ impl Config {
 
         let mut ids = HashSet::new();
         let mut owner: HashMap<Name, &str> = HashMap::new();
+        let mut delegated: Vec<(Name, &str)> = Vec::new();
         for (i, c) in self.customers.iter().enumerate() {
             let header = lines.line(c.span().start);
             v.spans.push((header, c.span()));
@@ -298,15 +303,37 @@ impl Config {
             if c.names.is_empty() {
                 v.push(line, &format!("{at}.names"), "at least one name is needed".into());
             }
+            let mut own_zones = Vec::new();
+            for (j, z) in c.zones.iter().enumerate() {
+                let key = format!("{at}.zones[{j}]");
+                match parse_name(z) {
+                    Err(e) => v.push(line, &key, e),
+                    Ok(zone) => {
+                        if zones.iter().any(|ours| ours.zone_of(&zone) || zone.zone_of(ours)) {
+                            v.push(line, &key, format!("{z:?} overlaps server.zones"));
+                        } else if let Some((_, other)) =
+                            delegated.iter().find(|(d, _)| d.zone_of(&zone) || zone.zone_of(d))
+                        {
+                            v.push(line, &key, format!("{z:?} overlaps a zone of customer {other:?}"));
+                        } else {
+                            delegated.push((zone.clone(), &c.id));
+                        }
+                        own_zones.push(zone);
+                    }
+                }
+            }
             for (j, n) in c.names.iter().enumerate() {
                 let key = format!("{at}.names[{j}]");
                 match parse_name(n) {
                     Err(e) => v.push(line, &key, e),
                     Ok(name) => {
-                        if !zones.iter().any(|z| z.zone_of(&name)) {
-                            v.push(line, &key, format!("{n:?} is not inside any of server.zones"));
+                        let in_own = own_zones.iter().any(|z| z.zone_of(&name));
+                        if !in_own && !zones.iter().any(|z| z.zone_of(&name)) {
+                            v.push(line, &key, format!("{n:?} is not inside server.zones or the customer's zones"));
                         } else if zones.contains(&name) {
                             v.push(line, &key, format!("{n:?} is a zone apex; customer names live below it"));
+                        } else if own_zones.contains(&name) && c.overflow == Overflow::Cname {
+                            v.push(line, &key, format!("{n:?} is a zone apex, where a CNAME cannot stand"));
                         }
                         if let Some(prev) = owner.insert(name.to_lowercase(), &c.id) {
                             v.push(line, &key, format!("{n:?} is already a name of customer {prev:?}"));
@@ -502,7 +529,7 @@ ttl = 30
         let s = e.to_string();
         assert!(s.contains("bad.toml:19: proxy[0] (name \"edge-1\").capacity_rps: must be greater than 0"), "{s}");
         assert!(s.contains("bad.toml:29: customer[0] (id \"shop\").fraction: 1.5 is outside [0, 1]"), "{s}");
-        assert!(s.contains("is not inside any of server.zones"), "{s}");
+        assert!(s.contains("is not inside server.zones or the customer's zones"), "{s}");
         assert!(s.contains("1 weights for 2 origin addresses"), "{s}");
         assert_eq!(e.issues.len(), 4, "{s}");
     }
@@ -514,6 +541,24 @@ ttl = 30
         );
         let e = Config::parse(&text, "x.toml").unwrap_err();
         assert!(e.to_string().contains("already a name of customer \"shop\""), "{e}");
+    }
+
+    #[test]
+    fn delegated_zones() {
+        let ok = EXAMPLE.replace(
+            r#"names = ["shop.cdn.example.net."]"#,
+            r#"names = ["shop.cdn.example.net.", "shop.example.", "www.shop.example."]
+zones = ["shop.example."]"#,
+        );
+        let c = Config::parse(&ok, "x.toml").unwrap();
+        assert_eq!(c.customers().next().unwrap().zones, ["shop.example."]);
+        let bad = ok.replace(r#"zones = ["shop.example."]"#, r#"zones = ["sub.cdn.example.net."]"#);
+        let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("overlaps server.zones"), "{e}");
+        assert!(e.contains("\"shop.example.\" is not inside server.zones or the customer's zones"), "{e}");
+        let cname = ok.replace(r#"overflow = "origin""#, r#"overflow = "cname""#);
+        let e = Config::parse(&cname, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("where a CNAME cannot stand"), "{e}");
     }
 
     #[test]

@@ -35,7 +35,8 @@ capacity_rps = 20000
 
 [[customer]]
 id = "shop"
-names = ["shop.cdn.example.net."]
+names = ["shop.cdn.example.net.", "shop.example."]
+zones = ["shop.example."]
 origin_addresses = ["203.0.113.10", "2001:db8:200::10"]
 overflow = "origin"
 fraction = 0.0
@@ -76,6 +77,13 @@ fn userspace_answers_what_xdp_passes() {
     let ns = run(&topo, &["kdig", "+retry=0", &s4, "cdn.example.net", "NS"]);
     assert!(ns.contains("ns1.cdn.example.net.") && ns.contains(SERVER_ADDR6), "glue in additional: {ns}");
 
+    // A sub-zone the customer delegates to us: our SOA at its apex (userspace), and the apex
+    // itself steered like any customer name (XDP).
+    let soa = run(&topo, &["dig", "+short", "+tries=1", &s4, "shop.example", "SOA"]);
+    assert!(soa.starts_with("ns1.cdn.example.net. hostmaster.cdn.example.net."), "{soa}");
+    let apex = run(&topo, &["dig", "+short", "+tries=1", &s4, "shop.example", "A"]);
+    assert_eq!(apex.trim(), "203.0.113.10");
+
     // Negative answers.
     let nx = run(&topo, &["dig", "+tries=1", &s4, "nobody.cdn.example.net", "A"]);
     assert_eq!(status_of(&nx), "NXDOMAIN", "{nx}");
@@ -110,5 +118,5 @@ fn userspace_answers_what_xdp_passes() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .expect("userspace counter");
-    assert!(userspace >= 9.0, "{metrics}");
+    assert!(userspace >= 10.0, "{metrics}");
 }

@@ -105,6 +105,7 @@ mod tests {
         CustomerConfig {
             id: "shop".into(),
             names: vec!["shop.cdn.example.net.".into()],
+            zones: vec![],
             origin_addresses: vec![
                 "203.0.113.10".parse().unwrap(),
                 "2001:db8::1".parse().unwrap(),

@@ -71,22 +71,23 @@ pub struct Authority {
 
 impl Authority {
     pub fn new(config: &Config, serial_base: u32) -> Self {
-        let zones: Vec<Zone> =
-            config
-                .server
-                .zones
-                .iter()
-                .filter_map(|z| parse_name(z).ok())
-                .map(|apex| {
-                    let apex = apex.to_lowercase();
-                    let mname =
-                        config.server.nameservers.first().and_then(|n| parse_name(n).ok()).unwrap_or_else(|| {
-                            Name::from_ascii("ns1").expect("label").append_domain(&apex).expect("fits")
-                        });
-                    let rname = Name::from_ascii("hostmaster").expect("label").append_domain(&apex).expect("fits");
-                    Zone { apex, mname, rname }
-                })
-                .collect();
+        // Our zones, then the sub-zones customers delegate to us: all get our SOA and NS.
+        let ours: Vec<Name> = config.server.zones.iter().filter_map(|z| parse_name(z).ok()).collect();
+        let delegated = config.customers().flat_map(|c| c.zones.iter()).filter_map(|z| parse_name(z).ok());
+        let home = ours.first().cloned().unwrap_or_else(Name::root);
+        let mname = config
+            .server
+            .nameservers
+            .first()
+            .and_then(|n| parse_name(n).ok())
+            .unwrap_or_else(|| Name::from_ascii("ns1").expect("label").append_domain(&home).expect("fits"));
+        let rname = Name::from_ascii("hostmaster").expect("label").append_domain(&home).expect("fits");
+        let zones: Vec<Zone> = ours
+            .iter()
+            .cloned()
+            .chain(delegated)
+            .map(|apex| Zone { apex: apex.to_lowercase(), mname: mname.clone(), rname: rname.clone() })
+            .collect();
         let nameservers: Vec<Name> = config.server.nameservers.iter().filter_map(|n| parse_name(n).ok()).collect();
         let mut hosts: HashMap<Name, Vec<IpAddr>> = HashMap::new();
         if let Some(first) = zones.first() {
@@ -182,6 +183,7 @@ impl Authority {
                 RecordType::SOA | RecordType::ANY => {
                     // ANY is answered minimally (RFC 8482): the SOA alone.
                     r.add_answer(self.soa(zone, catalog, SOA_TTL, owner));
+                    return r;
                 }
                 RecordType::NS => {
                     for ns in &self.nameservers {
@@ -190,10 +192,11 @@ impl Authority {
                             r.add_additional(address_record(ns.clone(), HOST_TTL, *addr));
                         }
                     }
+                    return r;
                 }
-                _ => self.no_data(&mut r, zone, catalog),
+                // A customer's delegated apex may be one of its names (A/AAAA below).
+                _ => {}
             }
-            return r;
         }
 
         let wire = qname.to_bytes().unwrap_or_default();
@@ -277,9 +280,9 @@ impl Authority {
             return r;
         }
 
-        // A name that exists only because names exist below it (an empty non-terminal) has no
-        // data; anything else in the zone does not exist.
-        if self.names.iter().any(|n| n != &qname && qname.zone_of(n)) {
+        // The apex, and a name that exists only because names exist below it (an empty
+        // non-terminal), have no data; anything else in the zone does not exist.
+        if qname == zone.apex || self.names.iter().any(|n| n != &qname && qname.zone_of(n)) {
             self.no_data(&mut r, zone, catalog);
         } else {
             r.metadata.response_code = ResponseCode::NXDomain;
@@ -440,6 +443,31 @@ ttl = 50
         assert_eq!(rdata(&udp(&a, &mut c, "edge-1.cdn.example.net.", RecordType::A)), ["198.51.100.10"]);
         // ANY is answered minimally (RFC 8482).
         assert_eq!(udp(&a, &mut c, "cdn.example.net.", RecordType::ANY).answers.len(), 1);
+    }
+
+    #[test]
+    fn delegated_customer_zone() {
+        let text = CONFIG.replace(
+            r#"names = ["never.cdn.example.net."]"#,
+            r#"names = ["never.cdn.example.net.", "shop.example.", "www.shop.example."]
+zones = ["shop.example."]"#,
+        );
+        let config = Config::parse(&text, "t.toml").unwrap();
+        let (a, mut c) = (Authority::new(&config, 7), Catalog::from_config(&config).unwrap());
+        // Our SOA and NS at the delegated apex.
+        let m = udp(&a, &mut c, "shop.example.", RecordType::SOA);
+        let Some(RData::SOA(soa)) = m.answers.first().map(|r| &r.data) else { panic!("{m:?}") };
+        assert_eq!((soa.mname.to_string(), soa.serial), ("ns1.cdn.example.net.".into(), 7));
+        assert_eq!(rdata(&udp(&a, &mut c, "shop.example.", RecordType::NS)).len(), 2);
+        // The apex is also a customer name: steered at the apex, where no CNAME could be.
+        assert_eq!(rdata(&udp(&a, &mut c, "shop.example.", RecordType::A)), ["203.0.113.20"]);
+        assert_eq!(rdata(&udp(&a, &mut c, "WWW.shop.example.", RecordType::AAAA)), ["2001:db8:200::20"]);
+        let m = udp(&a, &mut c, "shop.example.", RecordType::MX);
+        assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 0));
+        let m = udp(&a, &mut c, "nobody.shop.example.", RecordType::A);
+        assert_eq!((m.metadata.response_code, m.metadata.authoritative), (ResponseCode::NXDomain, true));
+        // Still not ours: the parent zone.
+        assert_eq!(udp(&a, &mut c, "example.", RecordType::SOA).metadata.response_code, ResponseCode::Refused);
     }
 
     #[test]
