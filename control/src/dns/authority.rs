@@ -203,7 +203,8 @@ impl Authority {
         let proxies = *catalog.proxy_set();
         if let Some(c) = catalog.customer_by_key_mut(&name_key(&wire)) {
             let v6 = match qtype {
-                RecordType::A => false,
+                // ANY gets one RRset (RFC 8482): the A answer by the rule.
+                RecordType::A | RecordType::ANY => false,
                 RecordType::AAAA => true,
                 _ => {
                     self.no_data(&mut r, zone, catalog);
@@ -269,7 +270,8 @@ impl Authority {
                 RecordType::AAAA => Some(true),
                 _ => None,
             };
-            let matching: Vec<IpAddr> = addrs.iter().copied().filter(|a| Some(a.is_ipv6()) == want_v6).collect();
+            let matching: Vec<IpAddr> =
+                addrs.iter().copied().filter(|a| qtype == RecordType::ANY || Some(a.is_ipv6()) == want_v6).collect();
             if matching.is_empty() {
                 self.no_data(&mut r, zone, catalog);
             } else {
@@ -441,8 +443,10 @@ ttl = 50
         assert_eq!(glue, ["192.0.2.53", "2001:db8::53"]);
         assert_eq!(rdata(&udp(&a, &mut c, "ns1.cdn.example.net.", RecordType::AAAA)), ["2001:db8::53"]);
         assert_eq!(rdata(&udp(&a, &mut c, "edge-1.cdn.example.net.", RecordType::A)), ["198.51.100.10"]);
-        // ANY is answered minimally (RFC 8482).
+        // ANY is answered minimally (RFC 8482): one RRset, or a host's few addresses.
         assert_eq!(udp(&a, &mut c, "cdn.example.net.", RecordType::ANY).answers.len(), 1);
+        assert_eq!(rdata(&udp(&a, &mut c, "always.cdn.example.net.", RecordType::ANY)), ["198.51.100.10"]);
+        assert_eq!(rdata(&udp(&a, &mut c, "ns1.cdn.example.net.", RecordType::ANY)), ["192.0.2.53", "2001:db8::53"]);
     }
 
     #[test]
