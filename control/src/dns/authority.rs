@@ -51,16 +51,14 @@ pub enum Transport {
     Tcp,
 }
 
-struct Zone {
-    apex: Name,
-    mname: Name,
-    rname: Name,
-}
-
 /// The zones and the fixed names in them (proxies, nameservers); customers come from the
 /// [`Catalog`] at answer time.
 pub struct Authority {
-    zones: Vec<Zone>,
+    /// Zone apexes (lowercase): ours, then the customers' delegated ones. All share one SOA
+    /// origin and contact, and our nameservers.
+    zones: Vec<Name>,
+    mname: Name,
+    rname: Name,
     nameservers: Vec<Name>,
     /// Proxy and nameserver host names (lowercase) -> their addresses.
     hosts: HashMap<Name, Vec<IpAddr>>,
@@ -82,18 +80,13 @@ impl Authority {
             .and_then(|n| parse_name(n).ok())
             .unwrap_or_else(|| Name::from_ascii("ns1").expect("label").append_domain(&home).expect("fits"));
         let rname = Name::from_ascii("hostmaster").expect("label").append_domain(&home).expect("fits");
-        let zones: Vec<Zone> = ours
-            .iter()
-            .cloned()
-            .chain(delegated)
-            .map(|apex| Zone { apex: apex.to_lowercase(), mname: mname.clone(), rname: rname.clone() })
-            .collect();
+        let zones: Vec<Name> = ours.iter().cloned().chain(delegated).map(|apex| apex.to_lowercase()).collect();
         let nameservers: Vec<Name> = config.server.nameservers.iter().filter_map(|n| parse_name(n).ok()).collect();
         let mut hosts: HashMap<Name, Vec<IpAddr>> = HashMap::new();
         if let Some(first) = zones.first() {
             for p in config.proxies() {
                 if let Ok(label) = Name::from_ascii(&p.name)
-                    && let Ok(name) = label.append_domain(&first.apex)
+                    && let Ok(name) = label.append_domain(first)
                 {
                     hosts.entry(name.to_lowercase()).or_default().extend(p.addresses.iter().copied());
                 }
@@ -108,7 +101,7 @@ impl Authority {
         for c in config.customers() {
             names.extend(c.names.iter().filter_map(|n| parse_name(n).ok()).map(|n| n.to_lowercase()));
         }
-        Self { zones, nameservers, hosts, names, serial_base }
+        Self { zones, mname, rname, nameservers, hosts, names, serial_base }
     }
 
     /// The reply to a request, or None when nothing should be sent (a response, or fewer bytes
@@ -165,8 +158,7 @@ impl Authority {
             return r;
         };
         let qname = q.name.to_lowercase();
-        let Some(zone) = self.zones.iter().filter(|z| z.apex.zone_of(&qname)).max_by_key(|z| z.apex.num_labels())
-        else {
+        let Some(zone) = self.zones.iter().filter(|z| z.zone_of(&qname)).max_by_key(|z| z.num_labels()) else {
             r.metadata.response_code = ResponseCode::Refused;
             return r;
         };
@@ -178,11 +170,11 @@ impl Authority {
         let owner = q.name.clone();
         let qtype = q.query_type;
 
-        if qname == zone.apex {
+        if qname == *zone {
             match qtype {
                 RecordType::SOA | RecordType::ANY => {
                     // ANY is answered minimally (RFC 8482): the SOA alone.
-                    r.add_answer(self.soa(zone, catalog, SOA_TTL, owner));
+                    r.add_answer(self.soa(catalog, SOA_TTL, owner));
                     return r;
                 }
                 RecordType::NS => {
@@ -284,24 +276,25 @@ impl Authority {
 
         // The apex, and a name that exists only because names exist below it (an empty
         // non-terminal), have no data; anything else in the zone does not exist.
-        if qname == zone.apex || self.names.iter().any(|n| n != &qname && qname.zone_of(n)) {
+        if qname == *zone || self.names.iter().any(|n| n != &qname && qname.zone_of(n)) {
             self.no_data(&mut r, zone, catalog);
         } else {
             r.metadata.response_code = ResponseCode::NXDomain;
-            r.add_authority(self.soa(zone, catalog, SOA_MINIMUM.min(SOA_TTL), zone.apex.clone()));
+            r.add_authority(self.soa(catalog, SOA_MINIMUM.min(SOA_TTL), zone.clone()));
         }
         r
     }
 
-    fn soa(&self, zone: &Zone, catalog: &Catalog, ttl: u32, owner: Name) -> Record {
+    fn soa(&self, catalog: &Catalog, ttl: u32, owner: Name) -> Record {
         let serial = self.serial_base.wrapping_add(catalog.generation());
         let soa =
-            SOA::new(zone.mname.clone(), zone.rname.clone(), serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, SOA_MINIMUM);
+            SOA::new(self.mname.clone(), self.rname.clone(), serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, SOA_MINIMUM);
         Record::from_rdata(owner, ttl, RData::SOA(soa))
     }
 
-    fn no_data(&self, r: &mut Message, zone: &Zone, catalog: &Catalog) {
-        r.add_authority(self.soa(zone, catalog, SOA_MINIMUM.min(SOA_TTL), zone.apex.clone()));
+    /// NODATA (and, with the rcode set, NXDOMAIN): the zone's SOA in authority.
+    fn no_data(&self, r: &mut Message, zone: &Name, catalog: &Catalog) {
+        r.add_authority(self.soa(catalog, SOA_MINIMUM.min(SOA_TTL), zone.clone()));
     }
 }
 
