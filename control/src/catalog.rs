@@ -20,7 +20,8 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// The control plane: today the buyer's estimate from the config.
+    /// The control plane: the buyer's estimate while a contract is in force, else 0
+    /// (when the market is on).
     Auto,
     /// An operator's override through the API, until set back to auto.
     Manual,
@@ -39,6 +40,8 @@ pub struct Customer {
     pub record: CustomerRecord,
     /// The userspace server's round-robin position over the origins.
     pub rr_cursor: u64,
+    /// Requests/s bought by contracts in force now.
+    pub contracted_rps: u64,
 }
 
 pub struct Catalog {
@@ -48,11 +51,14 @@ pub struct Catalog {
     by_key: HashMap<NameKey, usize>,
     /// Bumped on every change of the data, for the zones' SOA serial.
     generation: u32,
+    /// The market is on: names answer with proxies only under a contract in force.
+    gated: bool,
 }
 
 impl Catalog {
     /// Build from a validated config. Fails if two names hash to the same key (never by chance).
     pub fn from_config(config: &Config) -> Result<Self> {
+        let gated = config.market.is_some();
         let mut customers = Vec::new();
         let mut by_id = HashMap::new();
         let mut by_key = HashMap::new();
@@ -68,19 +74,41 @@ impl Catalog {
                 by_key.insert(key, i);
             }
             by_id.insert(c.id.clone(), i);
-            let record = customer_record(c, c.fraction).map_err(|e| Error::Record(c.id.clone(), e))?;
+            let fraction = if gated { 0.0 } else { c.fraction };
+            let record = customer_record(c, fraction).map_err(|e| Error::Record(c.id.clone(), e))?;
             customers.push(Customer {
                 config: c.clone(),
                 index: i as u32,
                 keys,
-                fraction: c.fraction,
+                fraction,
                 mode: Mode::Auto,
                 record,
                 rr_cursor: 0,
+                contracted_rps: 0,
             });
         }
         let proxy_set = proxy_set(config.proxies()).map_err(|e| Error::Record("(proxies)".into(), e))?;
-        Ok(Self { proxy_set, customers, by_id, by_key, generation: 0 })
+        Ok(Self { proxy_set, customers, by_id, by_key, generation: 0, gated })
+    }
+
+    /// The fraction auto mode puts in force: the buyer's estimate, or 0 when the market is on
+    /// and no contract of the buyer is in force.
+    pub fn auto_fraction(&self, c: &Customer) -> f64 {
+        if self.gated && c.contracted_rps == 0 { 0.0 } else { c.config.fraction }
+    }
+
+    /// The buyer's contracts in force changed: record it, and in auto mode put the new
+    /// fraction in force.
+    pub fn set_contracted(&mut self, id: &str, rps: u64, dp: Option<&mut Dataplane>) -> Result<()> {
+        let i = *self.by_id.get(id).ok_or_else(|| Error::Record(id.into(), "no such customer".into()))?;
+        self.customers[i].contracted_rps = rps;
+        let c = &self.customers[i];
+        let fraction = self.auto_fraction(c);
+        if c.mode == Mode::Auto && fraction != c.fraction {
+            self.set_fraction(id, fraction, Mode::Auto, dp)?;
+            tracing::info!(customer = %id, contracted_rps = rps, fraction, "fraction follows the contracts in force");
+        }
+        Ok(())
     }
 
     /// The customer owning a name, by the names-map key (the same lookup as the XDP program).

@@ -22,6 +22,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub api: ApiConfig,
     pub store: StoreConfig,
+    /// Present: the market is on, and a customer's names answer with proxies only while one
+    /// of its contracts is in force. Absent: customers are served at their estimate always.
+    pub market: Option<MarketConfig>,
     #[serde(default, rename = "proxy")]
     pub proxies: Vec<Spanned<ProxyConfig>>,
     #[serde(default, rename = "customer")]
@@ -74,6 +77,57 @@ pub struct StoreConfig {
     pub path: PathBuf,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketConfig {
+    /// Length of a sale period in seconds; periods start at multiples of it (UTC).
+    #[serde(default = "default_period_s")]
+    pub period_s: u32,
+    /// How many periods ahead (after the current one) the book sells.
+    #[serde(default = "default_horizon")]
+    pub horizon_periods: u32,
+    /// The network's ask price, and the default auction reserve, per million requests.
+    #[serde(default)]
+    pub reserve_price: f64,
+    /// Length of a usage (ledger) interval in seconds.
+    #[serde(default = "default_interval_s")]
+    pub interval_s: u32,
+    /// Share of capacity assumed in own use for hours with no usage history.
+    #[serde(default = "default_assumed_own_load")]
+    pub assumed_own_load: f64,
+    /// Weeks of history in the hour-of-week forecast.
+    #[serde(default = "default_forecast_weeks")]
+    pub forecast_weeks: u32,
+    /// Standard deviations of the weekly peaks added to their mean.
+    #[serde(default = "default_forecast_sigmas")]
+    pub forecast_sigmas: f64,
+    /// Safety margin on top (0.1 = 10%).
+    #[serde(default = "default_forecast_margin")]
+    pub forecast_margin: f64,
+}
+
+fn default_period_s() -> u32 {
+    3600
+}
+fn default_horizon() -> u32 {
+    24
+}
+fn default_interval_s() -> u32 {
+    60
+}
+fn default_assumed_own_load() -> f64 {
+    0.5
+}
+fn default_forecast_weeks() -> u32 {
+    4
+}
+fn default_forecast_sigmas() -> f64 {
+    2.0
+}
+fn default_forecast_margin() -> f64 {
+    0.1
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
@@ -120,6 +174,10 @@ pub struct CustomerConfig {
     pub fraction: f64,
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// The buyer's own API token: it sees and changes only its own bids, orders, contracts
+    /// and usage.
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
 }
 
 fn default_assignment() -> Assignment {
@@ -254,6 +312,34 @@ impl Config {
             _ => {}
         }
 
+        if let Some(m) = &self.market {
+            if m.period_s == 0 || 86_400 % m.period_s != 0 {
+                v.push(None, "market.period_s", format!("{} must divide a day (86400) evenly", m.period_s));
+            }
+            if m.horizon_periods == 0 || m.horizon_periods > 10_000 {
+                v.push(None, "market.horizon_periods", "must be between 1 and 10000".into());
+            }
+            if let Err(e) = crate::market::units::Price::from_decimal(m.reserve_price) {
+                v.push(None, "market.reserve_price", e);
+            }
+            if m.interval_s == 0 || 86_400 % m.interval_s != 0 {
+                v.push(None, "market.interval_s", format!("{} must divide a day (86400) evenly", m.interval_s));
+            }
+            if !(0.0..=1.0).contains(&m.assumed_own_load) {
+                v.push(None, "market.assumed_own_load", format!("{} is outside [0, 1]", m.assumed_own_load));
+            }
+            if m.forecast_weeks == 0 || m.forecast_weeks > 52 {
+                v.push(None, "market.forecast_weeks", "must be between 1 and 52".into());
+            }
+            if !(0.0..=10.0).contains(&m.forecast_sigmas) {
+                v.push(None, "market.forecast_sigmas", "must be between 0 and 10".into());
+            }
+            if !(0.0..=10.0).contains(&m.forecast_margin) {
+                v.push(None, "market.forecast_margin", "must be between 0 and 10".into());
+            }
+        }
+        let mut tokens: HashSet<&str> = self.api.token.iter().map(String::as_str).collect();
+
         let mut proxy_names = HashSet::new();
         let (mut v4, mut v6) = (0, 0);
         for (i, p) in self.proxies.iter().enumerate() {
@@ -343,6 +429,16 @@ impl Config {
             }
             if !(0.0..=1.0).contains(&c.fraction) {
                 v.push(line, &format!("{at}.fraction"), format!("{} is outside [0, 1]", c.fraction));
+            }
+            if let Some(t) = &c.token {
+                if t.trim().is_empty() {
+                    v.push(line, &format!("{at}.token"), "must not be empty".into());
+                } else if !tokens.insert(t.as_str()) {
+                    v.push(line, &format!("{at}.token"), "is the same as another token".into());
+                }
+            }
+            if c.id == crate::market::NETWORK {
+                v.push(line, &format!("{at}.id"), "\"network\" is reserved for the network's own asks".into());
             }
             if c.ttl > MAX_TTL {
                 v.push(line, &format!("{at}.ttl"), format!("{} is above the largest TTL {MAX_TTL}", c.ttl));

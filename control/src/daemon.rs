@@ -5,17 +5,29 @@ use std::sync::{Arc, atomic::Ordering};
 use tokio::{io::unix::AsyncFd, net::TcpListener, signal::unix::SignalKind};
 
 use crate::{
-    api::{self, AppState},
+    api::{self, AppState, Principal},
     catalog::Catalog,
     config::Config,
     dataplane::{Dataplane, LoadOptions},
     dns::{self, Authority},
-    error::Result,
+    engine::{Engine, unix_now},
+    error::{Error, Result},
 };
 
 pub async fn run(config: Config) -> Result<()> {
-    let catalog = Catalog::from_config(&config)?;
     let token = config.api_token()?;
+    let mut tokens = vec![(token.clone(), Principal::Operator)];
+    for c in config.customers() {
+        if let Some(t) = &c.token {
+            if *t == token {
+                return Err(Error::Record(c.id.clone(), "its token is the operator's token".into()));
+            }
+            tokens.push((t.clone(), Principal::Buyer(c.id.clone())));
+        }
+    }
+    // The store and the contracts in force decide the fractions before anything is attached.
+    let mut engine = Engine::new(&config, Catalog::from_config(&config)?, None, unix_now())?;
+    tracing::info!(path = %config.store.path.display(), market = engine.market.is_some(), "store open");
 
     let dataplane = if config.server.xdp_interfaces.is_empty() {
         tracing::info!("no xdp_interfaces: XDP is off");
@@ -23,7 +35,7 @@ pub async fn run(config: Config) -> Result<()> {
     } else {
         let mut dp = Dataplane::load(LoadOptions::default())?;
         // Maps first, then attach: the first packet already finds every record.
-        catalog.install(&mut dp)?;
+        engine.catalog.install(&mut dp)?;
         if let Some(logger) = dp.take_logger() {
             spawn_ebpf_logger(logger);
         }
@@ -33,7 +45,11 @@ pub async fn run(config: Config) -> Result<()> {
         }
         Some(dp)
     };
-    let state = AppState::new(catalog, dataplane, token);
+    engine.dataplane = dataplane;
+    let state = AppState::new(engine, tokens);
+    if state.engine().market.is_some() {
+        tokio::spawn(market_scheduler(state.clone()));
+    }
     if !config.server.listen.is_empty() {
         let serial_base =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
@@ -50,6 +66,28 @@ pub async fn run(config: Config) -> Result<()> {
     // Dropping the data plane detaches the programs and frees the maps.
     state.engine().dataplane.take();
     Ok(())
+}
+
+/// Wake at every market deadline (an auction closing, a contract starting or ending, to the
+/// second) and at least once a second, and do the market's work.
+async fn market_scheduler(state: Arc<AppState>) {
+    loop {
+        let next = {
+            let engine = state.engine();
+            let now = unix_now();
+            engine.market.as_ref().and_then(|m| m.next_event(now)).unwrap_or(now + 1).min(now + 1)
+        };
+        let wake = std::time::UNIX_EPOCH + std::time::Duration::from_secs(next.max(0) as u64);
+        let wait = wake.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.market_changed.notified() => {}
+        }
+        let mut engine = state.engine();
+        if let Err(e) = engine.tick(unix_now()) {
+            tracing::error!("market tick: {e}");
+        }
+    }
 }
 
 async fn shutdown_signal() {

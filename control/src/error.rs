@@ -24,6 +24,10 @@ pub enum Error {
     Record(String, String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Market(#[from] crate::market::MarketError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

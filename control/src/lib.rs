@@ -5,17 +5,27 @@
 //! - [`catalog`]: the live customers and the fraction in force for each.
 //! - [`api`]: the HTTP control API and admin endpoints; [`metrics`]: Prometheus metrics.
 //! - [`dns`]: the userspace authoritative server (UDP and TCP).
+//! - [`capacity`]: proxies' capacity, own-usage history and its forecast.
+//! - [`market`]: the auction and the order book; [`contracts`]: what is in force when;
+//!   [`ledger`]: usage priced by the contracts; [`store`]: SQLite.
+//! - [`engine`]: all of the above behind one lock.
 //! - [`daemon`]: `spillway run`; [`ctl`]: `spillway ctl`.
 
 pub mod api;
+pub mod capacity;
 pub mod catalog;
 pub mod config;
+pub mod contracts;
 pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod engine;
 pub mod error;
+pub mod ledger;
+pub mod market;
 pub mod metrics;
+pub mod store;
 
 pub use error::{Error, Result};
 

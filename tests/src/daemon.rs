@@ -31,7 +31,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Attach the peer program, write `config`, start `spillway run`, wait up to 20 s for
-    /// /readyz. The config's API must listen on [`api_url`].
+    /// /readyz. The config's API must listen on [`api_url`]; `@DIR@` in it is replaced by
+    /// the daemon's own temporary directory (for the store).
     pub fn start(topo: &Topology, config: &str) -> Result<Daemon, String> {
         let client_if = topo.client_if.clone();
         let peer = topo.client.run(move || -> Result<Dataplane, String> {
@@ -41,6 +42,7 @@ impl Daemon {
         })?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let path = dir.path().join("spillway.toml");
+        let config = config.replace("@DIR@", dir.path().to_str().ok_or("temp dir path")?);
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
         let bin = spillway_bin();
         let argv = [bin.to_str().ok_or("binary path")?, "run", "--config", path.to_str().ok_or("config path")?];
@@ -73,7 +75,12 @@ pub fn http(
             Ok(c) => c,
             Err(e) => return (0, e.to_string()),
         };
-        let mut r = if method == "GET" { client.get(&url) } else { client.put(&url) };
+        let mut r = match method {
+            "GET" => client.get(&url),
+            "POST" => client.post(&url),
+            "DELETE" => client.delete(&url),
+            _ => client.put(&url),
+        };
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }

@@ -119,6 +119,14 @@ impl Proc {
         None
     }
 
+    /// SIGKILL, as a crash would: no clean-up runs in the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

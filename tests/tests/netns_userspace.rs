@@ -26,7 +26,7 @@ listen = "{SERVER_ADDR4}:8053"
 token = "t"
 
 [store]
-path = "/nonexistent/spillway.db"
+path = "@DIR@/spillway.db"
 
 [[proxy]]
 name = "edge-1"

@@ -27,7 +27,7 @@ listen = "{SERVER_ADDR4}:8053"
 token = "{TOKEN}"
 
 [store]
-path = "/nonexistent/spillway.db"
+path = "@DIR@/spillway.db"
 
 [[proxy]]
 name = "edge-1"

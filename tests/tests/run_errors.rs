@@ -14,9 +14,11 @@ fn missing_interface_is_a_clear_error() {
     let ns = NetNs::new("spw-e");
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = dir.path().join("spillway.toml");
+    let store = dir.path().join("spillway.db");
     std::fs::write(
         &cfg,
-        r#"
+        format!(
+            r#"
 [server]
 zones = ["cdn.example.net."]
 xdp_interfaces = ["lo", "nosuch0"]
@@ -25,8 +27,10 @@ xdp_mode = "skb"
 listen = "127.0.0.1:8053"
 token = "t"
 [store]
-path = "/nonexistent/spillway.db"
+path = "{}"
 "#,
+            store.display()
+        ),
     )
     .expect("write config");
     let bin = spillway_bin();

@@ -1,4 +1,6 @@
-//! Bearer-token check for /v1.
+//! Bearer tokens and tenancy: the operator's token sees and changes everything; a buyer's
+//! token (`token` in its `[[customer]]` entry) sees and changes only its own bids, orders,
+//! contracts and usage.
 
 use std::sync::Arc;
 
@@ -11,16 +13,64 @@ use axum::{
 
 use super::{ApiError, AppState};
 
-pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Result<Response, ApiError> {
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Operator,
+    Buyer(String),
+}
+
+impl Principal {
+    /// The buyer a request is limited to; `None` for the operator.
+    pub fn scope(&self) -> Option<&str> {
+        match self {
+            Principal::Operator => None,
+            Principal::Buyer(id) => Some(id),
+        }
+    }
+
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Operator => Ok(()),
+            Principal::Buyer(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "this needs the operator's token")),
+        }
+    }
+
+    /// The buyer a request acts for: a buyer acts for itself (naming another is refused);
+    /// the operator names one.
+    pub fn acting_for(&self, named: Option<&str>) -> Result<String, ApiError> {
+        match (self, named) {
+            (Principal::Buyer(me), None) => Ok(me.clone()),
+            (Principal::Buyer(me), Some(other)) if other == me => Ok(me.clone()),
+            (Principal::Buyer(_), Some(other)) => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, format!("a buyer's token cannot act for {other:?}")))
+            }
+            (Principal::Operator, Some(id)) => Ok(id.to_owned()),
+            (Principal::Operator, None) => Err(ApiError::bad_request("the operator must name the \"customer\"")),
+        }
+    }
+}
+
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token (Authorization: Bearer ...)"))?;
-    if !constant_time_eq(given.trim().as_bytes(), state.token.as_bytes()) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"));
+    // Every token is compared, so timing does not tell which one (if any) was close.
+    let mut found = None;
+    for (token, principal) in &state.tokens {
+        if constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            found = Some(principal.clone());
+        }
     }
+    let principal = found.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))?;
+    req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
 }
 
@@ -34,10 +84,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn constant_time_eq() {
         assert!(super::constant_time_eq(b"abc", b"abc"));
         assert!(!super::constant_time_eq(b"abc", b"abd"));
         assert!(!super::constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn buyers_act_only_for_themselves() {
+        let b = Principal::Buyer("shop".into());
+        assert_eq!(b.acting_for(None).unwrap(), "shop");
+        assert_eq!(b.acting_for(Some("blog")).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(Principal::Operator.acting_for(Some("blog")).unwrap(), "blog");
+        assert_eq!(Principal::Operator.acting_for(None).unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert!(b.require_operator().is_err());
     }
 }

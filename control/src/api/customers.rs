@@ -3,17 +3,18 @@
 use std::sync::Arc;
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::{Path, State},
     http::StatusCode,
 };
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, Engine};
+use super::{ApiError, AppState, Principal};
 use crate::{
     catalog::{Customer, Mode},
     config::{Assignment, Overflow},
+    engine::Engine,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -25,6 +26,8 @@ pub struct CustomerView {
     pub mode: Mode,
     /// The buyer's own estimate (from the config).
     pub estimate: f64,
+    /// Requests/s bought by the buyer's contracts in force now.
+    pub contracted_rps: u64,
     pub overflow: Overflow,
     pub assignment: Assignment,
     pub ttl: u32,
@@ -54,6 +57,7 @@ fn view(engine: &Engine, c: &Customer) -> CustomerView {
         fraction: c.fraction,
         mode: c.mode,
         estimate: c.config.fraction,
+        contracted_rps: c.contracted_rps,
         overflow: c.config.overflow,
         assignment: c.config.assignment,
         ttl: c.config.ttl,
@@ -67,14 +71,23 @@ fn unknown(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no customer with id {id:?}"))
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> Json<CustomerList> {
+/// The operator sees every customer, a buyer only itself.
+pub async fn list(State(state): State<Arc<AppState>>, Extension(who): Extension<Principal>) -> Json<CustomerList> {
     let engine = state.engine();
-    Json(CustomerList { customers: engine.catalog.customers().iter().map(|c| view(&engine, c)).collect() })
+    let visible = |c: &&Customer| who.scope().is_none_or(|s| s == c.config.id);
+    Json(CustomerList {
+        customers: engine.catalog.customers().iter().filter(visible).map(|c| view(&engine, c)).collect(),
+    })
 }
 
-pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<CustomerView>, ApiError> {
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<CustomerView>, ApiError> {
     let engine = state.engine();
-    let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
+    let c = engine.catalog.customer(&id).filter(|c| who.scope().is_none_or(|s| s == c.config.id));
+    let c = c.ok_or_else(|| unknown(&id))?;
     Ok(Json(view(&engine, c)))
 }
 
@@ -87,7 +100,7 @@ pub struct FractionRequest {
 }
 
 /// What a request asks for, once checked: the fraction and mode to put in force.
-fn resolve(req: &FractionRequest, current: &Customer) -> Result<(f64, Mode), ApiError> {
+fn resolve(req: &FractionRequest, current: &Customer, auto: f64) -> Result<(f64, Mode), ApiError> {
     match (req.fraction, req.mode) {
         (Some(f), None | Some(Mode::Manual)) => {
             if !f.is_finite() || !(0.0..=1.0).contains(&f) {
@@ -98,7 +111,7 @@ fn resolve(req: &FractionRequest, current: &Customer) -> Result<(f64, Mode), Api
         (Some(_), Some(Mode::Auto)) => {
             Err(ApiError::bad_request("a fraction sets manual mode; send {\"mode\": \"auto\"} alone to hand it back"))
         }
-        (None, Some(Mode::Auto)) => Ok((current.config.fraction, Mode::Auto)),
+        (None, Some(Mode::Auto)) => Ok((auto, Mode::Auto)),
         (None, Some(Mode::Manual)) => Ok((current.fraction, Mode::Manual)),
         (None, None) => Err(ApiError::bad_request("send {\"fraction\": x} with x in [0, 1], or {\"mode\": \"auto\"}")),
     }
@@ -106,19 +119,17 @@ fn resolve(req: &FractionRequest, current: &Customer) -> Result<(f64, Mode), Api
 
 pub async fn put_fraction(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<CustomerView>, ApiError> {
-    let req: FractionRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    who.require_operator()?;
+    let req: FractionRequest = super::parse_json(&body)?;
     let mut guard = state.engine();
     let engine = &mut *guard;
     let current = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
-    let (fraction, mode) = resolve(&req, current)?;
-    engine
-        .catalog
-        .set_fraction(&id, fraction, mode, engine.dataplane.as_mut())
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (fraction, mode) = resolve(&req, current, engine.catalog.auto_fraction(current))?;
+    engine.catalog.set_fraction(&id, fraction, mode, engine.dataplane.as_mut()).map_err(ApiError::internal)?;
     tracing::info!(customer = %id, fraction, ?mode, "fraction set through the API");
     let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
     Ok(Json(view(engine, c)))

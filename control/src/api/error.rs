@@ -5,7 +5,10 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use serde::de::DeserializeOwned;
 use serde_json::json;
+
+use crate::market::MarketError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -21,10 +24,47 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl From<MarketError> for ApiError {
+    fn from(e: MarketError) -> Self {
+        let status = match &e {
+            MarketError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            MarketError::NotFound(_) => StatusCode::NOT_FOUND,
+            MarketError::Forbidden(_) => StatusCode::FORBIDDEN,
+            MarketError::Conflict(_) => StatusCode::CONFLICT,
+            MarketError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::Market(m) => m.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(json!({ "error": self.message }))).into_response()
     }
+}
+
+/// Parse a JSON body, with the parser's message (field, line, column) on failure.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

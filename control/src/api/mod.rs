@@ -1,9 +1,13 @@
 //! The control API (HTTP, JSON under /v1 with a bearer token) and the admin endpoints
-//! (/metrics, /healthz, /readyz) on one listener.
+//! (/metrics, /healthz, /readyz) on one listener. `openapi.json` documents /v1; a test
+//! checks the router against it.
 
 mod auth;
 mod customers;
 mod error;
+mod ledger;
+mod market;
+mod proxies;
 
 use std::sync::{
     Arc, Mutex,
@@ -16,38 +20,44 @@ use axum::{
     http::{StatusCode, header},
     middleware,
     response::IntoResponse,
-    routing::get,
+    routing::{delete, get, post, put},
 };
+use tokio::sync::Notify;
 
-pub use self::error::ApiError;
-use crate::{catalog::Catalog, dataplane::Dataplane, metrics::Metrics};
+pub use self::{
+    auth::Principal,
+    error::{ApiError, parse_json},
+};
+use crate::{engine::Engine, metrics::Metrics};
 
-/// What the handlers share: the catalog and the data plane behind one lock, so a change is
-/// applied to both or to neither.
+/// The OpenAPI document of /v1.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What the handlers share: the engine behind one lock, so a change is applied to the
+/// store, the market and the data plane together or not at all.
 pub struct AppState {
     pub engine: Mutex<Engine>,
     pub metrics: Metrics,
-    pub token: String,
+    /// Every accepted token and who it stands for.
+    pub tokens: Vec<(String, Principal)>,
     pub ready: AtomicBool,
-}
-
-pub struct Engine {
-    pub catalog: Catalog,
-    pub dataplane: Option<Dataplane>,
+    /// Wakes the market scheduler when a change may move its next deadline.
+    pub market_changed: Notify,
 }
 
 impl AppState {
-    pub fn new(catalog: Catalog, dataplane: Option<Dataplane>, token: String) -> Arc<Self> {
+    pub fn new(engine: Engine, tokens: Vec<(String, Principal)>) -> Arc<Self> {
         Arc::new(Self {
-            engine: Mutex::new(Engine { catalog, dataplane }),
+            engine: Mutex::new(engine),
             metrics: Metrics::new(),
-            token,
+            tokens,
             ready: AtomicBool::new(false),
+            market_changed: Notify::new(),
         })
     }
 
     pub fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
-        // A panic while holding the lock leaves the catalog and maps as they were written.
+        // A panic while holding the lock leaves the store, catalog and maps as they were written.
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -56,7 +66,22 @@ pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/customers", get(customers::list))
         .route("/customers/{id}", get(customers::get))
-        .route("/customers/{id}/fraction", axum::routing::put(customers::put_fraction))
+        .route("/customers/{id}/fraction", put(customers::put_fraction))
+        .route("/proxies", get(proxies::list))
+        .route("/proxies/{name}/capacity", put(proxies::put_capacity))
+        .route("/proxies/{name}/report", post(proxies::report))
+        .route("/capacity", get(market::capacity))
+        .route("/auctions", get(market::list_auctions).post(market::open_auction))
+        .route("/auctions/{id}", get(market::get_auction))
+        .route("/auctions/{id}/clear", post(market::clear_auction))
+        .route("/auctions/{id}/bids", get(market::list_bids).post(market::place_bid))
+        .route("/auctions/{id}/bids/{bid}", delete(market::withdraw_bid))
+        .route("/book/{period_start}", get(market::book))
+        .route("/orders", get(market::list_orders).post(market::place_order))
+        .route("/orders/{id}", get(market::get_order).delete(market::cancel_order))
+        .route("/contracts", get(ledger::contracts))
+        .route("/usage", get(ledger::usage))
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
@@ -74,10 +99,7 @@ async fn not_found() -> ApiError {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let engine = state.engine();
-    let text = state
-        .metrics
-        .render(&engine.catalog, engine.dataplane.as_ref())
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let text = state.metrics.render(&engine.catalog, engine.dataplane.as_ref()).map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 

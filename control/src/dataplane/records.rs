@@ -117,6 +117,7 @@ mod tests {
             assignment: Assignment::Weighted,
             fraction: 0.5,
             ttl: 60,
+            token: None,
         }
     }
 

@@ -1,0 +1,137 @@
+//! The engine: everything the control plane changes, behind one lock so a change reaches the
+//! store, the market's memory and the data plane together or not at all.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    capacity::{Capacity, forecast::ForecastParams},
+    catalog::Catalog,
+    config::Config,
+    contracts,
+    dataplane::Dataplane,
+    error::{Error, Result},
+    ledger,
+    market::{Market, MarketError, MarketParams, MarketResult, units::Price},
+    store::Store,
+};
+
+pub struct Engine {
+    pub catalog: Catalog,
+    pub dataplane: Option<Dataplane>,
+    pub store: Store,
+    pub capacity: Capacity,
+    /// `None` when the config has no `[market]` section.
+    pub market: Option<Market>,
+}
+
+/// Seconds since the epoch, the market's clock.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Engine {
+    /// Open the store and rebuild the market from it. The data plane, if any, is attached
+    /// by the caller after `install`.
+    pub fn new(config: &Config, catalog: Catalog, dataplane: Option<Dataplane>, now: i64) -> Result<Engine> {
+        let store = Store::open(&config.store.path)?;
+        let m = config.market.as_ref();
+        let params = ForecastParams {
+            weeks: m.map_or(4, |m| m.forecast_weeks),
+            sigmas: m.map_or(2.0, |m| m.forecast_sigmas),
+            margin: m.map_or(0.1, |m| m.forecast_margin),
+        };
+        let mut capacity = Capacity::new(m.map_or(60, |m| m.interval_s), params, m.map_or(0.5, |m| m.assumed_own_load));
+        for p in config.proxies() {
+            capacity.set_proxy(&p.name, p.capacity_rps);
+        }
+        // Capacities changed through the API outlive restarts (for proxies still configured).
+        for (name, rps) in store.capacities()? {
+            if capacity.proxy(&name).is_some() {
+                capacity.set_proxy(&name, rps);
+            }
+        }
+        for (t, requests) in store.own_usage_since(now - capacity.history_window())? {
+            capacity.record_own(t, requests);
+        }
+        let market = match m {
+            None => None,
+            Some(m) => {
+                let reserve = Price::from_decimal(m.reserve_price).map_err(|e| Error::Record("(market)".into(), e))?;
+                let params = MarketParams {
+                    period_s: i64::from(m.period_s),
+                    horizon_periods: i64::from(m.horizon_periods),
+                    reserve,
+                };
+                Some(Market::load(params, &store).map_err(Error::from)?)
+            }
+        };
+        let mut engine = Engine { catalog, dataplane: None, store, capacity, market };
+        // The contracts in force now decide the fractions the data plane starts with.
+        engine.sync_contracts(now, true)?;
+        engine.dataplane = dataplane;
+        Ok(engine)
+    }
+
+    pub fn market(&mut self) -> MarketResult<(&mut Market, &mut Store, &Capacity)> {
+        match &mut self.market {
+            Some(m) => Ok((m, &mut self.store, &self.capacity)),
+            None => Err(MarketError::Conflict("the market is off: add a [market] section to the config".into())),
+        }
+    }
+
+    /// Record contract activations and ends due at `now` and put each affected buyer's
+    /// fraction in force (`all`: every buyer, at start).
+    pub fn sync_contracts(&mut self, now: i64, all: bool) -> Result<()> {
+        let Some(market) = &mut self.market else { return Ok(()) };
+        let t = market.contract_transitions(&mut self.store, now).map_err(Error::from)?;
+        let ids: Vec<String> = if all {
+            self.catalog.customers().iter().map(|c| c.config.id.clone()).collect()
+        } else {
+            // New contracts of a running period also count: look at everyone with a contract.
+            let mut ids: Vec<String> = t.customers.into_iter().collect();
+            ids.extend(market.contracts().iter().map(|c| c.customer.clone()));
+            ids.sort();
+            ids.dedup();
+            ids
+        };
+        for id in ids {
+            let rps = contracts::active_rps(market.contracts(), &id, now);
+            let known = self.catalog.customer(&id).map(|c| c.contracted_rps);
+            if known.is_some_and(|k| k != rps) || (all && known.is_some()) {
+                self.catalog.set_contracted(&id, rps, self.dataplane.as_mut())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The market's regular work, then the contracts' transitions.
+    pub fn tick(&mut self, now: i64) -> Result<()> {
+        if let Some(market) = &mut self.market {
+            market.tick(&mut self.store, &self.capacity, now).map_err(Error::from)?;
+        }
+        self.sync_contracts(now, false)
+    }
+
+    /// A proxy's report: own usage into the forecast history, served requests into the ledger.
+    pub fn record_report(
+        &mut self,
+        proxy: &str,
+        own_requests: u64,
+        served: &BTreeMap<String, u64>,
+        now: i64,
+    ) -> Result<crate::store::ReportRecord> {
+        let interval = self.capacity.history().interval_of(now);
+        let contracts = self.market.as_ref().map(Market::contracts).unwrap_or_default();
+        let record = ledger::price_report(contracts, proxy, now, interval, own_requests, served);
+        self.store.record_report(&record)?;
+        self.capacity.record_own(now, own_requests);
+        Ok(record)
+    }
+
+    /// Change a proxy's capacity; it is kept across restarts.
+    pub fn set_capacity(&mut self, proxy: &str, rps: u64, now: i64) -> Result<()> {
+        self.store.set_capacity(proxy, rps, now)?;
+        self.capacity.set_proxy(proxy, rps);
+        Ok(())
+    }
+}

@@ -1,0 +1,447 @@
+//! The durable store: SQLite in WAL mode with full sync, so a state change that was answered
+//! survives `kill -9` and a power cut. Every change is one transaction.
+//!
+//! The schema lives in `schema.sql`; `PRAGMA user_version` says which version a file has.
+
+mod rows;
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+pub use self::rows::*;
+use crate::market::{
+    book::{Side, Tif},
+    units::Price,
+};
+
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open the store {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("store {path}: schema version {found} is newer than this binary's ({SCHEMA_VERSION})")]
+    TooNew { path: String, found: i64 },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate.
+    /// The directory must exist (the deploy creates it; we do not create directories
+    /// wherever a config points).
+    pub fn open(path: &Path) -> StoreResult<Store> {
+        let mut conn =
+            Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { path: path.display().to_string(), found: version });
+        }
+        if version == 0 {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// `PRAGMA integrity_check` plus the market's own invariants; empty when all is well.
+    pub fn check(&self) -> StoreResult<Vec<String>> {
+        let mut problems = Vec::new();
+        let ok: String = self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if ok != "ok" {
+            problems.push(format!("integrity_check: {ok}"));
+        }
+        // Every book order's filled quantity is exactly what its contracts sold.
+        let mut stmt = self.conn.prepare(
+            "SELECT o.id, o.quantity_rps - o.remaining_rps,
+                    (SELECT COALESCE(SUM(c.rps), 0) FROM contracts c WHERE c.source = 'book'
+                       AND ((o.side = 'bid' AND c.bid_id = o.id) OR (o.side = 'ask' AND c.ask_id = o.id)))
+             FROM orders o",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+        for row in rows {
+            let (id, filled, contracted) = row?;
+            if filled != contracted {
+                problems.push(format!("order {id}: filled {filled} rps but contracts for {contracted}"));
+            }
+        }
+        // Every auction award has one contract of the filled size.
+        let mut stmt = self.conn.prepare(
+            "SELECT b.id, b.filled_rps, (SELECT COALESCE(SUM(c.rps), 0) FROM contracts c
+                WHERE c.source = 'auction' AND c.bid_id = b.id) FROM bids b",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+        for row in rows {
+            let (id, filled, contracted) = row?;
+            if filled != contracted {
+                problems.push(format!("bid {id}: filled {filled} rps but contracts for {contracted}"));
+            }
+        }
+        Ok(problems)
+    }
+
+    // --- proxies -------------------------------------------------------------------------
+
+    pub fn capacities(&self) -> StoreResult<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare("SELECT name, capacity_rps FROM proxy_capacity ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_capacity(&mut self, name: &str, capacity_rps: u64, now: i64) -> StoreResult<()> {
+        self.conn.execute(
+            "INSERT INTO proxy_capacity (name, capacity_rps, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET capacity_rps = ?2, updated_at = ?3",
+            params![name, capacity_rps as i64, now],
+        )?;
+        Ok(())
+    }
+
+    // --- usage and the ledger ---------------------------------------------------------------
+
+    pub fn own_usage_since(&self, since: i64) -> StoreResult<Vec<(i64, u64)>> {
+        let mut stmt =
+            self.conn.prepare("SELECT interval_start, requests FROM own_usage WHERE interval_start >= ?1")?;
+        let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One proxy report: the audit row, the network's own usage and each buyer's ledger line.
+    pub fn record_report(&mut self, report: &ReportRecord) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        let served =
+            serde_json::to_string(&report.served.iter().map(|s| (&s.customer, s.requests)).collect::<Vec<_>>())
+                .unwrap_or_default();
+        tx.execute(
+            "INSERT INTO proxy_reports (proxy, at, own_requests, served) VALUES (?1, ?2, ?3, ?4)",
+            params![report.proxy, report.at, report.own_requests as i64, served],
+        )?;
+        tx.execute(
+            "INSERT INTO own_usage (interval_start, requests) VALUES (?1, ?2)
+             ON CONFLICT (interval_start) DO UPDATE SET requests = requests + ?2",
+            params![report.interval_start, report.own_requests as i64],
+        )?;
+        for s in &report.served {
+            tx.execute(
+                "INSERT INTO usage (customer, interval_start, requests, uncontracted_requests, charge_micros)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (customer, interval_start) DO UPDATE SET requests = requests + ?3,
+                   uncontracted_requests = uncontracted_requests + ?4, charge_micros = charge_micros + ?5",
+                params![
+                    s.customer,
+                    report.interval_start,
+                    s.requests as i64,
+                    s.uncontracted as i64,
+                    s.charge_micros as i64
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn usage(&self, customer: Option<&str>, from: i64, to: i64) -> StoreResult<Vec<UsageRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT customer, interval_start, requests, uncontracted_requests, charge_micros FROM usage
+             WHERE (?1 IS NULL OR customer = ?1) AND interval_start >= ?2 AND interval_start < ?3
+             ORDER BY interval_start, customer",
+        )?;
+        let rows = stmt.query_map(params![customer, from, to], UsageRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // --- auctions ------------------------------------------------------------------------
+
+    pub fn insert_auction(&mut self, a: &NewAuction) -> StoreResult<AuctionRow> {
+        self.conn.execute(
+            "INSERT INTO auctions (period_start, period_end, closes_at, quantity_rps, reserve_micros, state, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6)",
+            params![a.period_start, a.period_end, a.closes_at, a.quantity_rps as i64, a.reserve.0 as i64, a.created_at],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        Ok(self.auction(id)?.expect("just inserted"))
+    }
+
+    pub fn auction(&self, id: i64) -> StoreResult<Option<AuctionRow>> {
+        Ok(self
+            .conn
+            .query_row(&format!("{} WHERE id = ?1", AuctionRow::SELECT), [id], AuctionRow::from_row)
+            .optional()?)
+    }
+
+    pub fn auctions(&self, open_only: bool) -> StoreResult<Vec<AuctionRow>> {
+        let filter = if open_only { " WHERE state = 'open'" } else { "" };
+        let mut stmt = self.conn.prepare(&format!("{}{filter} ORDER BY id", AuctionRow::SELECT))?;
+        let rows = stmt.query_map([], AuctionRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn insert_bid(
+        &mut self,
+        auction_id: i64,
+        customer: &str,
+        quantity: u64,
+        max_price: Price,
+        now: i64,
+    ) -> StoreResult<BidRow> {
+        self.conn.execute(
+            "INSERT INTO bids (auction_id, customer, quantity_rps, max_price_micros, submitted_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
+            params![auction_id, customer, quantity as i64, max_price.0 as i64, now],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        Ok(self.bid(id)?.expect("just inserted"))
+    }
+
+    pub fn bid(&self, id: i64) -> StoreResult<Option<BidRow>> {
+        Ok(self.conn.query_row(&format!("{} WHERE id = ?1", BidRow::SELECT), [id], BidRow::from_row).optional()?)
+    }
+
+    pub fn bids(&self, auction_id: i64, customer: Option<&str>) -> StoreResult<Vec<BidRow>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{} WHERE auction_id = ?1 AND (?2 IS NULL OR customer = ?2) ORDER BY id",
+            BidRow::SELECT
+        ))?;
+        let rows = stmt.query_map(params![auction_id, customer], BidRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn withdraw_bid(&mut self, id: i64) -> StoreResult<()> {
+        self.conn.execute("UPDATE bids SET state = 'withdrawn' WHERE id = ?1 AND state = 'open'", [id])?;
+        Ok(())
+    }
+
+    /// Close an auction: its result, every bid's award, and the contracts, in one transaction.
+    pub fn settle_auction(&mut self, settle: &AuctionSettlement) -> StoreResult<Vec<ContractRow>> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE auctions SET state = 'cleared', clearing_price_micros = ?2, sold_rps = ?3, cleared_at = ?4
+             WHERE id = ?1 AND state = 'open'",
+            params![settle.auction_id, settle.price.0 as i64, settle.sold as i64, settle.at],
+        )?;
+        if changed != 1 {
+            // Already cleared (a replay): nothing more to do.
+            return Ok(Vec::new());
+        }
+        for a in &settle.awards {
+            tx.execute(
+                "UPDATE bids SET state = ?2, filled_rps = ?3, price_micros = ?4, reason = ?5 WHERE id = ?1",
+                params![a.bid_id, a.state, a.filled as i64, (a.filled > 0).then_some(settle.price.0 as i64), a.reason],
+            )?;
+        }
+        let ids = insert_contracts(&tx, &settle.contracts)?;
+        tx.commit()?;
+        self.contracts_by_id(&ids)
+    }
+
+    // --- the book ------------------------------------------------------------------------
+
+    pub fn max_order_id(&self) -> StoreResult<i64> {
+        Ok(self.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM orders", [], |r| r.get(0))?)
+    }
+
+    /// One book operation: orders inserted and updated, contracts for the fills.
+    pub fn apply_book_change(&mut self, change: &BookChange) -> StoreResult<Vec<ContractRow>> {
+        let tx = self.conn.transaction()?;
+        for o in &change.inserted {
+            tx.execute(
+                "INSERT INTO orders (id, period_start, period_end, side, owner, price_micros, quantity_rps,
+                   remaining_rps, tif, state, created_at, closed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    o.id,
+                    o.period_start,
+                    o.period_end,
+                    side_str(o.side),
+                    o.owner,
+                    o.price.0 as i64,
+                    o.quantity_rps as i64,
+                    o.remaining_rps as i64,
+                    tif_str(o.tif),
+                    o.state,
+                    o.created_at,
+                    o.closed_at
+                ],
+            )?;
+        }
+        for u in &change.updated {
+            tx.execute(
+                "UPDATE orders SET remaining_rps = ?2, state = ?3, closed_at = ?4 WHERE id = ?1",
+                params![u.id, u.remaining_rps as i64, u.state, u.closed_at],
+            )?;
+        }
+        let ids = insert_contracts(&tx, &change.contracts)?;
+        tx.commit()?;
+        self.contracts_by_id(&ids)
+    }
+
+    pub fn order(&self, id: i64) -> StoreResult<Option<OrderRow>> {
+        Ok(self.conn.query_row(&format!("{} WHERE id = ?1", OrderRow::SELECT), [id], OrderRow::from_row).optional()?)
+    }
+
+    /// Orders, oldest first: all open ones (`open_only`), or everyone's / one owner's.
+    pub fn orders(&self, owner: Option<&str>, open_only: bool) -> StoreResult<Vec<OrderRow>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{} WHERE (?1 IS NULL OR owner = ?1) AND (?2 = 0 OR state = 'open') ORDER BY id",
+            OrderRow::SELECT
+        ))?;
+        let rows = stmt.query_map(params![owner, open_only as i64], OrderRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // --- contracts -----------------------------------------------------------------------
+
+    pub fn contracts(&self, customer: Option<&str>) -> StoreResult<Vec<ContractRow>> {
+        let mut stmt =
+            self.conn.prepare(&format!("{} WHERE (?1 IS NULL OR customer = ?1) ORDER BY id", ContractRow::SELECT))?;
+        let rows = stmt.query_map(params![customer], ContractRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Contracts not yet ended, for the scheduler.
+    pub fn unfinished_contracts(&self) -> StoreResult<Vec<ContractRow>> {
+        let mut stmt = self.conn.prepare(&format!("{} WHERE ended_at IS NULL ORDER BY id", ContractRow::SELECT))?;
+        let rows = stmt.query_map([], ContractRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Record activations and ends, in one transaction; each is written once (a second
+    /// write of the same transition changes nothing).
+    pub fn mark_contracts(&mut self, activated: &[(i64, i64)], ended: &[(i64, i64)]) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        for (id, at) in activated {
+            tx.execute(
+                "UPDATE contracts SET activated_at = ?2 WHERE id = ?1 AND activated_at IS NULL",
+                params![id, at],
+            )?;
+        }
+        for (id, at) in ended {
+            tx.execute("UPDATE contracts SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL", params![id, at])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn contracts_by_id(&self, ids: &[i64]) -> StoreResult<Vec<ContractRow>> {
+        let mut stmt = self.conn.prepare(&format!("{} WHERE id = ?1", ContractRow::SELECT))?;
+        ids.iter().map(|id| Ok(stmt.query_row([id], ContractRow::from_row)?)).collect()
+    }
+}
+
+fn insert_contracts(tx: &Transaction<'_>, contracts: &[NewContract]) -> StoreResult<Vec<i64>> {
+    let mut ids = Vec::with_capacity(contracts.len());
+    for c in contracts {
+        tx.execute(
+            "INSERT INTO contracts (customer, period_start, period_end, rps, price_micros, source, auction_id,
+               bid_id, ask_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                c.customer,
+                c.period_start,
+                c.period_end,
+                c.rps as i64,
+                c.price.0 as i64,
+                c.source,
+                c.auction_id,
+                c.bid_id,
+                c.ask_id,
+                c.created_at
+            ],
+        )?;
+        ids.push(tx.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
+pub fn tif_str(tif: Tif) -> &'static str {
+    match tif {
+        Tif::Gtc => "gtc",
+        Tif::Ioc => "ioc",
+    }
+}
+
+pub fn side_str(side: Side) -> &'static str {
+    match side {
+        Side::Bid => "bid",
+        Side::Ask => "ask",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_migrates_once_and_reopens() {
+        let dir = tempdir();
+        let path = dir.join("s.db");
+        let mut s = Store::open(&path).unwrap();
+        s.set_capacity("edge-1", 100, 1).unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.capacities().unwrap(), [("edge-1".to_owned(), 100)]);
+        assert!(s.check().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn settlement_is_written_once() {
+        let dir = tempdir();
+        let mut s = Store::open(&dir.join("s.db")).unwrap();
+        let a = s
+            .insert_auction(&NewAuction {
+                period_start: 100,
+                period_end: 200,
+                closes_at: 90,
+                quantity_rps: 10,
+                reserve: Price(1),
+                created_at: 0,
+            })
+            .unwrap();
+        let b = s.insert_bid(a.id, "shop", 10, Price(5), 1).unwrap();
+        let settle = AuctionSettlement {
+            auction_id: a.id,
+            price: Price(1),
+            sold: 10,
+            at: 90,
+            awards: vec![AwardRecord { bid_id: b.id, state: "won", filled: 10, reason: "ok".into() }],
+            contracts: vec![NewContract {
+                customer: "shop".into(),
+                period_start: 100,
+                period_end: 200,
+                rps: 10,
+                price: Price(1),
+                source: "auction",
+                auction_id: Some(a.id),
+                bid_id: Some(b.id),
+                ask_id: None,
+                created_at: 90,
+            }],
+        };
+        assert_eq!(s.settle_auction(&settle).unwrap().len(), 1);
+        assert_eq!(s.settle_auction(&settle).unwrap().len(), 0, "a replay settles nothing");
+        assert_eq!(s.contracts(None).unwrap().len(), 1);
+        assert!(s.check().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("spillway-store-{}-{}", std::process::id(), rand::random::<u64>()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
