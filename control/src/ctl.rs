@@ -1,4 +1,5 @@
-//! `spillway ctl`: a command-line client of the control API.
+//! `spillway ctl`: a command-line client of the control API. Every command is one request;
+//! the answer is printed as JSON (CSV for `usage --csv`).
 
 use clap::{Args, Subcommand};
 use reqwest::{Client, Method, StatusCode};
@@ -9,7 +10,7 @@ pub struct CtlArgs {
     /// Base URL of the control API.
     #[arg(long, env = "SPILLWAY_API", default_value = "http://127.0.0.1:8053")]
     pub api: String,
-    /// Bearer token.
+    /// Bearer token: the operator's, or a buyer's (which sees only its own).
     #[arg(long, env = "SPILLWAY_TOKEN", hide_env_values = true)]
     pub token: String,
     #[command(subcommand)]
@@ -21,6 +22,40 @@ pub enum CtlCommand {
     /// Customers and the fraction in force.
     #[command(subcommand)]
     Customers(CustomersCommand),
+    /// Proxies: capacity and usage reports.
+    #[command(subcommand)]
+    Proxies(ProxiesCommand),
+    /// Capacity, forecast, sold and available per period.
+    Capacity {
+        /// How many periods from the current one.
+        #[arg(long)]
+        periods: Option<u32>,
+    },
+    /// Sealed-bid auctions.
+    #[command(subcommand)]
+    Auctions(AuctionsCommand),
+    /// A period's order book (price levels).
+    Book { period_start: i64 },
+    /// Orders in the continuous market.
+    #[command(subcommand)]
+    Orders(OrdersCommand),
+    /// Contracts.
+    Contracts {
+        #[arg(long)]
+        customer: Option<String>,
+    },
+    /// The ledger: usage and charges per buyer per interval.
+    Usage {
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long)]
+        from: Option<i64>,
+        #[arg(long)]
+        to: Option<i64>,
+        /// CSV instead of JSON.
+        #[arg(long)]
+        csv: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,6 +70,97 @@ pub enum CustomersCommand {
     Auto { id: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ProxiesCommand {
+    List,
+    /// Set a proxy's capacity in requests/s.
+    SetCapacity {
+        name: String,
+        capacity_rps: u64,
+    },
+    /// Report usage since the last report: own requests and `buyer=requests` pairs.
+    Report {
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        own: u64,
+        /// `customer=requests`, repeatable.
+        #[arg(long = "served", value_parser = parse_served)]
+        served: Vec<(String, u64)>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuctionsCommand {
+    List,
+    Get {
+        id: i64,
+    },
+    /// Open an auction for a future period (operator).
+    Open {
+        #[arg(long)]
+        period_start: i64,
+        #[arg(long)]
+        closes_at: i64,
+        #[arg(long)]
+        quantity_rps: Option<u64>,
+        #[arg(long)]
+        reserve_price: Option<f64>,
+    },
+    /// Place a sealed bid.
+    Bid {
+        id: i64,
+        #[arg(long)]
+        quantity_rps: u64,
+        #[arg(long)]
+        max_price: f64,
+        /// The buyer (the operator must name one; a buyer's token implies itself).
+        #[arg(long)]
+        customer: Option<String>,
+    },
+    /// Withdraw a bid before the auction closes.
+    Withdraw {
+        id: i64,
+        bid: i64,
+    },
+    /// Clear now, before closes_at (operator).
+    Clear {
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrdersCommand {
+    List {
+        #[arg(long)]
+        open: bool,
+    },
+    Get {
+        id: i64,
+    },
+    /// Place a limit bid in a period's book.
+    Place {
+        #[arg(long)]
+        period_start: i64,
+        #[arg(long)]
+        quantity_rps: u64,
+        #[arg(long)]
+        price: f64,
+        /// Immediate or cancel (default: good till cancelled).
+        #[arg(long)]
+        ioc: bool,
+        #[arg(long)]
+        customer: Option<String>,
+    },
+    Cancel {
+        id: i64,
+    },
+}
+
+fn parse_served(s: &str) -> Result<(String, u64), String> {
+    let (c, n) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected customer=requests"))?;
+    Ok((c.to_owned(), n.parse().map_err(|e| format!("{s:?}: {e}"))?))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
     #[error("request to {url} failed: {source}")]
@@ -43,17 +169,90 @@ pub enum CtlError {
     Api { status: StatusCode, message: String },
 }
 
-pub async fn run(args: CtlArgs) -> Result<Value, CtlError> {
-    let (method, path, body) = match &args.command {
-        CtlCommand::Customers(CustomersCommand::List) => (Method::GET, "/v1/customers".to_owned(), None),
-        CtlCommand::Customers(CustomersCommand::Get { id }) => (Method::GET, format!("/v1/customers/{id}"), None),
-        CtlCommand::Customers(CustomersCommand::SetFraction { id, fraction }) => {
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let q: Vec<String> = pairs.iter().filter_map(|(k, v)| Some(format!("{k}={}", v.as_ref()?))).collect();
+    if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) }
+}
+
+/// The request a command stands for.
+fn request(command: &CtlCommand) -> (Method, String, Option<Value>) {
+    use CtlCommand as C;
+    let get = |p: String| (Method::GET, p, None);
+    match command {
+        C::Customers(CustomersCommand::List) => get("/v1/customers".into()),
+        C::Customers(CustomersCommand::Get { id }) => get(format!("/v1/customers/{id}")),
+        C::Customers(CustomersCommand::SetFraction { id, fraction }) => {
             (Method::PUT, format!("/v1/customers/{id}/fraction"), Some(json!({ "fraction": fraction })))
         }
-        CtlCommand::Customers(CustomersCommand::Auto { id }) => {
+        C::Customers(CustomersCommand::Auto { id }) => {
             (Method::PUT, format!("/v1/customers/{id}/fraction"), Some(json!({ "mode": "auto" })))
         }
-    };
+        C::Proxies(ProxiesCommand::List) => get("/v1/proxies".into()),
+        C::Proxies(ProxiesCommand::SetCapacity { name, capacity_rps }) => {
+            (Method::PUT, format!("/v1/proxies/{name}/capacity"), Some(json!({ "capacity_rps": capacity_rps })))
+        }
+        C::Proxies(ProxiesCommand::Report { name, own, served }) => {
+            let served: serde_json::Map<String, Value> = served.iter().map(|(c, n)| (c.clone(), json!(n))).collect();
+            (Method::POST, format!("/v1/proxies/{name}/report"), Some(json!({ "own_requests": own, "served": served })))
+        }
+        C::Capacity { periods } => {
+            get(format!("/v1/capacity{}", query(&[("periods", periods.map(|p| p.to_string()))])))
+        }
+        C::Auctions(AuctionsCommand::List) => get("/v1/auctions".into()),
+        C::Auctions(AuctionsCommand::Get { id }) => get(format!("/v1/auctions/{id}")),
+        C::Auctions(AuctionsCommand::Open { period_start, closes_at, quantity_rps, reserve_price }) => {
+            let mut b = json!({ "period_start": period_start, "closes_at": closes_at });
+            if let Some(q) = quantity_rps {
+                b["quantity_rps"] = json!(q);
+            }
+            if let Some(r) = reserve_price {
+                b["reserve_price"] = json!(r);
+            }
+            (Method::POST, "/v1/auctions".into(), Some(b))
+        }
+        C::Auctions(AuctionsCommand::Bid { id, quantity_rps, max_price, customer }) => {
+            let mut b = json!({ "quantity_rps": quantity_rps, "max_price": max_price });
+            if let Some(c) = customer {
+                b["customer"] = json!(c);
+            }
+            (Method::POST, format!("/v1/auctions/{id}/bids"), Some(b))
+        }
+        C::Auctions(AuctionsCommand::Withdraw { id, bid }) => {
+            (Method::DELETE, format!("/v1/auctions/{id}/bids/{bid}"), None)
+        }
+        C::Auctions(AuctionsCommand::Clear { id }) => (Method::POST, format!("/v1/auctions/{id}/clear"), None),
+        C::Book { period_start } => get(format!("/v1/book/{period_start}")),
+        C::Orders(OrdersCommand::List { open }) => get(format!("/v1/orders{}", if *open { "?open=true" } else { "" })),
+        C::Orders(OrdersCommand::Get { id }) => get(format!("/v1/orders/{id}")),
+        C::Orders(OrdersCommand::Place { period_start, quantity_rps, price, ioc, customer }) => {
+            let mut b = json!({
+                "period_start": period_start,
+                "quantity_rps": quantity_rps,
+                "price": price,
+                "tif": if *ioc { "ioc" } else { "gtc" },
+            });
+            if let Some(c) = customer {
+                b["customer"] = json!(c);
+            }
+            (Method::POST, "/v1/orders".into(), Some(b))
+        }
+        C::Orders(OrdersCommand::Cancel { id }) => (Method::DELETE, format!("/v1/orders/{id}"), None),
+        C::Contracts { customer } => get(format!("/v1/contracts{}", query(&[("customer", customer.clone())]))),
+        C::Usage { customer, from, to, csv } => get(format!(
+            "/v1/usage{}",
+            query(&[
+                ("customer", customer.clone()),
+                ("from", from.map(|v| v.to_string())),
+                ("to", to.map(|v| v.to_string())),
+                ("format", csv.then(|| "csv".to_owned())),
+            ])
+        )),
+    }
+}
+
+/// Run one command; a JSON answer, or a string for CSV.
+pub async fn run(args: CtlArgs) -> Result<Value, CtlError> {
+    let (method, path, body) = request(&args.command);
     let url = format!("{}{}", args.api.trim_end_matches('/'), path);
     let mut req = Client::new().request(method, &url).bearer_auth(&args.token);
     if let Some(b) = body {
@@ -62,10 +261,72 @@ pub async fn run(args: CtlArgs) -> Result<Value, CtlError> {
     let http = |source| CtlError::Http { url: url.clone(), source };
     let resp = req.send().await.map_err(http)?;
     let status = resp.status();
+    let csv = resp.headers().get("content-type").is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/csv"));
+    if csv && status.is_success() {
+        return Ok(Value::String(resp.text().await.map_err(http)?));
+    }
     let value: Value = resp.json().await.map_err(http)?;
     if !status.is_success() {
         let message = value.get("error").and_then(Value::as_str).unwrap_or("(no message)").to_owned();
         return Err(CtlError::Api { status, message });
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every ctl command is a documented API operation, with a body that fits the document.
+    #[test]
+    fn commands_match_the_openapi_document() {
+        let doc = crate::api::openapi::document();
+        let commands = [
+            CtlCommand::Customers(CustomersCommand::List),
+            CtlCommand::Customers(CustomersCommand::Get { id: "shop".into() }),
+            CtlCommand::Customers(CustomersCommand::SetFraction { id: "shop".into(), fraction: 0.5 }),
+            CtlCommand::Customers(CustomersCommand::Auto { id: "shop".into() }),
+            CtlCommand::Proxies(ProxiesCommand::List),
+            CtlCommand::Proxies(ProxiesCommand::SetCapacity { name: "e".into(), capacity_rps: 5 }),
+            CtlCommand::Proxies(ProxiesCommand::Report { name: "e".into(), own: 1, served: vec![("shop".into(), 2)] }),
+            CtlCommand::Capacity { periods: Some(2) },
+            CtlCommand::Auctions(AuctionsCommand::List),
+            CtlCommand::Auctions(AuctionsCommand::Get { id: 1 }),
+            CtlCommand::Auctions(AuctionsCommand::Open {
+                period_start: 60,
+                closes_at: 30,
+                quantity_rps: Some(5),
+                reserve_price: Some(1.5),
+            }),
+            CtlCommand::Auctions(AuctionsCommand::Bid { id: 1, quantity_rps: 5, max_price: 2.0, customer: None }),
+            CtlCommand::Auctions(AuctionsCommand::Withdraw { id: 1, bid: 2 }),
+            CtlCommand::Auctions(AuctionsCommand::Clear { id: 1 }),
+            CtlCommand::Book { period_start: 60 },
+            CtlCommand::Orders(OrdersCommand::List { open: true }),
+            CtlCommand::Orders(OrdersCommand::Get { id: 1 }),
+            CtlCommand::Orders(OrdersCommand::Place {
+                period_start: 60,
+                quantity_rps: 5,
+                price: 1.0,
+                ioc: true,
+                customer: Some("shop".into()),
+            }),
+            CtlCommand::Orders(OrdersCommand::Cancel { id: 1 }),
+            CtlCommand::Contracts { customer: Some("shop".into()) },
+            CtlCommand::Usage { customer: None, from: Some(0), to: None, csv: true },
+        ];
+        for c in &commands {
+            let (method, path, body) = request(c);
+            let path = path.strip_prefix("/v1").unwrap();
+            let (_, op) = crate::api::openapi::operation(&doc, method.as_str(), path)
+                .unwrap_or_else(|| panic!("{method} {path} is not documented"));
+            assert!(op.is_object());
+            if let Some(b) = body {
+                crate::api::openapi::check_request(&doc, method.as_str(), path, &b)
+                    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            }
+        }
+        assert_eq!(parse_served("shop=12").unwrap(), ("shop".to_owned(), 12));
+        assert!(parse_served("shop").is_err());
+    }
 }

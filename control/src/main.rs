@@ -78,6 +78,10 @@ fn main() -> ExitCode {
                 }
             };
             match rt.block_on(ctl::run(args)) {
+                Ok(serde_json::Value::String(text)) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
                 Ok(v) => {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     ExitCode::SUCCESS

@@ -7,7 +7,10 @@ mod customers;
 mod error;
 mod ledger;
 mod market;
+pub mod openapi;
 mod proxies;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{
     Arc, Mutex,
