@@ -1,6 +1,7 @@
 //! Shared pieces of Spillway's privileged integration tests: the privilege gate, packet and DNS
 //! builders, reply checks, network-namespace guards, and the fixture config.
 
+pub mod client;
 pub mod daemon;
 pub mod dnswire;
 pub mod fixture;

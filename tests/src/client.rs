@@ -1,0 +1,48 @@
+//! Real DNS clients and API calls from the client namespace, shared by the end-to-end tests.
+
+use serde_json::Value;
+
+use crate::{daemon, netns::Topology};
+
+/// The addresses in a dig/kdig +short answer, sorted.
+pub fn short(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = out.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect();
+    v.sort();
+    v
+}
+
+/// `dig +short` from the client namespace; panics with the output if dig fails.
+pub fn dig(topo: &Topology, args: &[&str]) -> Vec<String> {
+    let mut argv = vec!["dig", "+short", "+tries=1", "+time=2"];
+    argv.extend_from_slice(args);
+    let out = topo.client.exec(&argv);
+    assert!(
+        out.status.success(),
+        "{} failed: {}{}",
+        argv.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    short(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// An API request that must succeed (200), parsed as JSON.
+pub fn api_ok(topo: &Topology, method: &'static str, path: &str, token: &str, body: Option<Value>) -> Value {
+    let body = body.map(|b| b.to_string());
+    let (status, text) = daemon::http(topo, method, path, Some(token), body.as_deref());
+    assert_eq!(status, 200, "{method} {path}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+}
+
+/// Seconds since the epoch, with a fraction.
+pub fn now_f64() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Sleep until the wall clock reads `t` (seconds since the epoch).
+pub fn sleep_until(t: f64) {
+    let d = t - now_f64();
+    if d > 0.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(d));
+    }
+}
