@@ -49,12 +49,28 @@ pub fn active_rps(contracts: &[ContractRow], customer: &str, now: i64) -> u64 {
 /// The price a buyer's usage at `t` is charged at: the rps-weighted mean of its active
 /// contracts' prices (rounded down), or `None` with no contract in force.
 pub fn price_at(contracts: &[ContractRow], customer: &str, t: i64) -> Option<Price> {
+    let (rps, weighted) = weights(contracts, customer, t);
+    (rps > 0).then(|| Price((weighted / rps) as u64))
+}
+
+/// The charge in micros for `requests` served at `t`, at the rps-weighted mean price, rounded
+/// down once at the end; `None` with no contract in force.
+pub fn charge_micros(contracts: &[ContractRow], customer: &str, t: i64, requests: u64) -> Option<u64> {
+    let (rps, weighted) = weights(contracts, customer, t);
+    (rps > 0).then(|| {
+        let m = u128::from(requests) * weighted / (rps * u128::from(crate::market::units::MICROS));
+        u64::try_from(m).unwrap_or(u64::MAX)
+    })
+}
+
+/// (sum of rps, sum of rps x price) over the buyer's contracts in force at `t`.
+fn weights(contracts: &[ContractRow], customer: &str, t: i64) -> (u128, u128) {
     let (mut rps, mut weighted) = (0u128, 0u128);
     for c in contracts.iter().filter(|c| c.customer == customer && is_active(c, t)) {
         rps += u128::from(c.rps);
         weighted += u128::from(c.rps) * u128::from(c.price.0);
     }
-    (rps > 0).then(|| Price((weighted / rps) as u64))
+    (rps, weighted)
 }
 
 #[cfg(test)]
@@ -103,5 +119,9 @@ mod tests {
         assert_eq!(price_at(&cs, "shop", 5), Some(Price(1_500_000)));
         assert_eq!(price_at(&cs, "shop", 10), None);
         assert_eq!(price_at(&cs, "blog", 5), None);
+        // 3000 rps at 0.8 and 15000 at 1.2: 1.2 million requests cost 1.36 exactly.
+        let cs = vec![contract(1, "shop", 0, 10, 3000, 800_000), contract(2, "shop", 0, 10, 15000, 1_200_000)];
+        assert_eq!(charge_micros(&cs, "shop", 5, 1_200_000), Some(1_360_000));
+        assert_eq!(charge_micros(&cs, "shop", 10, 1_200_000), None);
     }
 }

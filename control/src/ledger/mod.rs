@@ -21,13 +21,8 @@ pub fn price_report(
 ) -> ReportRecord {
     let served = served
         .iter()
-        .map(|(customer, &requests)| match contracts::price_at(contracts, customer, at) {
-            Some(price) => ServedRecord {
-                customer: customer.clone(),
-                requests,
-                uncontracted: 0,
-                charge_micros: price.charge_micros(requests),
-            },
+        .map(|(customer, &requests)| match contracts::charge_micros(contracts, customer, at, requests) {
+            Some(charge_micros) => ServedRecord { customer: customer.clone(), requests, uncontracted: 0, charge_micros },
             None => ServedRecord { customer: customer.clone(), requests, uncontracted: requests, charge_micros: 0 },
         })
         .collect();

@@ -1,15 +1,23 @@
 //! `cargo xtask demo`: Spillway on embedded defaults in two private namespaces joined by veth.
-//! Starts the real daemon with XDP attached in native mode, sends real DNS queries with dig,
-//! prints what was answered and why, changes a fraction through the API, and cleans up.
+//! Starts the real daemon with XDP attached in native mode and its SQLite store, runs a market
+//! round (a sealed-bid auction and the continuous book), sends real DNS queries with dig before,
+//! during and after the contracts, prints what was answered and why, shows the ledger, and
+//! cleans up.
 
 use std::collections::BTreeMap;
 
+use serde_json::{Value, json};
 use spillway_tests::{
+    client::{now_f64, sleep_until},
     daemon::{Daemon, http},
     netns::{SERVER_ADDR4, SERVER_ADDR6, Topology, spillway_bin},
 };
 
 const TOKEN: &str = "demo-token";
+const SHOP_TOKEN: &str = "shop-demo-token";
+const BLOG_TOKEN: &str = "blog-demo-token";
+/// Short periods so a whole contract fits in the demo.
+const PERIOD: i64 = 6;
 
 fn config(server_if: &str) -> String {
     format!(
@@ -26,7 +34,14 @@ listen = "{SERVER_ADDR4}:8053"
 token = "{TOKEN}"
 
 [store]
-path = "/var/lib/spillway/demo.db"
+path = "@DIR@/spillway.db"
+
+[market]
+period_s = {PERIOD}
+horizon_periods = 10
+reserve_price = 0.8
+interval_s = 1
+assumed_own_load = 0.3
 
 [[proxy]]
 name = "edge-1"
@@ -44,8 +59,9 @@ names = ["shop.cdn.example.net."]
 origin_addresses = ["203.0.113.10", "203.0.113.11", "2001:db8:200::10"]
 overflow = "origin"
 assignment = "round-robin"
-fraction = 0.25
-ttl = 30
+fraction = 0.6
+ttl = 1
+token = "{SHOP_TOKEN}"
 
 [[customer]]
 id = "blog"
@@ -53,7 +69,8 @@ names = ["blog.cdn.example.net."]
 origin_cname = "origin.blog.example."
 overflow = "cname"
 fraction = 0.5
-ttl = 60
+ttl = 1
+token = "{BLOG_TOKEN}"
 "#
     )
 }
@@ -65,9 +82,10 @@ fn main() {
     }
 }
 
-fn api(topo: &Topology, method: &'static str, path: &str, body: Option<&str>) -> Result<String, String> {
-    match http(topo, method, path, Some(TOKEN), body) {
-        (200, text) => Ok(text),
+fn api(topo: &Topology, method: &'static str, path: &str, token: &str, body: Option<Value>) -> Result<Value, String> {
+    let body = body.map(|b| b.to_string());
+    match http(topo, method, path, Some(token), body.as_deref()) {
+        (200, text) => serde_json::from_str(&text).map_err(|e| format!("{method} {path}: {e}")),
         (status, text) => Err(format!("{method} {path}: {status} {text}")),
     }
 }
@@ -76,10 +94,10 @@ fn api(topo: &Topology, method: &'static str, path: &str, body: Option<&str>) ->
 fn explain(records: &[String]) -> &'static str {
     match records.first().map(String::as_str) {
         Some(r) if r.starts_with("198.51.100.") || r.starts_with("2001:db8:100:") => {
-            "proxy: the per-query draw fell below the fraction"
+            "proxy: a contract is in force and the per-query draw fell below the fraction"
         }
         Some(r) if r.ends_with('.') => "cname: overflow hands the client back to the buyer's DNS",
-        Some(_) => "origin: overflow, one origin by the buyer's assignment (round-robin)",
+        Some(_) => "origin: overflow (no contract in force, or the draw), one origin by round-robin",
         None => "no answer",
     }
 }
@@ -103,7 +121,7 @@ fn round(topo: &Topology, name: &str, qtype: &str, server: &str, n: usize) -> Re
 }
 
 fn demo() -> Result<(), String> {
-    println!("== Spillway demo: XDP answers in a private two-namespace topology");
+    println!("== Spillway demo: a market round and XDP answers in a private two-namespace topology");
     let topo = Topology::new();
     println!(
         "  namespaces {} (client, {}) and {} (server, {}) joined by veth",
@@ -112,27 +130,110 @@ fn demo() -> Result<(), String> {
     let daemon = Daemon::start(&topo, &config(&topo.server_if))?;
     let bin = spillway_bin();
     println!(
-        "  spillway {} running (pid {}), XDP attached in native mode, no userspace DNS listener",
+        "  spillway {} running (pid {}), XDP attached in native mode, SQLite store in {}",
         bin.display(),
-        daemon.proc.pid()
+        daemon.proc.pid(),
+        daemon.dir.path().display()
     );
 
-    println!("\n== 1. The buyers' own estimates: shop 0.25 (overflow to its origins), blog 0.5 (overflow by CNAME)");
-    round(&topo, "shop.cdn.example.net", "A", "@192.0.2.53", 40)?;
-    round(&topo, "shop.cdn.example.net", "AAAA", &format!("@{SERVER_ADDR6}"), 20)?;
+    println!("\n== 1. Unused capacity per {PERIOD} s period (GET /v1/capacity): 2 proxies x 20000 rps,");
+    println!("      own use forecast at 30% (no history yet: market.assumed_own_load)");
+    let cap = api(&topo, "GET", "/v1/capacity?periods=3", TOKEN, None)?;
+    for p in cap["periods"].as_array().into_iter().flatten() {
+        println!(
+            "  period {}: capacity {} rps, own forecast {}, unused {}, sold {}, available {}",
+            p["period_start"],
+            p["capacity_rps"],
+            p["forecast_own_rps"],
+            p["unused_rps"],
+            p["sold_rps"],
+            p["available_rps"]
+        );
+    }
+
+    println!("\n== 2. No contract yet: the buyers' names answer with their overflow only");
+    round(&topo, "shop.cdn.example.net", "A", "@192.0.2.53", 10)?;
+    round(&topo, "blog.cdn.example.net", "A", "@192.0.2.53", 10)?;
+
+    let start = ((now_f64() as i64 + 5) / PERIOD + 1) * PERIOD;
+    println!("\n== 3. A sealed-bid auction for period [{start}, {}), closing a second before it", start + PERIOD);
+    let a = api(
+        &topo,
+        "POST",
+        "/v1/auctions",
+        TOKEN,
+        Some(json!({"period_start": start, "closes_at": start - 1, "quantity_rps": 20000})),
+    )?;
+    let id = a["id"].as_i64().ok_or("auction id")?;
+    println!("  auction {id}: 20000 rps offered, reserve {}", a["reserve_price"]);
+    let bids = format!("/v1/auctions/{id}/bids");
+    api(&topo, "POST", &bids, SHOP_TOKEN, Some(json!({"quantity_rps": 15000, "max_price": 2.0})))?;
+    api(&topo, "POST", &bids, BLOG_TOKEN, Some(json!({"quantity_rps": 10000, "max_price": 1.2})))?;
+    api(&topo, "POST", &bids, BLOG_TOKEN, Some(json!({"quantity_rps": 5000, "max_price": 0.5})))?;
+    println!("  bids (sealed, each with the buyer's own token): shop 15000 @ 2.0, blog 10000 @ 1.2, blog 5000 @ 0.5");
+
+    println!("\n== 4. The continuous market for the same period (POST /v1/orders): the network's ask");
+    println!("      offers what the auction does not hold; shop buys 3000 rps at once (IOC)");
+    let book = api(&topo, "GET", &format!("/v1/book/{start}"), SHOP_TOKEN, None)?;
+    println!("  book before: asks {}", book["asks"]);
+    let r = api(
+        &topo,
+        "POST",
+        "/v1/orders",
+        SHOP_TOKEN,
+        Some(json!({"period_start": start, "quantity_rps": 3000, "price": 1.0, "tif": "ioc"})),
+    )?;
+    println!(
+        "  order {}: {} ({} rps left), contract at {}",
+        r["order"]["id"], r["order"]["state"], r["order"]["remaining_rps"], r["contracts"][0]["price"]
+    );
+    let book = api(&topo, "GET", &format!("/v1/book/{start}"), SHOP_TOKEN, None)?;
+    println!("  book after: asks {}", book["asks"]);
+
+    sleep_until((start - 1) as f64 + 0.4);
+    println!("\n== 5. The auction cleared at its close (uniform price at the first rejected unit)");
+    let a = api(&topo, "GET", &format!("/v1/auctions/{id}"), TOKEN, None)?;
+    println!("  sold {} rps at {} per million requests", a["sold_rps"], a["clearing_price"]);
+    for b in a["bids"].as_array().into_iter().flatten() {
+        println!("  bid {} {}: {} -> {} rps: {}", b["id"], b["customer"], b["state"], b["filled_rps"], b["reason"]);
+    }
+
+    sleep_until(start as f64 + 0.3);
+    println!("\n== 6. The period has started: contracts in force, answers follow the buyers' estimates");
+    let c = api(&topo, "GET", "/v1/contracts", TOKEN, None)?;
+    for c in c["contracts"].as_array().into_iter().flatten() {
+        println!(
+            "  contract {} {}: {} rps at {} ({}), active since {}",
+            c["id"], c["customer"], c["rps"], c["price"], c["source"], c["activated_at"]
+        );
+    }
+    round(&topo, "shop.cdn.example.net", "A", "@192.0.2.53", 30)?;
+    round(&topo, "shop.cdn.example.net", "AAAA", &format!("@{SERVER_ADDR6}"), 10)?;
     round(&topo, "blog.cdn.example.net", "A", "@192.0.2.53", 20)?;
 
-    println!("\n== 2. The operator moves shop to 0.9 through the API (PUT /v1/customers/shop/fraction)");
-    api(&topo, "PUT", "/v1/customers/shop/fraction", Some(r#"{"fraction": 0.9}"#))?;
-    round(&topo, "shop.cdn.example.net", "A", "@192.0.2.53", 40)?;
+    println!("\n== 7. The proxies report what they served; the ledger charges it at the contract price");
+    api(
+        &topo,
+        "POST",
+        "/v1/proxies/edge-1/report",
+        TOKEN,
+        Some(json!({"own_requests": 90000, "served": {"shop": 1_200_000, "blog": 400_000}})),
+    )?;
+    let u = api(&topo, "GET", "/v1/usage", TOKEN, None)?;
+    for row in u["usage"].as_array().into_iter().flatten() {
+        println!(
+            "  {} interval {}: {} requests, charge {}",
+            row["customer"], row["interval_start"], row["requests"], row["charge"]
+        );
+    }
 
-    println!("\n== 3. Back to auto (the buyer's estimate)");
-    let shop = api(&topo, "PUT", "/v1/customers/shop/fraction", Some(r#"{"mode": "auto"}"#))?;
-    let v: serde_json::Value = serde_json::from_str(&shop).map_err(|e| e.to_string())?;
-    println!("  shop: fraction {} mode {} answers {}", v["fraction"], v["mode"], v["answers"]);
+    sleep_until((start + PERIOD) as f64 + 0.3);
+    println!("\n== 8. The period has ended: contracts over, answers back to the overflow");
+    round(&topo, "shop.cdn.example.net", "A", "@192.0.2.53", 10)?;
+    round(&topo, "blog.cdn.example.net", "A", "@192.0.2.53", 10)?;
 
-    println!("\n== 4. What the XDP program counted (GET /metrics)");
-    let metrics = api(&topo, "GET", "/metrics", None)?;
+    println!("\n== 9. What the XDP program counted (GET /metrics)");
+    let (_, metrics) = http(&topo, "GET", "/metrics", None, None);
     for line in metrics.lines().filter(|l| !l.starts_with('#') && !l.ends_with(" 0")) {
         println!("  {line}");
     }
