@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::{market::units::Price, store::ContractRow};
+use crate::store::ContractRow;
 
 /// Contracts that became due at `now`: to activate, and to end.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -46,13 +46,6 @@ pub fn active_rps(contracts: &[ContractRow], customer: &str, now: i64) -> u64 {
     contracts.iter().filter(|c| c.customer == customer && is_active(c, now)).map(|c| c.rps).sum()
 }
 
-/// The price a buyer's usage at `t` is charged at: the rps-weighted mean of its active
-/// contracts' prices (rounded down), or `None` with no contract in force.
-pub fn price_at(contracts: &[ContractRow], customer: &str, t: i64) -> Option<Price> {
-    let (rps, weighted) = weights(contracts, customer, t);
-    (rps > 0).then(|| Price((weighted / rps) as u64))
-}
-
 /// The charge in micros for `requests` served at `t`, at the rps-weighted mean price, rounded
 /// down once at the end; `None` with no contract in force.
 pub fn charge_micros(contracts: &[ContractRow], customer: &str, t: i64, requests: u64) -> Option<u64> {
@@ -76,6 +69,7 @@ fn weights(contracts: &[ContractRow], customer: &str, t: i64) -> (u128, u128) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::units::Price;
 
     fn contract(id: i64, customer: &str, start: i64, end: i64, rps: u64, price: u64) -> ContractRow {
         ContractRow {
@@ -116,9 +110,9 @@ mod tests {
     #[test]
     fn price_is_the_rps_weighted_mean() {
         let cs = vec![contract(1, "shop", 0, 10, 30, 1_000_000), contract(2, "shop", 0, 10, 10, 3_000_000)];
-        assert_eq!(price_at(&cs, "shop", 5), Some(Price(1_500_000)));
-        assert_eq!(price_at(&cs, "shop", 10), None);
-        assert_eq!(price_at(&cs, "blog", 5), None);
+        // 30 rps at 1.0 and 10 at 3.0: 1.5 per million.
+        assert_eq!(charge_micros(&cs, "shop", 5, 1_000_000), Some(1_500_000));
+        assert_eq!(charge_micros(&cs, "blog", 5, 1_000_000), None);
         // 3000 rps at 0.8 and 15000 at 1.2: 1.2 million requests cost 1.36 exactly.
         let cs = vec![contract(1, "shop", 0, 10, 3000, 800_000), contract(2, "shop", 0, 10, 15000, 1_200_000)];
         assert_eq!(charge_micros(&cs, "shop", 5, 1_200_000), Some(1_360_000));

@@ -41,12 +41,6 @@ impl Price {
         self.0 as f64 / MICROS as f64
     }
 
-    /// The charge for `requests` requests at this price, in micros of the currency unit
-    /// (rounded down: the buyer is never charged for a fraction of a micro).
-    pub fn charge_micros(self, requests: u64) -> u64 {
-        let m = u128::from(requests) * u128::from(self.0) / 1_000_000;
-        u64::try_from(m).unwrap_or(u64::MAX)
-    }
 }
 
 impl std::fmt::Display for Price {
@@ -70,9 +64,6 @@ mod tests {
         assert!(Price::from_decimal(-1.0).is_err());
         assert!(Price::from_decimal(f64::NAN).is_err());
         assert!(Price::from_decimal(1e12).is_err());
-        // 3 million requests at 2.50 per million = 7.50.
-        assert_eq!(Price(2_500_000).charge_micros(3_000_000), 7_500_000);
-        assert_eq!(Price::MAX.charge_micros(u64::MAX), u64::MAX);
         assert_eq!(serde_json::to_string(&Price(2_500_000)).unwrap(), "2.5");
         assert_eq!(serde_json::from_str::<Price>("0.25").unwrap(), Price(250_000));
         assert!(serde_json::from_str::<Price>("-3").is_err());
