@@ -52,7 +52,8 @@ fn main() -> Result<()> {
         Task::Bench => {
             setup::run()?;
             require_root("benchmarks load XDP programs")?;
-            cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "xdp-microbench"])
+            cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "xdp-microbench"])?;
+            cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "market-bench"])
         }
         Task::Deploy(args) => deploy::run(&root, &args),
     }

@@ -22,7 +22,9 @@ pub fn price_report(
     let served = served
         .iter()
         .map(|(customer, &requests)| match contracts::charge_micros(contracts, customer, at, requests) {
-            Some(charge_micros) => ServedRecord { customer: customer.clone(), requests, uncontracted: 0, charge_micros },
+            Some(charge_micros) => {
+                ServedRecord { customer: customer.clone(), requests, uncontracted: 0, charge_micros }
+            }
             None => ServedRecord { customer: customer.clone(), requests, uncontracted: requests, charge_micros: 0 },
         })
         .collect();

@@ -40,7 +40,6 @@ impl Price {
     pub fn as_decimal(self) -> f64 {
         self.0 as f64 / MICROS as f64
     }
-
 }
 
 impl std::fmt::Display for Price {
