@@ -600,6 +600,35 @@ ttl = 30
     }
 
     #[test]
+    fn market_section_defaults_and_validation() {
+        assert!(Config::parse(EXAMPLE, "x.toml").unwrap().market.is_none(), "no [market]: the market is off");
+        let on = format!("{EXAMPLE}\n[market]\nreserve_price = 0.5\n");
+        let m = Config::parse(&on, "x.toml").unwrap().market.unwrap();
+        assert_eq!((m.period_s, m.horizon_periods, m.interval_s, m.forecast_weeks), (3600, 24, 60, 4));
+        assert_eq!((m.reserve_price, m.assumed_own_load, m.forecast_margin), (0.5, 0.5, 0.1));
+        let bad = format!(
+            "{EXAMPLE}\n[market]\nperiod_s = 7\nreserve_price = -1.0\nassumed_own_load = 2.0\nforecast_weeks = 0\n"
+        );
+        let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+        for key in ["market.period_s", "market.reserve_price", "market.assumed_own_load", "market.forecast_weeks"] {
+            assert!(e.contains(key), "{key} not reported: {e}");
+        }
+    }
+
+    #[test]
+    fn buyer_tokens_are_distinct_and_not_the_operators() {
+        let with = |t: &str| EXAMPLE.replace("ttl = 30", &format!("ttl = 30\ntoken = \"{t}\""));
+        assert_eq!(
+            Config::parse(&with("shop-secret"), "x.toml").unwrap().customers().next().unwrap().token.as_deref(),
+            Some("shop-secret")
+        );
+        let e = Config::parse(&with("change-me"), "x.toml").unwrap_err().to_string();
+        assert!(e.contains("token: is the same as another token"), "{e}");
+        let e = Config::parse(&with(" "), "x.toml").unwrap_err().to_string();
+        assert!(e.contains("token: must not be empty"), "{e}");
+    }
+
+    #[test]
     fn syntax_error_has_a_line() {
         let text = EXAMPLE.replace("fraction = 0.25", "fraction = = 0.25");
         let e = Config::parse(&text, "x.toml").unwrap_err();

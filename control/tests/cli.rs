@@ -76,3 +76,21 @@ fn run_refuses_a_bad_config_before_touching_anything() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fraction: -1 is outside [0, 1]"), "{out:?}");
 }
+
+#[test]
+fn run_with_a_store_it_cannot_open_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("spillway-cli-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("nostore.toml");
+    let text = GOOD
+        .replace("/tmp/spillway-check.db", "/nonexistent-spillway-dir/s.db")
+        .replace("127.0.0.1:5353", "127.0.0.1:0")
+        .replace("127.0.0.1:8053", "127.0.0.1:0");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway")).args(["run", "--config"]).arg(&path).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot open the store /nonexistent-spillway-dir/s.db"), "{err}");
+    assert!(!std::path::Path::new("/nonexistent-spillway-dir").exists(), "the directory must not be created");
+}
