@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 
+use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
 use spillway_common::maps::{CustomerRecord, NameKey, ProxySet};
 
 use crate::{
-    config::{Config, CustomerConfig},
+    config::{Config, CustomerConfig, parse_name},
     dataplane::{
         Dataplane,
         records::{customer_record, key_of, proxy_set},
@@ -53,42 +54,138 @@ pub struct Catalog {
     generation: u32,
     /// The market is on: names answer with proxies only under a contract in force.
     gated: bool,
+    /// Every customer name (lowercase), for telling NODATA from NXDOMAIN.
+    names: Vec<Name>,
+    /// Customers defined in the config file (the API may not change them).
+    from_file: usize,
 }
 
 impl Catalog {
     /// Build from a validated config. Fails if two names hash to the same key (never by chance).
     pub fn from_config(config: &Config) -> Result<Self> {
-        let gated = config.market.is_some();
-        let mut customers = Vec::new();
-        let mut by_id = HashMap::new();
-        let mut by_key = HashMap::new();
-        let mut owners: HashMap<NameKey, String> = HashMap::new();
-        for (i, c) in config.customers().enumerate() {
-            let mut keys = Vec::new();
-            for n in &c.names {
-                let key = key_of(n).map_err(|e| Error::Record(c.id.clone(), e))?;
-                if let Some(prev) = owners.insert(key, n.clone()) {
-                    return Err(Error::Record(c.id.clone(), format!("names {prev:?} and {n:?} share a key")));
-                }
-                keys.push(key);
-                by_key.insert(key, i);
-            }
-            by_id.insert(c.id.clone(), i);
-            let fraction = if gated { 0.0 } else { c.fraction };
-            let record = customer_record(c, fraction).map_err(|e| Error::Record(c.id.clone(), e))?;
-            customers.push(Customer {
-                config: c.clone(),
-                index: i as u32,
-                keys,
-                fraction,
-                mode: Mode::Auto,
-                record,
-                rr_cursor: 0,
-                contracted_rps: 0,
-            });
-        }
         let proxy_set = proxy_set(config.proxies()).map_err(|e| Error::Record("(proxies)".into(), e))?;
-        Ok(Self { proxy_set, customers, by_id, by_key, generation: 0, gated })
+        let mut catalog = Self {
+            proxy_set,
+            customers: Vec::new(),
+            by_id: HashMap::new(),
+            by_key: HashMap::new(),
+            generation: 0,
+            gated: config.market.is_some(),
+            names: Vec::new(),
+            from_file: 0,
+        };
+        for c in config.customers() {
+            catalog.add_customer(c.clone(), None)?;
+        }
+        catalog.from_file = catalog.customers.len();
+        // The SOA serial counts changes after start.
+        catalog.generation = 0;
+        Ok(catalog)
+    }
+
+    /// Add a customer (validated by the caller): its record and names go to the data plane
+    /// first, record before names. Fails if a name shares a key with another (never by chance).
+    pub fn add_customer(&mut self, config: CustomerConfig, dp: Option<&mut Dataplane>) -> Result<()> {
+        let id = config.id.clone();
+        if self.by_id.contains_key(&id) {
+            return Err(Error::Record(id, "a customer of this id exists".into()));
+        }
+        let index = u32::try_from(self.customers.len())
+            .ok()
+            .filter(|&i| i < spillway_common::maps::MAX_CUSTOMERS)
+            .ok_or_else(|| Error::Record(id.clone(), "the customers map is full".into()))?;
+        let keys = self.free_keys(&id, &config.names)?;
+        let fraction = if self.gated { 0.0 } else { config.fraction };
+        let record = customer_record(&config, fraction).map_err(|e| Error::Record(id.clone(), e))?;
+        if let Some(dp) = dp {
+            dp.set_customer(index, &record)?;
+            for key in &keys {
+                dp.set_name(*key, index)?;
+            }
+        }
+        let i = self.customers.len();
+        for key in &keys {
+            self.by_key.insert(*key, i);
+        }
+        self.by_id.insert(id, i);
+        self.customers.push(Customer {
+            config,
+            index,
+            keys,
+            fraction,
+            mode: Mode::Auto,
+            record,
+            rr_cursor: 0,
+            contracted_rps: 0,
+        });
+        self.refresh_names();
+        Ok(())
+    }
+
+    /// Replace a customer's names: new names go to the data plane before old ones leave it.
+    pub fn set_names(&mut self, id: &str, names: Vec<String>, dp: Option<&mut Dataplane>) -> Result<()> {
+        let i = *self.by_id.get(id).ok_or_else(|| Error::Record(id.into(), "no such customer".into()))?;
+        let keys = self.free_keys(id, &names)?;
+        let old = self.customers[i].keys.clone();
+        if let Some(dp) = dp {
+            for key in &keys {
+                dp.set_name(*key, self.customers[i].index)?;
+            }
+            for key in old.iter().filter(|k| !keys.contains(k)) {
+                dp.remove_name(*key)?;
+            }
+        }
+        for key in &old {
+            self.by_key.remove(key);
+        }
+        for key in &keys {
+            self.by_key.insert(*key, i);
+        }
+        let c = &mut self.customers[i];
+        c.keys = keys;
+        c.config.names = names;
+        self.refresh_names();
+        Ok(())
+    }
+
+    /// The keys of `names`, none of them owned by a customer other than `id`.
+    fn free_keys(&self, id: &str, names: &[String]) -> Result<Vec<NameKey>> {
+        let mut keys: Vec<NameKey> = Vec::new();
+        for n in names {
+            let key = key_of(n).map_err(|e| Error::Record(id.into(), e))?;
+            if keys.contains(&key) {
+                return Err(Error::Record(id.into(), format!("name {n:?} is listed twice")));
+            }
+            if let Some(&other) = self.by_key.get(&key)
+                && self.customers[other].config.id != id
+            {
+                let owner = &self.customers[other].config.id;
+                return Err(Error::Record(id.into(), format!("name {n:?} belongs to customer {owner:?}")));
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    fn refresh_names(&mut self) {
+        self.names = self
+            .customers
+            .iter()
+            .flat_map(|c| c.config.names.iter())
+            .filter_map(|n| parse_name(n).ok())
+            .map(|n| n.to_lowercase())
+            .collect();
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Every customer name, lowercase.
+    pub fn names(&self) -> &[Name] {
+        &self.names
+    }
+
+    /// True for customers from the config file, which the API does not change.
+    pub fn is_from_file(&self, id: &str) -> bool {
+        self.by_id.get(id).is_some_and(|&i| i < self.from_file)
     }
 
     /// The fraction auto mode puts in force: the buyer's estimate, or 0 when the market is on

@@ -267,6 +267,27 @@ impl Config {
         Ok(text.lines().next().unwrap_or("").trim().to_owned())
     }
 
+    /// Check customers added at run time (through the API) by the same rules as the file:
+    /// `added` come after the file's customers; returns the problems of the added ones only,
+    /// as `id.key: message`.
+    pub fn check_added_customers(&self, added: &[CustomerConfig]) -> Vec<String> {
+        let mut all = self.clone();
+        let first = all.customers.len();
+        all.customers.extend(added.iter().cloned().map(|c| Spanned::new(0..0, c)));
+        let issues = all.validate(&LineIndex::new(""), "");
+        issues
+            .into_iter()
+            .filter_map(|i| {
+                let (head, rest) = i.path.split_once(']')?;
+                let n: usize = head.strip_prefix("customer[")?.parse().ok()?;
+                let c = added.get(n.checked_sub(first)?)?;
+                let key = rest.split_once(").").map_or("", |(_, k)| k);
+                let at = if key.is_empty() { c.id.clone() } else { format!("{}.{key}", c.id) };
+                Some(format!("{at}: {}", i.message))
+            })
+            .collect()
+    }
+
     fn validate(&self, lines: &LineIndex, text: &str) -> Vec<ConfigIssue> {
         let mut v = Validator { issues: Vec::new(), text, spans: Vec::new() };
         let s = &self.server;

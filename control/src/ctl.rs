@@ -68,6 +68,21 @@ pub enum CustomersCommand {
     SetFraction { id: String, fraction: f64 },
     /// Hand the fraction back to the control plane (auto mode).
     Auto { id: String },
+    /// Add a buyer: a `[[customer]]` entry as JSON, e.g. '{"id": "news", "names": [...], ...}'.
+    Add {
+        #[arg(value_parser = parse_json_arg)]
+        json: Value,
+    },
+    /// Replace the names of a buyer added through the API.
+    SetNames {
+        id: String,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn parse_json_arg(s: &str) -> Result<Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +202,10 @@ fn request(command: &CtlCommand) -> (Method, String, Option<Value>) {
         C::Customers(CustomersCommand::Auto { id }) => {
             (Method::PUT, format!("/v1/customers/{id}/fraction"), Some(json!({ "mode": "auto" })))
         }
+        C::Customers(CustomersCommand::Add { json }) => (Method::POST, "/v1/customers".into(), Some(json.clone())),
+        C::Customers(CustomersCommand::SetNames { id, names }) => {
+            (Method::PUT, format!("/v1/customers/{id}/names"), Some(json!({ "names": names })))
+        }
         C::Proxies(ProxiesCommand::List) => get("/v1/proxies".into()),
         C::Proxies(ProxiesCommand::SetCapacity { name, capacity_rps }) => {
             (Method::PUT, format!("/v1/proxies/{name}/capacity"), Some(json!({ "capacity_rps": capacity_rps })))
@@ -286,6 +305,13 @@ mod tests {
             CtlCommand::Customers(CustomersCommand::Get { id: "shop".into() }),
             CtlCommand::Customers(CustomersCommand::SetFraction { id: "shop".into(), fraction: 0.5 }),
             CtlCommand::Customers(CustomersCommand::Auto { id: "shop".into() }),
+            CtlCommand::Customers(CustomersCommand::Add {
+                json: json!({"id": "n", "names": ["n.cdn.example.net."], "overflow": "origin", "fraction": 0.1}),
+            }),
+            CtlCommand::Customers(CustomersCommand::SetNames {
+                id: "n".into(),
+                names: vec!["m.cdn.example.net.".into()],
+            }),
             CtlCommand::Proxies(ProxiesCommand::List),
             CtlCommand::Proxies(ProxiesCommand::SetCapacity { name: "e".into(), capacity_rps: 5 }),
             CtlCommand::Proxies(ProxiesCommand::Report { name: "e".into(), own: 1, served: vec![("shop".into(), 2)] }),

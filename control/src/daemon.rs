@@ -16,8 +16,10 @@ use crate::{
 
 pub async fn run(config: Config) -> Result<()> {
     let token = config.api_token()?;
+    // The store and the contracts in force decide the fractions before anything is attached.
+    let mut engine = Engine::new(&config, Catalog::from_config(&config)?, None, unix_now())?;
     let mut tokens = vec![(token.clone(), Principal::Operator)];
-    for c in config.customers() {
+    for c in config.customers().chain(engine.api_customers.iter()) {
         if let Some(t) = &c.token {
             if *t == token {
                 return Err(Error::Record(c.id.clone(), "its token is the operator's token".into()));
@@ -25,8 +27,6 @@ pub async fn run(config: Config) -> Result<()> {
             tokens.push((t.clone(), Principal::Buyer(c.id.clone())));
         }
     }
-    // The store and the contracts in force decide the fractions before anything is attached.
-    let mut engine = Engine::new(&config, Catalog::from_config(&config)?, None, unix_now())?;
     tracing::info!(path = %config.store.path.display(), market = engine.market.is_some(), "store open");
 
     let dataplane = if config.server.xdp_interfaces.is_empty() {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::{
     capacity::{Capacity, forecast::ForecastParams},
     catalog::Catalog,
-    config::Config,
+    config::{Config, CustomerConfig},
     contracts,
     dataplane::Dataplane,
     error::{Error, Result},
@@ -16,12 +16,21 @@ use crate::{
 };
 
 pub struct Engine {
+    /// The config file as loaded: the rules customers added through the API are held to.
+    pub config: Config,
+    /// Customers added through the API (also in the catalog and the store).
+    pub api_customers: Vec<CustomerConfig>,
     pub catalog: Catalog,
     pub dataplane: Option<Dataplane>,
     pub store: Store,
     pub capacity: Capacity,
     /// `None` when the config has no `[market]` section.
     pub market: Option<Market>,
+}
+
+/// Whether a problem from `Config::check_added_customers` is about customer `id`.
+fn is_about(problem: &str, id: &str) -> bool {
+    problem.strip_prefix(id).is_some_and(|rest| rest.starts_with(':') || rest.starts_with('.'))
 }
 
 /// Seconds since the epoch, the market's clock.
@@ -32,8 +41,23 @@ pub fn unix_now() -> i64 {
 impl Engine {
     /// Open the store and rebuild the market from it. The data plane, if any, is attached
     /// by the caller after `install`.
-    pub fn new(config: &Config, catalog: Catalog, dataplane: Option<Dataplane>, now: i64) -> Result<Engine> {
+    pub fn new(config: &Config, mut catalog: Catalog, dataplane: Option<Dataplane>, now: i64) -> Result<Engine> {
         let store = Store::open(&config.store.path)?;
+        // Customers added through the API, unless the config file now defines the same id or
+        // a rule they no longer meet (then the file wins, and the log says so).
+        let mut api_customers = Vec::new();
+        for c in store.customers()? {
+            let mut candidate = api_customers.clone();
+            candidate.push(c.clone());
+            let problems: Vec<String> =
+                config.check_added_customers(&candidate).into_iter().filter(|p| is_about(p, &c.id)).collect();
+            if !problems.is_empty() {
+                tracing::warn!(customer = %c.id, ?problems, "stored customer not loaded: it conflicts with the config");
+                continue;
+            }
+            catalog.add_customer(c.clone(), None)?;
+            api_customers.push(c);
+        }
         let m = config.market.as_ref();
         let params = ForecastParams {
             weeks: m.map_or(4, |m| m.forecast_weeks),
@@ -65,7 +89,8 @@ impl Engine {
                 Some(Market::load(params, &store).map_err(Error::from)?)
             }
         };
-        let mut engine = Engine { catalog, dataplane: None, store, capacity, market };
+        let mut engine =
+            Engine { config: config.clone(), api_customers, catalog, dataplane: None, store, capacity, market };
         // The contracts in force now decide the fractions the data plane starts with.
         engine.sync_contracts(now, true)?;
         engine.dataplane = dataplane;
@@ -126,6 +151,56 @@ impl Engine {
         self.store.record_report(&record)?;
         self.capacity.record_own(now, own_requests);
         Ok(record)
+    }
+
+    /// Add a customer through the API: checked by the config file's rules, stored, then put
+    /// in the catalog and the data plane. Delegated zones are config-file only.
+    pub fn add_customer(&mut self, c: CustomerConfig, now: i64) -> Result<()> {
+        if !c.zones.is_empty() {
+            return Err(
+                MarketError::BadRequest("zones (delegated sub-zones) are set in the config file only".into()).into()
+            );
+        }
+        self.check_customers(&c, self.api_customers.iter().cloned().chain([c.clone()]).collect())?;
+        self.store.insert_customer(&c, now)?;
+        if let Err(e) = self.catalog.add_customer(c.clone(), self.dataplane.as_mut()) {
+            let _ = self.store.delete_customer(&c.id);
+            return Err(e);
+        }
+        tracing::info!(customer = %c.id, names = ?c.names, "customer added through the API");
+        self.api_customers.push(c);
+        Ok(())
+    }
+
+    /// Replace the names of a customer added through the API.
+    pub fn set_customer_names(&mut self, id: &str, names: Vec<String>, now: i64) -> Result<()> {
+        if self.catalog.is_from_file(id) {
+            return Err(MarketError::Conflict(format!(
+                "customer {id:?} is defined in the config file; change it there"
+            ))
+            .into());
+        }
+        let i = self
+            .api_customers
+            .iter()
+            .position(|c| c.id == id)
+            .ok_or_else(|| MarketError::NotFound(format!("no customer with id {id:?}")))?;
+        let mut changed = self.api_customers[i].clone();
+        changed.names = names.clone();
+        let mut all = self.api_customers.clone();
+        all[i] = changed.clone();
+        self.check_customers(&changed, all)?;
+        self.store.update_customer(&changed, now)?;
+        self.catalog.set_names(id, names, self.dataplane.as_mut())?;
+        tracing::info!(customer = %id, names = ?changed.names, "names replaced through the API");
+        self.api_customers[i] = changed;
+        Ok(())
+    }
+
+    fn check_customers(&self, c: &CustomerConfig, all: Vec<CustomerConfig>) -> Result<()> {
+        let problems: Vec<String> =
+            self.config.check_added_customers(&all).into_iter().filter(|p| is_about(p, &c.id)).collect();
+        if problems.is_empty() { Ok(()) } else { Err(MarketError::BadRequest(problems.join("; ")).into()) }
     }
 
     /// Change a proxy's capacity; it is kept across restarts.

@@ -32,7 +32,7 @@ xdp_mode = "native"
 listen = "192.0.2.53:8053"
 token = "t"
 [store]
-path = "/nonexistent/spillway.db"
+path = "@DIR@/spillway.db"
 [[proxy]]
 name = "edge-1"
 addresses = ["198.51.100.10"]

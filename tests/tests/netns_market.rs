@@ -98,6 +98,19 @@ fn auction_contract_switches_answers_and_ledger_charges_usage() {
     let shop = api_ok(&topo, "GET", "/v1/customers/shop", SHOP, None);
     assert_eq!((shop["fraction"].as_f64(), shop["estimate"].as_f64()), (Some(0.0), Some(1.0)));
 
+    // A buyer added through the API answers at once from XDP (its overflow: no contract), and
+    // so does a name it gains; a name it loses is gone.
+    let news = json!({"id": "news", "names": ["news.cdn.example.net."], "origin_addresses": ["203.0.113.30"],
+        "overflow": "origin", "fraction": 1.0, "ttl": 1});
+    api_ok(&topo, "POST", "/v1/customers", OP, Some(news));
+    assert_eq!(answer(&topo, "news.cdn.example.net"), "203.0.113.30");
+    api_ok(&topo, "PUT", "/v1/customers/news/names", OP, Some(json!({"names": ["daily.cdn.example.net."]})));
+    assert_eq!(answer(&topo, "daily.cdn.example.net"), "203.0.113.30");
+    // XDP passes the old name on; with no userspace listener here, nothing answers it.
+    let old = topo.client.exec(&["dig", "+short", "+tries=1", "+time=1", "@192.0.2.53", "news.cdn.example.net", "A"]);
+    let text = String::from_utf8_lossy(&old.stdout);
+    assert!(!text.contains("203.0.113.30"), "the old name still answers: {text}");
+
     // Capacity: 1000 rps, 20% assumed own use with no history, so 800 unused per period.
     let cap = api_ok(&topo, "GET", "/v1/capacity?periods=2", SHOP, None);
     assert_eq!(cap["periods"][1]["unused_rps"], 800, "{cap}");

@@ -62,16 +62,23 @@ pub async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token (Authorization: Bearer ...)"))?;
-    // Every token is compared, so timing does not tell which one (if any) was close.
-    let mut found = None;
-    for (token, principal) in &state.tokens {
-        if constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
-            found = Some(principal.clone());
-        }
-    }
+    let found = lookup(&state, given.trim());
     let principal = found.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))?;
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
+}
+
+/// Who a token stands for. Every token is compared, so timing does not tell which one (if
+/// any) was close.
+fn lookup(state: &AppState, given: &str) -> Option<Principal> {
+    let tokens = state.tokens.read().unwrap_or_else(|e| e.into_inner());
+    let mut found = None;
+    for (token, principal) in tokens.iter() {
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            found = Some(principal.clone());
+        }
+    }
+    found
 }
 
 /// Compare without an early exit, so timing does not reveal how much of a guess was right.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState, Principal};
 use crate::{
     catalog::{Customer, Mode},
-    config::{Assignment, Overflow},
+    config::{Assignment, CustomerConfig, Overflow},
     engine::Engine,
 };
 
@@ -88,6 +88,51 @@ pub async fn get(
     let engine = state.engine();
     let c = engine.catalog.customer(&id).filter(|c| who.scope().is_none_or(|s| s == c.config.id));
     let c = c.ok_or_else(|| unknown(&id))?;
+    Ok(Json(view(&engine, c)))
+}
+
+/// POST /v1/customers: add a buyer (operator). The body is a `[[customer]]` entry as JSON
+/// (without `zones`), checked by the config file's rules; with `token`, the buyer can use the
+/// API at once. Stored, so it outlives restarts.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<CustomerView>, ApiError> {
+    who.require_operator()?;
+    let c: CustomerConfig = super::parse_json(&body)?;
+    let (id, token) = (c.id.clone(), c.token.clone());
+    let mut engine = state.engine();
+    engine.add_customer(c, crate::engine::unix_now())?;
+    if let Some(t) = token {
+        state.tokens.write().unwrap_or_else(|e| e.into_inner()).push((t, Principal::Buyer(id.clone())));
+    }
+    let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
+    Ok(Json(view(&engine, c)))
+}
+
+/// Body of PUT /v1/customers/{id}/names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamesRequest {
+    pub names: Vec<String>,
+}
+
+/// Replace the names of a customer added through the API (operator).
+pub async fn put_names(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<CustomerView>, ApiError> {
+    who.require_operator()?;
+    let req: NamesRequest = super::parse_json(&body)?;
+    let mut engine = state.engine();
+    if engine.catalog.customer(&id).is_none() {
+        return Err(unknown(&id));
+    }
+    engine.set_customer_names(&id, req.names, crate::engine::unix_now())?;
+    let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
     Ok(Json(view(&engine, c)))
 }
 

@@ -13,7 +13,7 @@ mod proxies;
 mod tests;
 
 use std::sync::{
-    Arc, Mutex,
+    Arc, Mutex, RwLock,
     atomic::{AtomicBool, Ordering},
 };
 
@@ -41,8 +41,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct AppState {
     pub engine: Mutex<Engine>,
     pub metrics: Metrics,
-    /// Every accepted token and who it stands for.
-    pub tokens: Vec<(String, Principal)>,
+    /// Every accepted token and who it stands for (buyers added through the API add theirs).
+    pub tokens: RwLock<Vec<(String, Principal)>>,
     pub ready: AtomicBool,
     /// Wakes the market scheduler when a change may move its next deadline.
     pub market_changed: Notify,
@@ -53,7 +53,7 @@ impl AppState {
         Arc::new(Self {
             engine: Mutex::new(engine),
             metrics: Metrics::new(),
-            tokens,
+            tokens: RwLock::new(tokens),
             ready: AtomicBool::new(false),
             market_changed: Notify::new(),
         })
@@ -67,8 +67,9 @@ impl AppState {
 
 pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
-        .route("/customers", get(customers::list))
+        .route("/customers", get(customers::list).post(customers::create))
         .route("/customers/{id}", get(customers::get))
+        .route("/customers/{id}/names", put(customers::put_names))
         .route("/customers/{id}/fraction", put(customers::put_fraction))
         .route("/proxies", get(proxies::list))
         .route("/proxies/{name}/capacity", put(proxies::put_capacity))

@@ -139,13 +139,15 @@ impl Api {
         let e = self.state.engine();
         let s = &e.store;
         format!(
-            "{:?}{:?}{:?}{:?}{:?}{:?}",
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
             s.auctions(false).unwrap(),
             s.orders(None, false).unwrap(),
             s.contracts(None).unwrap(),
             s.usage(None, 0, i64::MAX).unwrap(),
             s.capacities().unwrap(),
-            e.catalog.customers().iter().map(|c| (c.fraction, c.mode)).collect::<Vec<_>>()
+            e.catalog.customers().iter().map(|c| (c.fraction, c.mode)).collect::<Vec<_>>(),
+            e.catalog.names(),
+            s.customers().unwrap().iter().map(|c| &c.id).collect::<Vec<_>>()
         )
     }
 }
@@ -160,6 +162,20 @@ async fn every_documented_operation_answers_as_documented() {
     api.ok("GET", "/customers/shop", OP, None).await;
     api.ok("PUT", "/customers/shop/fraction", OP, Some(json!({"fraction": 0.3}))).await;
     api.ok("PUT", "/customers/shop/fraction", OP, Some(json!({"mode": "auto"}))).await;
+    // A buyer added through the API: stored, in the catalog, with its own token at once.
+    let news = json!({"id": "news", "names": ["news.cdn.example.net."], "origin_addresses": ["203.0.113.30"],
+        "overflow": "origin", "fraction": 0.4, "token": "news-token"});
+    assert_eq!(api.ok("POST", "/customers", OP, Some(news)).await["fraction"], 0.0, "no contract yet");
+    assert_eq!(api.ok("GET", "/customers", "news-token", None).await["customers"][0]["id"], "news");
+    let renamed = api
+        .ok(
+            "PUT",
+            "/customers/news/names",
+            OP,
+            Some(json!({"names": ["news.cdn.example.net.", "www.news.cdn.example.net."]})),
+        )
+        .await;
+    assert_eq!(renamed["names"].as_array().map(Vec::len), Some(2));
     api.ok("GET", "/proxies", OP, None).await;
     api.ok("PUT", "/proxies/edge-1/capacity", OP, Some(json!({"capacity_rps": 2000}))).await;
     let cap = api.ok("GET", "/capacity?periods=3", OP, None).await;
@@ -229,6 +245,11 @@ async fn every_documented_operation_answers_as_documented() {
     let missing: Vec<_> = documented.difference(&api.seen).collect();
     assert!(missing.is_empty(), "documented but not exercised: {missing:?}");
     assert!(api.state.engine().store.check().unwrap().is_empty());
+    // A restart on the same store finds the added buyer with its new names.
+    let cfg = config(&api._dir.0);
+    let again = Engine::new(&cfg, Catalog::from_config(&cfg).unwrap(), None, unix_now()).unwrap();
+    assert_eq!(again.catalog.customer("news").map(|c| c.config.names.len()), Some(2));
+    assert_eq!(again.api_customers[0].token.as_deref(), Some("news-token"));
 }
 
 #[tokio::test]
@@ -384,6 +405,90 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ("PUT", "/customers/shop/fraction".into(), SHOP, Some(json!({"fraction": 1.0})), 403, "operator"),
         ("PUT", "/customers/shop/fraction".into(), OP, Some(json!({"fraction": 1.5})), 400, "outside"),
         ("GET", "/customers/blog".into(), SHOP, None, 404, "no customer"),
+        (
+            "POST",
+            "/customers".into(),
+            OP,
+            Some(
+                json!({"id": "shop", "names": ["x.cdn.example.net."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1}),
+            ),
+            400,
+            "already defined",
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            OP,
+            Some(
+                json!({"id": "n2", "names": ["shop.cdn.example.net."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1}),
+            ),
+            400,
+            "already a name of customer",
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            OP,
+            Some(
+                json!({"id": "n3", "names": ["n3.other.org."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1}),
+            ),
+            400,
+            "not inside server.zones",
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            OP,
+            Some(json!({"id": "n4", "names": ["n4.cdn.example.net."], "overflow": "origin", "fraction": 0.1})),
+            400,
+            "needs at least one origin",
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            OP,
+            Some(
+                json!({"id": "n5", "names": ["n5.cdn.example.net."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1, "zones": ["n5.example."]}),
+            ),
+            400,
+            "config file only",
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            OP,
+            Some(
+                json!({"id": "n6", "names": ["n6.cdn.example.net."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1, "token": OP}),
+            ),
+            400,
+            "same as another token",
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            SHOP,
+            Some(
+                json!({"id": "n7", "names": ["n7.cdn.example.net."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1}),
+            ),
+            403,
+            "operator",
+        ),
+        (
+            "PUT",
+            "/customers/shop/names".into(),
+            OP,
+            Some(json!({"names": ["s2.cdn.example.net."]})),
+            409,
+            "config file",
+        ),
+        (
+            "PUT",
+            "/customers/nosuch/names".into(),
+            OP,
+            Some(json!({"names": ["s2.cdn.example.net."]})),
+            404,
+            "no customer",
+        ),
         ("PUT", "/proxies/edge-1/capacity".into(), OP, Some(json!({"capacity_rps": 0})), 400, "between"),
         ("PUT", "/proxies/nosuch/capacity".into(), OP, Some(json!({"capacity_rps": 5})), 404, "no proxy"),
         ("POST", "/proxies/edge-1/report".into(), OP, Some(json!({"served": {"nosuch": 5}})), 400, "no customer"),

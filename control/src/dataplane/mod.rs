@@ -120,6 +120,11 @@ impl Dataplane {
         self.names.insert(key, NameValue { customer, _pad: 0 }, 0).map_err(map_err(NAMES_MAP))
     }
 
+    /// Remove a name; its queries are passed on to userspace from then on.
+    pub fn remove_name(&mut self, key: NameKey) -> Result<()> {
+        self.names.remove(&key).map_err(map_err(NAMES_MAP))
+    }
+
     /// Per-outcome packet counts, summed over CPUs, indexed by `XdpOutcome`.
     pub fn xdp_stats(&self) -> Result<[u64; XDP_OUTCOMES as usize]> {
         let mut out = [0u64; XDP_OUTCOMES as usize];

@@ -62,7 +62,8 @@ pub struct Authority {
     nameservers: Vec<Name>,
     /// Proxy and nameserver host names (lowercase) -> their addresses.
     hosts: HashMap<Name, Vec<IpAddr>>,
-    /// Every name that exists below an apex (lowercase), for telling NODATA from NXDOMAIN.
+    /// Host names that exist below an apex (lowercase), for telling NODATA from NXDOMAIN;
+    /// customer names come from the catalog (they change at run time).
     names: Vec<Name>,
     serial_base: u32,
 }
@@ -97,10 +98,7 @@ impl Authority {
                 hosts.entry(name.to_lowercase()).or_default().extend(addrs.iter().copied());
             }
         }
-        let mut names: Vec<Name> = hosts.keys().cloned().collect();
-        for c in config.customers() {
-            names.extend(c.names.iter().filter_map(|n| parse_name(n).ok()).map(|n| n.to_lowercase()));
-        }
+        let names: Vec<Name> = hosts.keys().cloned().collect();
         Self { zones, mname, rname, nameservers, hosts, names, serial_base }
     }
 
@@ -276,7 +274,8 @@ impl Authority {
 
         // The apex, and a name that exists only because names exist below it (an empty
         // non-terminal), have no data; anything else in the zone does not exist.
-        if qname == *zone || self.names.iter().any(|n| n != &qname && qname.zone_of(n)) {
+        let below = |n: &Name| n != &qname && qname.zone_of(n);
+        if qname == *zone || self.names.iter().any(below) || catalog.names().iter().any(below) {
             self.no_data(&mut r, zone, catalog);
         } else {
             r.metadata.response_code = ResponseCode::NXDomain;

@@ -10,6 +10,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 pub use self::rows::*;
+use crate::config::CustomerConfig;
 use crate::market::{
     book::{Side, Tif},
     units::Price,
@@ -22,6 +23,8 @@ const SCHEMA_VERSION: i64 = 1;
 pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("store: {0}")]
+    Corrupt(String),
     #[error("cannot open the store {path}: {source}")]
     Open { path: String, source: rusqlite::Error },
     #[error("store {path}: schema version {found} is newer than this binary's ({SCHEMA_VERSION})")]
@@ -108,6 +111,43 @@ impl Store {
              ON CONFLICT (name) DO UPDATE SET capacity_rps = ?2, updated_at = ?3",
             params![name, capacity_rps as i64, now],
         )?;
+        Ok(())
+    }
+
+    // --- customers added through the API ----------------------------------------------------
+
+    pub fn customers(&self) -> StoreResult<Vec<CustomerConfig>> {
+        let mut stmt = self.conn.prepare("SELECT config, token FROM customers ORDER BY created_at, id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (json, token) = row?;
+            let mut c: CustomerConfig =
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("customer {json}: {e}")))?;
+            c.token = token;
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    pub fn insert_customer(&mut self, c: &CustomerConfig, now: i64) -> StoreResult<()> {
+        let json = serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn.execute(
+            "INSERT INTO customers (id, config, token, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![c.id, json, c.token, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn update_customer(&mut self, c: &CustomerConfig, now: i64) -> StoreResult<()> {
+        let json = serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn
+            .execute("UPDATE customers SET config = ?2, updated_at = ?3 WHERE id = ?1", params![c.id, json, now])?;
+        Ok(())
+    }
+
+    pub fn delete_customer(&mut self, id: &str) -> StoreResult<()> {
+        self.conn.execute("DELETE FROM customers WHERE id = ?1", [id])?;
         Ok(())
     }
 

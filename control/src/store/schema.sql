@@ -8,6 +8,16 @@ CREATE TABLE proxy_capacity (
     updated_at    INTEGER NOT NULL
 );
 
+-- Customers added through the API (those in the config file are not stored). The config is
+-- the customer's JSON; the token is kept apart because it is never shown.
+CREATE TABLE customers (
+    id          TEXT PRIMARY KEY,
+    config      TEXT NOT NULL,
+    token       TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+
 -- The network's own requests per interval, summed over the proxies' reports.
 CREATE TABLE own_usage (
     interval_start INTEGER PRIMARY KEY,
