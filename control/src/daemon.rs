@@ -61,10 +61,14 @@ pub async fn run(config: Config) -> Result<()> {
     state.ready.store(true, Ordering::Release);
 
     axum::serve(listener, api::router(state.clone())).with_graceful_shutdown(shutdown_signal()).await?;
-    tracing::info!("stopping: detaching XDP");
     state.ready.store(false, Ordering::Release);
-    // Dropping the data plane detaches the programs and frees the maps.
-    state.engine().dataplane.take();
+    // Dropping the data plane detaches the programs and frees the maps. The store needs no
+    // closing: every change was committed when it was answered.
+    if state.engine().dataplane.take().is_some() {
+        tracing::info!("stopped: XDP detached");
+    } else {
+        tracing::info!("stopped");
+    }
     Ok(())
 }
 

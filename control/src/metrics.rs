@@ -10,6 +10,7 @@ pub const DNS_QUERIES_TOTAL: &str = "spillway_dns_queries_total";
 pub const ANSWERS_TOTAL: &str = "spillway_answers_total";
 pub const CUSTOMER_FRACTION: &str = "spillway_customer_fraction";
 pub const XDP_PACKETS_TOTAL: &str = "spillway_xdp_packets_total";
+pub const CUSTOMER_CONTRACTED_RPS: &str = "spillway_customer_contracted_rps";
 
 pub const PATH_XDP: &str = "xdp";
 pub const PATH_USERSPACE: &str = "userspace";
@@ -19,6 +20,7 @@ pub struct Metrics {
     dns_queries: IntCounterVec,
     answers: IntCounterVec,
     fraction: GaugeVec,
+    contracted: GaugeVec,
     xdp_packets: IntCounterVec,
 }
 
@@ -46,6 +48,11 @@ impl Metrics {
             &["customer"],
         )
         .expect("valid metric");
+        let contracted = GaugeVec::new(
+            Opts::new(CUSTOMER_CONTRACTED_RPS, "Requests/s bought by a customer's contracts in force now."),
+            &["customer"],
+        )
+        .expect("valid metric");
         let xdp_packets = IntCounterVec::new(
             Opts::new(XDP_PACKETS_TOTAL, "Packets seen by the XDP program, by outcome (answered or why passed)."),
             &["outcome"],
@@ -57,8 +64,10 @@ impl Metrics {
         for c in [&dns_queries, &answers, &xdp_packets] {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
-        registry.register(Box::new(fraction.clone())).expect("unique metric");
-        Self { registry, dns_queries, answers, fraction, xdp_packets }
+        for g in [&fraction, &contracted] {
+            registry.register(Box::new(g.clone())).expect("unique metric");
+        }
+        Self { registry, dns_queries, answers, fraction, contracted, xdp_packets }
     }
 
     /// One more query answered by the userspace server.
@@ -83,6 +92,7 @@ impl Metrics {
         for c in catalog.customers() {
             let id = c.config.id.as_str();
             self.fraction.with_label_values(&[id]).set(c.fraction);
+            self.contracted.with_label_values(&[id]).set(c.contracted_rps as f64);
             let answers = match dp {
                 Some(dp) => dp.customer_answers(c.index)?,
                 None => [0; 3],

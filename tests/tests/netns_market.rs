@@ -160,6 +160,11 @@ fn auction_contract_switches_answers_and_ledger_charges_usage() {
     let on = first_time_answering(&topo, "shop.cdn.example.net", PROXY, start as f64 + 3.0);
     assert!(on >= start as f64 - 0.05 && on < start as f64 + 1.0, "switched on at {on}, period starts {start}");
 
+    // The contract shows in /metrics.
+    let (_, metrics) = spillway_tests::daemon::http(&topo, "GET", "/metrics", None, None);
+    assert!(metrics.contains("spillway_customer_contracted_rps{customer=\"shop\"} 300"), "{metrics}");
+    assert!(metrics.contains("spillway_customer_fraction{customer=\"shop\"} 1"), "{metrics}");
+
     // The proxy reports what it served for shop during the contract: 2 million requests.
     let rep = api_ok(
         &topo,
