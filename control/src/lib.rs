@@ -16,6 +16,7 @@ pub mod capacity;
 pub mod catalog;
 pub mod config;
 pub mod contracts;
+pub mod controller;
 pub mod ctl;
 pub mod daemon;
 pub mod dataplane;

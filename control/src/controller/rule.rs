@@ -1,0 +1,249 @@
+//! The control law for one buyer, one tick.
+//!
+//! Goal: requests/s the proxies serve for the buyer (`served`) close to, and not above, what
+//! it bought (`purchased`), scaled down when the proxies have less spare capacity than sold.
+//!
+//! 1. Setpoint `r = purchased x scale x (1 - headroom)`; `scale <= 1` is the network's
+//!    momentary spare capacity over everything sold (load feedback: buyers shrink first).
+//! 2. The cache model ([`AnswerWindow`]) gives `f_eff`, the proxy share of the answers still
+//!    cached. `served / f_eff` is the buyer's whole demand now, whatever the fraction was
+//!    when those answers were given (EWMA-smoothed over `demand_tau_s`).
+//! 3. Feed-forward: the cache should hold `f* = r / demand x (1 + trim)`.
+//! 4. TTL-aware, asymmetric: going up, new answers get `f*` (the cache reaches it within one
+//!    TTL and never passes it). Going down, new answers get whatever makes the cache hold `f*`
+//!    after `down_horizon` of the TTL (often 0), since every answer given now stays for a TTL.
+//! 5. Integral trim (the I of a PI; step 3 is the proportional part, with gain 1 on the ratio):
+//!    `trim += ki x (r - served) / r x dt / ttl`, clamped, frozen while the fraction is
+//!    saturated in the error's direction, while the cache has not yet reached the last
+//!    fraction (the error is then the TTL's lag), or while `served` is unknown (anti-windup).
+//! 6. Unknown `served` (stale reports): never raise the fraction, hold it.
+//! 7. No contract in force: 0. A manual fraction wins. No proxy answers cached yet (a contract
+//!    starting): the buyer's estimate.
+
+use serde::Serialize;
+
+use super::window::AnswerWindow;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RuleParams {
+    /// Setpoint below the purchase, so noise does not push over it.
+    pub headroom: f64,
+    /// Integral gain (per TTL).
+    pub ki: f64,
+    /// Bound on the integral trim.
+    pub trim_limit: f64,
+    /// Smoothing of the demand estimate, seconds.
+    pub demand_tau_s: f64,
+    /// Going down, the share of a TTL after which the cache should hold the new target.
+    pub down_horizon: f64,
+}
+
+impl Default for RuleParams {
+    fn default() -> Self {
+        Self { headroom: 0.04, ki: 0.5, trim_limit: 0.3, demand_tau_s: 3.0, down_horizon: 0.5 }
+    }
+}
+
+/// One buyer's inputs for a tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BuyerInputs {
+    /// Requests/s bought by contracts in force (0: none).
+    pub purchased_rps: f64,
+    /// The buyer's estimate of the share it wants on the proxies.
+    pub estimate: f64,
+    /// Requests/s the proxies served for the buyer in the last report; `None` if unknown.
+    pub served_rps: Option<f64>,
+    /// A manual fraction set by the operator.
+    pub manual: Option<f64>,
+    pub ttl_s: u32,
+}
+
+/// What the rule keeps between ticks.
+#[derive(Debug, Clone, Default)]
+pub struct BuyerState {
+    pub fraction: f64,
+    pub trim: f64,
+    pub demand_rps: Option<f64>,
+    pub window: AnswerWindow,
+}
+
+/// A decision and the inputs it came from (logged and exported).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Decision {
+    pub fraction: f64,
+    pub setpoint_rps: f64,
+    pub served_rps: Option<f64>,
+    pub demand_rps: Option<f64>,
+    /// Proxy share of the answers still cached.
+    pub cached_share: Option<f64>,
+    pub trim: f64,
+    pub why: Why,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Why {
+    Manual,
+    NoContract,
+    /// Nothing cached points at the proxies yet: the buyer's estimate.
+    Estimate,
+    /// Served unknown: held (never raised).
+    Hold,
+    Track,
+}
+
+/// One tick of the rule for one buyer. `scale` is the load-feedback factor in [0, 1]; `dt`
+/// the seconds since the last tick; `now` the tick's second (answers up to it are in the window).
+pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now: i64, dt: f64) -> Decision {
+    let ttl = i64::from(i.ttl_s.max(1));
+    let cached = s.window.proxy_share();
+    let setpoint = i.purchased_rps * scale.clamp(0.0, 1.0) * (1.0 - p.headroom);
+    let mut d = Decision {
+        fraction: s.fraction,
+        setpoint_rps: setpoint,
+        served_rps: i.served_rps,
+        demand_rps: s.demand_rps,
+        cached_share: cached,
+        trim: s.trim,
+        why: Why::Track,
+    };
+    if let Some(m) = i.manual {
+        s.fraction = m.clamp(0.0, 1.0);
+        return Decision { fraction: s.fraction, why: Why::Manual, ..d };
+    }
+    if i.purchased_rps <= 0.0 {
+        s.fraction = 0.0;
+        s.trim = 0.0;
+        s.demand_rps = None;
+        return Decision { fraction: 0.0, why: Why::NoContract, ..d };
+    }
+    // The demand now, from what is served and what is cached.
+    if let (Some(served), Some(share)) = (i.served_rps, cached)
+        && share > 0.02
+    {
+        let inst = served / share;
+        let a = dt / (p.demand_tau_s + dt);
+        s.demand_rps = Some(s.demand_rps.map_or(inst, |prev| prev + a * (inst - prev)));
+    }
+    d.demand_rps = s.demand_rps;
+    let Some(demand) = s.demand_rps.filter(|&x| x > 0.0) else {
+        // Nothing to estimate from yet: start from the buyer's own estimate (but hold it if
+        // served is unknown and would have to rise).
+        let f = i.estimate.clamp(0.0, 1.0);
+        s.fraction = if i.served_rps.is_none() && s.fraction > 0.0 { s.fraction.min(f) } else { f };
+        return Decision { fraction: s.fraction, why: Why::Estimate, ..d };
+    };
+    let target = (setpoint / demand * (1.0 + s.trim)).clamp(0.0, 1.0);
+    let mut f = target;
+    if cached.is_some_and(|c| target < c) {
+        // Down: make the cache hold the target after part of a TTL.
+        let h = ((ttl as f64) * p.down_horizon).round().max(1.0) as i64;
+        let (old_p, old_n) = s.window.surviving(now, h, ttl);
+        let new_n = s.window.rate(ttl) * h as f64;
+        if new_n > 0.0 {
+            f = ((target * (old_n as f64 + new_n) - old_p as f64) / new_n).clamp(0.0, target);
+        }
+    }
+    let Some(served) = i.served_rps else {
+        // Unknown: never up.
+        s.fraction = s.fraction.min(f);
+        return Decision { fraction: s.fraction, why: Why::Hold, ..d };
+    };
+    // Integral trim with anti-windup: only once the cache holds what was asked (otherwise the
+    // error is the TTL's lag, not a model error), and not against a saturated fraction.
+    let e = if setpoint > 0.0 { (setpoint - served) / setpoint } else { -1.0 };
+    let saturated = (f >= 1.0 && e > 0.0) || (f <= 0.0 && e < 0.0);
+    let settled = cached.is_some_and(|c| (c - s.fraction).abs() <= 0.1 * s.fraction.max(0.01));
+    if settled && !saturated {
+        s.trim = (s.trim + p.ki * e * dt / ttl as f64).clamp(-p.trim_limit, p.trim_limit);
+    }
+    s.fraction = f;
+    Decision { fraction: f, trim: s.trim, ..d }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(purchased: f64, served: Option<f64>) -> BuyerInputs {
+        BuyerInputs { purchased_rps: purchased, estimate: 0.3, served_rps: served, manual: None, ttl_s: 10 }
+    }
+
+    #[test]
+    fn no_contract_is_zero_and_manual_wins() {
+        let p = RuleParams::default();
+        let mut s = BuyerState { fraction: 0.7, ..Default::default() };
+        assert_eq!(step(&p, &mut s, &inputs(0.0, Some(5.0)), 1.0, 0, 1.0).fraction, 0.0);
+        let mut i = inputs(0.0, None);
+        i.manual = Some(0.9);
+        assert_eq!(step(&p, &mut s, &i, 1.0, 0, 1.0).why, Why::Manual);
+        assert_eq!(s.fraction, 0.9);
+    }
+
+    #[test]
+    fn starts_from_the_estimate_then_tracks_the_purchase() {
+        let p = RuleParams::default();
+        let mut s = BuyerState::default();
+        let d = step(&p, &mut s, &inputs(100.0, Some(0.0)), 1.0, 0, 1.0);
+        assert_eq!((d.fraction, d.why), (0.3, Why::Estimate));
+        // The cache now holds 30% proxy answers and 300 rps are served: demand is 1000 rps,
+        // so the cache should hold 96 / 1000.
+        s.window.push(0, 30, 70, 10);
+        let d = step(&p, &mut s, &inputs(100.0, Some(300.0)), 1.0, 1, 1.0);
+        assert!((s.demand_rps.unwrap() - 1000.0).abs() < 1e-9);
+        assert_eq!(d.why, Why::Track);
+        // Going down, new answers get less than the target (0 here) so the cache drains fast.
+        assert!(d.fraction < 0.096, "{d:?}");
+        assert!(d.fraction >= 0.0);
+    }
+
+    #[test]
+    fn going_up_never_past_the_target_and_load_feedback_scales_it() {
+        let p = RuleParams { headroom: 0.0, ..Default::default() };
+        let fresh = || {
+            let mut s = BuyerState { fraction: 0.1, ..Default::default() };
+            s.window.push(0, 10, 90, 10);
+            s.demand_rps = Some(1000.0);
+            s
+        };
+        let d = step(&p, &mut fresh(), &inputs(500.0, Some(100.0)), 1.0, 1, 1.0);
+        assert!((d.fraction - 0.5).abs() < 0.01, "{d:?}");
+        let d = step(&p, &mut fresh(), &inputs(500.0, Some(100.0)), 0.5, 1, 1.0);
+        assert!((d.fraction - 0.25).abs() < 0.01, "half the spare capacity, half the target: {d:?}");
+    }
+
+    #[test]
+    fn unknown_served_holds_and_does_not_wind_up() {
+        let p = RuleParams::default();
+        let mut s = BuyerState { fraction: 0.2, ..Default::default() };
+        s.window.push(0, 20, 80, 10);
+        s.demand_rps = Some(1000.0);
+        for t in 1..50 {
+            let d = step(&p, &mut s, &inputs(900.0, None), 1.0, t, 1.0);
+            assert_eq!(d.why, Why::Hold);
+            assert!(d.fraction <= 0.2 + 1e-12);
+        }
+        assert_eq!(s.trim, 0.0);
+    }
+
+    #[test]
+    fn trim_corrects_a_biased_model_and_stops_at_saturation() {
+        let p = RuleParams::default();
+        let mut s = BuyerState { fraction: 0.5, ..Default::default() };
+        s.window.push(0, 50, 50, 10);
+        s.demand_rps = Some(1000.0);
+        // The cache holds what was asked but served stays below the setpoint: the model is
+        // off, the trim grows, bounded.
+        for _ in 1..200 {
+            step(&p, &mut s, &inputs(200.0, Some(100.0)), 1.0, 1, 1.0);
+            s.fraction = 0.5;
+        }
+        assert!(s.trim > 0.0 && s.trim <= p.trim_limit, "{}", s.trim);
+        // While the cache lags the command, no integration.
+        let mut lag = BuyerState { fraction: 0.9, ..Default::default() };
+        lag.window.push(0, 10, 90, 10);
+        lag.demand_rps = Some(1000.0);
+        step(&p, &mut lag, &inputs(900.0, Some(100.0)), 1.0, 1, 1.0);
+        assert_eq!(lag.trim, 0.0);
+    }
+}
