@@ -8,3 +8,4 @@ pub mod fixture;
 pub mod frame;
 pub mod netns;
 pub mod privileged;
+pub mod sim;

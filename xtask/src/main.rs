@@ -31,6 +31,12 @@ enum Task {
     Demo,
     /// Benchmarks (never part of `test`); results in target/bench/.
     Bench,
+    /// The controller's simulation, full-size scenarios: target/sim/report.json and PNG plots.
+    Sim {
+        /// The small scenarios (those `test` asserts) instead.
+        #[arg(long)]
+        small: bool,
+    },
     /// Install and start Spillway on a Linux edge host over ssh.
     Deploy(deploy::DeployArgs),
 }
@@ -54,6 +60,14 @@ fn main() -> Result<()> {
             require_root("benchmarks load XDP programs")?;
             cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "xdp-microbench"])?;
             cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "market-bench"])
+        }
+        Task::Sim { small } => {
+            setup::run()?;
+            let mut args = vec!["run", "--release", "-q", "-p", "spillway-tests", "--bin", "spillway-sim"];
+            if small {
+                args.extend(["--", "--small"]);
+            }
+            cargo(&root, &args)
         }
         Task::Deploy(args) => deploy::run(&root, &args),
     }

@@ -4,8 +4,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-/// Debian packages: LLVM 22 for bpf-linker, the DNS clients and tools the tests and demo use.
-const APT_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "dnsutils", "knot-dnsutils", "knot", "bpftool"];
+/// Debian packages: LLVM 22 for bpf-linker, the DNS clients and tools the tests and demo use,
+/// and a font for the simulation's plots.
+const APT_PACKAGES: &[&str] =
+    &["llvm-22-dev", "iproute2", "dnsutils", "knot-dnsutils", "knot", "bpftool", "fonts-dejavu-core"];
 /// bpf-linker must link the LLVM that matches nightly's (22).
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
