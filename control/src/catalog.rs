@@ -43,6 +43,8 @@ pub struct Customer {
     pub rr_cursor: u64,
     /// Requests/s bought by contracts in force now.
     pub contracted_rps: u64,
+    /// Answers the userspace server gave, by target (proxy, origin, cname).
+    pub userspace_answers: [u64; 3],
 }
 
 pub struct Catalog {
@@ -117,6 +119,7 @@ impl Catalog {
             record,
             rr_cursor: 0,
             contracted_rps: 0,
+            userspace_answers: [0; 3],
         });
         self.refresh_names();
         Ok(())
@@ -194,11 +197,16 @@ impl Catalog {
         if self.gated && c.contracted_rps == 0 { 0.0 } else { c.config.fraction }
     }
 
-    /// The buyer's contracts in force changed: record it, and in auto mode put the new
-    /// fraction in force.
+    /// The buyer's contracts in force changed: record it, and in auto mode, when the buyer
+    /// gains its first contract or loses its last, put the new fraction in force (the
+    /// estimate, or 0); in between the controller moves it.
     pub fn set_contracted(&mut self, id: &str, rps: u64, dp: Option<&mut Dataplane>) -> Result<()> {
         let i = *self.by_id.get(id).ok_or_else(|| Error::Record(id.into(), "no such customer".into()))?;
+        let before = self.customers[i].contracted_rps;
         self.customers[i].contracted_rps = rps;
+        if before > 0 && rps > 0 {
+            return Ok(());
+        }
         let c = &self.customers[i];
         let fraction = self.auto_fraction(c);
         if c.mode == Mode::Auto && fraction != c.fraction {

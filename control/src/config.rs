@@ -25,6 +25,9 @@ pub struct Config {
     /// Present: the market is on, and a customer's names answer with proxies only while one
     /// of its contracts is in force. Absent: customers are served at their estimate always.
     pub market: Option<MarketConfig>,
+    /// The traffic controller (runs with the market); defaults when absent.
+    #[serde(default)]
+    pub controller: ControllerConfig,
     #[serde(default, rename = "proxy")]
     pub proxies: Vec<Spanned<ProxyConfig>>,
     #[serde(default, rename = "customer")]
@@ -104,6 +107,25 @@ pub struct MarketConfig {
     /// Safety margin on top (0.1 = 10%).
     #[serde(default = "default_forecast_margin")]
     pub forecast_margin: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerConfig {
+    /// Load a proxy should stay under: buyers get `target_load x capacity - own traffic`.
+    pub target_load: f64,
+    /// A proxy's report is fresh this long; then its numbers are unknown (the fractions hold).
+    pub report_stale_s: f64,
+    /// A proxy silent this long counts as down: out of the served sum and the spare capacity.
+    pub proxy_down_s: f64,
+    /// A fraction is written to the data plane only when it moves at least this much.
+    pub min_change: f64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self { target_load: 0.9, report_stale_s: 3.0, proxy_down_s: 10.0, min_change: 0.005 }
+    }
 }
 
 fn default_period_s() -> u32 {
@@ -358,6 +380,16 @@ impl Config {
             if !(0.0..=10.0).contains(&m.forecast_margin) {
                 v.push(None, "market.forecast_margin", "must be between 0 and 10".into());
             }
+        }
+        let ctl = &self.controller;
+        if !(ctl.target_load > 0.0 && ctl.target_load <= 1.0) {
+            v.push(None, "controller.target_load", format!("{} is outside (0, 1]", ctl.target_load));
+        }
+        if !(ctl.report_stale_s > 0.0 && ctl.report_stale_s < ctl.proxy_down_s) {
+            v.push(None, "controller.report_stale_s", "must be above 0 and below controller.proxy_down_s".into());
+        }
+        if !(0.0..=0.5).contains(&ctl.min_change) {
+            v.push(None, "controller.min_change", format!("{} is outside [0, 0.5]", ctl.min_change));
         }
         let mut tokens: HashSet<&str> = self.api.token.iter().map(String::as_str).collect();
 

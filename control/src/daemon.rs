@@ -49,6 +49,7 @@ pub async fn run(config: Config) -> Result<()> {
     let state = AppState::new(engine, tokens);
     if state.engine().market.is_some() {
         tokio::spawn(market_scheduler(state.clone()));
+        tokio::spawn(controller_loop(state.clone()));
     }
     if !config.server.listen.is_empty() {
         let serial_base =
@@ -90,6 +91,22 @@ async fn market_scheduler(state: Arc<AppState>) {
         let mut engine = state.engine();
         if let Err(e) = engine.tick(unix_now()) {
             tracing::error!("market tick: {e}");
+        }
+    }
+}
+
+/// The controller's tick, once a second (a fifth of a second past it, so the proxies'
+/// reports of that second are in).
+async fn controller_loop(state: Arc<AppState>) {
+    loop {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let next = std::time::Duration::from_secs(now.as_secs() + 1) + std::time::Duration::from_millis(200);
+        tokio::time::sleep(next.saturating_sub(now)).await;
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let mut engine = state.engine();
+        if let Err(e) = engine.control_tick(t) {
+            tracing::error!("controller tick: {e}");
         }
     }
 }

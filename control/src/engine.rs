@@ -1,13 +1,18 @@
 //! The engine: everything the control plane changes, behind one lock so a change reaches the
 //! store, the market's memory and the data plane together or not at all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::{
     capacity::{Capacity, forecast::ForecastParams},
     catalog::Catalog,
+    catalog::Mode,
     config::{Config, CustomerConfig},
     contracts,
+    controller::{
+        BuyerInputs, BuyerTick, Controller, ControllerParams, Decision, NetworkInputs,
+        feed::{FeedSnapshot, ProxyFeed},
+    },
     dataplane::Dataplane,
     error::{Error, Result},
     ledger,
@@ -26,6 +31,15 @@ pub struct Engine {
     pub capacity: Capacity,
     /// `None` when the config has no `[market]` section.
     pub market: Option<Market>,
+    /// The traffic controller (runs with the market) and what the proxies report.
+    pub controller: Controller,
+    pub feed: ProxyFeed,
+    /// Answers counted so far per customer (XDP + userspace), for per-tick deltas.
+    answers_seen: HashMap<String, [u64; 3]>,
+    /// The last decision per customer, for the metrics and the API.
+    pub decisions: HashMap<String, Decision>,
+    /// The proxies as of the last tick.
+    pub last_feed: FeedSnapshot,
 }
 
 /// Whether a problem from `Config::check_added_customers` is about customer `id`.
@@ -89,8 +103,22 @@ impl Engine {
                 Some(Market::load(params, &store).map_err(Error::from)?)
             }
         };
-        let mut engine =
-            Engine { config: config.clone(), api_customers, catalog, dataplane: None, store, capacity, market };
+        let controller =
+            Controller::new(ControllerParams { min_change: config.controller.min_change, ..Default::default() });
+        let mut engine = Engine {
+            config: config.clone(),
+            api_customers,
+            catalog,
+            dataplane: None,
+            store,
+            capacity,
+            market,
+            controller,
+            feed: ProxyFeed::default(),
+            answers_seen: HashMap::new(),
+            decisions: HashMap::new(),
+            last_feed: FeedSnapshot::default(),
+        };
         // The contracts in force now decide the fractions the data plane starts with.
         engine.sync_contracts(now, true)?;
         engine.dataplane = dataplane;
@@ -137,14 +165,80 @@ impl Engine {
         self.sync_contracts(now, false)
     }
 
-    /// A proxy's report: own usage into the forecast history, served requests into the ledger.
+    /// One controller tick at `now` (seconds, with fraction): every buyer's answers since the
+    /// last tick, what the proxies serve for it, the contracts in force; fractions that move
+    /// enough are written to the data plane (auto mode only). The market must be on.
+    pub fn control_tick(&mut self, now: f64) -> Result<()> {
+        if self.market.is_none() {
+            return Ok(());
+        }
+        let c = &self.config.controller;
+        let snap = self.feed.snapshot(now, self.capacity.proxies(), c.target_load, c.report_stale_s, c.proxy_down_s);
+        let mut ids = Vec::new();
+        let mut ticks = Vec::new();
+        for cust in self.catalog.customers() {
+            let xdp = match &self.dataplane {
+                Some(dp) => dp.customer_answers(cust.index)?,
+                None => [0; 3],
+            };
+            let total: [u64; 3] = std::array::from_fn(|i| xdp[i] + cust.userspace_answers[i]);
+            let prev = self.answers_seen.insert(cust.config.id.clone(), total).unwrap_or(total);
+            let d: [u64; 3] = std::array::from_fn(|i| total[i].saturating_sub(prev[i]));
+            ids.push(cust.config.id.clone());
+            ticks.push((
+                d,
+                BuyerInputs {
+                    purchased_rps: cust.contracted_rps as f64,
+                    estimate: cust.config.fraction,
+                    served_rps: snap.served.as_ref().map(|m| m.get(&cust.config.id).copied().unwrap_or(0.0)),
+                    manual: (cust.mode == Mode::Manual).then_some(cust.fraction),
+                    ttl_s: cust.config.ttl,
+                },
+            ));
+        }
+        let buyer_ticks: Vec<BuyerTick<'_>> = ids
+            .iter()
+            .zip(&ticks)
+            .map(|(id, (d, inputs))| BuyerTick { id, proxy_answers: d[0], other_answers: d[1] + d[2], inputs: *inputs })
+            .collect();
+        let outputs =
+            self.controller.tick(now.floor() as i64, NetworkInputs { spare_rps: snap.spare_rps }, &buyer_ticks);
+        for (id, out) in ids.iter().zip(outputs) {
+            let d = out.decision;
+            tracing::debug!(customer = %id, fraction = d.fraction, setpoint = d.setpoint_rps, served = ?d.served_rps,
+                demand = ?d.demand_rps, cached_share = ?d.cached_share, headroom = d.headroom, trim = d.trim,
+                why = ?d.why, scale = self.controller.scale(), "controller decision");
+            let current = self.catalog.customer(id).map(|c| (c.mode, c.fraction));
+            if out.write
+                && let Some((Mode::Auto, f)) = current
+                && (f - d.fraction).abs() > f64::EPSILON
+            {
+                self.catalog.set_fraction(id, d.fraction, Mode::Auto, self.dataplane.as_mut())?;
+                tracing::info!(customer = %id, from = f, to = d.fraction, setpoint = d.setpoint_rps,
+                    served = ?d.served_rps, demand = ?d.demand_rps, cached_share = ?d.cached_share,
+                    headroom = d.headroom, why = ?d.why, scale = self.controller.scale(), "fraction moved by the controller");
+            }
+            self.decisions.insert(id.clone(), d);
+        }
+        self.last_feed = snap;
+        Ok(())
+    }
+
+    /// A proxy's report: own usage into the forecast history, served requests into the ledger
+    /// and the controller's feed.
     pub fn record_report(
         &mut self,
         proxy: &str,
         own_requests: u64,
         served: &BTreeMap<String, u64>,
+        interval_s: Option<f64>,
         now: i64,
     ) -> Result<crate::store::ReportRecord> {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(now as f64);
+        self.feed.report(proxy, at, interval_s, own_requests, served);
         let interval = self.capacity.history().interval_of(now);
         let contracts = self.market.as_ref().map(Market::contracts).unwrap_or_default();
         let record = ledger::price_report(contracts, proxy, now, interval, own_requests, served);

@@ -4,13 +4,16 @@
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 use spillway_common::{decision::Target, stats::XdpOutcome};
 
-use crate::{catalog::Catalog, dataplane::Dataplane, error::Result};
+use crate::{engine::Engine, error::Result};
 
 pub const DNS_QUERIES_TOTAL: &str = "spillway_dns_queries_total";
 pub const ANSWERS_TOTAL: &str = "spillway_answers_total";
 pub const CUSTOMER_FRACTION: &str = "spillway_customer_fraction";
 pub const XDP_PACKETS_TOTAL: &str = "spillway_xdp_packets_total";
 pub const CUSTOMER_CONTRACTED_RPS: &str = "spillway_customer_contracted_rps";
+pub const CUSTOMER_SERVED_RPS: &str = "spillway_customer_served_rps";
+pub const CUSTOMER_SETPOINT_RPS: &str = "spillway_customer_setpoint_rps";
+pub const CONTROLLER_SCALE: &str = "spillway_controller_scale";
 
 pub const PATH_XDP: &str = "xdp";
 pub const PATH_USERSPACE: &str = "userspace";
@@ -21,6 +24,9 @@ pub struct Metrics {
     answers: IntCounterVec,
     fraction: GaugeVec,
     contracted: GaugeVec,
+    served: GaugeVec,
+    setpoint: GaugeVec,
+    scale: prometheus::Gauge,
     xdp_packets: IntCounterVec,
 }
 
@@ -53,6 +59,24 @@ impl Metrics {
             &["customer"],
         )
         .expect("valid metric");
+        let served = GaugeVec::new(
+            Opts::new(
+                CUSTOMER_SERVED_RPS,
+                "Requests/s the proxies report serving for a customer (absent when unknown).",
+            ),
+            &["customer"],
+        )
+        .expect("valid metric");
+        let setpoint = GaugeVec::new(
+            Opts::new(CUSTOMER_SETPOINT_RPS, "The controller's target for a customer's served requests/s."),
+            &["customer"],
+        )
+        .expect("valid metric");
+        let scale = prometheus::Gauge::new(
+            CONTROLLER_SCALE,
+            "Load feedback: the proxies' spare capacity over everything sold, at most 1.",
+        )
+        .expect("valid metric");
         let xdp_packets = IntCounterVec::new(
             Opts::new(XDP_PACKETS_TOTAL, "Packets seen by the XDP program, by outcome (answered or why passed)."),
             &["outcome"],
@@ -64,10 +88,11 @@ impl Metrics {
         for c in [&dns_queries, &answers, &xdp_packets] {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
-        for g in [&fraction, &contracted] {
+        for g in [&fraction, &contracted, &served, &setpoint] {
             registry.register(Box::new(g.clone())).expect("unique metric");
         }
-        Self { registry, dns_queries, answers, fraction, contracted, xdp_packets }
+        registry.register(Box::new(scale.clone())).expect("unique metric");
+        Self { registry, dns_queries, answers, fraction, contracted, served, setpoint, scale, xdp_packets }
     }
 
     /// One more query answered by the userspace server.
@@ -76,7 +101,11 @@ impl Metrics {
     }
 
     /// Read the counters and render the text exposition format.
-    pub fn render(&self, catalog: &Catalog, dp: Option<&Dataplane>) -> Result<String> {
+    pub fn render(&self, engine: &Engine) -> Result<String> {
+        let (catalog, dp) = (&engine.catalog, engine.dataplane.as_ref());
+        self.scale.set(engine.controller.scale());
+        self.served.reset();
+        self.setpoint.reset();
         let mut xdp_answered = 0;
         if let Some(dp) = dp {
             let stats = dp.xdp_stats()?;
@@ -93,6 +122,12 @@ impl Metrics {
             let id = c.config.id.as_str();
             self.fraction.with_label_values(&[id]).set(c.fraction);
             self.contracted.with_label_values(&[id]).set(c.contracted_rps as f64);
+            if let Some(d) = engine.decisions.get(id) {
+                if let Some(s) = d.served_rps {
+                    self.served.with_label_values(&[id]).set(s);
+                }
+                self.setpoint.with_label_values(&[id]).set(d.setpoint_rps);
+            }
             let answers = match dp {
                 Some(dp) => dp.customer_answers(c.index)?,
                 None => [0; 3],

@@ -17,7 +17,7 @@ use crate::{
     engine::Engine,
 };
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize)]
 pub struct CustomerView {
     pub id: String,
     pub names: Vec<String>,
@@ -35,6 +35,8 @@ pub struct CustomerView {
     pub origin_cname: Option<String>,
     /// Answers by target since the program was loaded (XDP path).
     pub answers: AnswerCounts,
+    /// The controller's last decision and its inputs (with the market on).
+    pub controller: Option<crate::controller::Decision>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -44,7 +46,7 @@ pub struct AnswerCounts {
     pub cname: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize)]
 pub struct CustomerList {
     pub customers: Vec<CustomerView>,
 }
@@ -64,6 +66,7 @@ fn view(engine: &Engine, c: &Customer) -> CustomerView {
         origin_addresses: c.config.origin_addresses.clone(),
         origin_cname: c.config.origin_cname.clone(),
         answers: AnswerCounts { proxy: a[0], origin: a[1], cname: a[2] },
+        controller: engine.decisions.get(&c.config.id).copied(),
     }
 }
 

@@ -103,7 +103,7 @@ async fn not_found() -> ApiError {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let engine = state.engine();
-    let text = state.metrics.render(&engine.catalog, engine.dataplane.as_ref()).map_err(ApiError::internal)?;
+    let text = state.metrics.render(&engine).map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 

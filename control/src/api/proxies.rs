@@ -77,6 +77,8 @@ pub struct ReportRequest {
     /// Requests served per buyer id.
     #[serde(default)]
     pub served: BTreeMap<String, u64>,
+    /// Seconds the counts cover (default: the time since this proxy's previous report).
+    pub interval_s: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -115,7 +117,10 @@ pub async fn report(
     if sum.is_none_or(|s| s > i64::MAX as u64 / 2) {
         return Err(ApiError::bad_request("request counts are too large"));
     }
-    let r = engine.record_report(&name, req.own_requests, &req.served, unix_now())?;
+    if req.interval_s.is_some_and(|s| !(s.is_finite() && s > 0.0 && s <= 3600.0)) {
+        return Err(ApiError::bad_request("interval_s must be above 0 and at most 3600"));
+    }
+    let r = engine.record_report(&name, req.own_requests, &req.served, req.interval_s, unix_now())?;
     Ok(Json(ReportView {
         proxy: r.proxy,
         at: r.at,

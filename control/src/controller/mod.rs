@@ -4,6 +4,7 @@
 //! [`window`]. This module holds the state of every buyer and the network-wide load feedback.
 //! The simulation (`cargo xtask sim`) drives this same code through its own clock.
 
+pub mod feed;
 pub mod rule;
 pub mod window;
 

@@ -206,6 +206,7 @@ impl Authority {
                 if v6 { (rec.origin_v6_len, proxies.v6_len) } else { (rec.origin_v4_len, proxies.v4_len) };
             match choose_target(&rec, rand::random(), proxies_len, origins) {
                 Some(Target::Proxy) => {
+                    c.userspace_answers[0] += 1;
                     let (start, count) = proxy_window(proxies_len, rand::random());
                     for i in 0..count {
                         let idx = proxy_index(start, i, proxies_len);
@@ -218,6 +219,7 @@ impl Authority {
                     }
                 }
                 Some(Target::Origin) => {
+                    c.userspace_answers[1] += 1;
                     let draw = OriginDraw {
                         rr_cursor: c.rr_cursor,
                         rand: rand::random(),
@@ -241,6 +243,7 @@ impl Authority {
                     r.add_answer(address_record(owner, rec.ttl, addr));
                 }
                 Some(Target::Cname) => {
+                    c.userspace_answers[2] += 1;
                     let target = c.config.origin_cname.as_deref().and_then(|n| parse_name(n).ok());
                     match target {
                         Some(t) => {

@@ -95,5 +95,10 @@ fn settle(tr: &Trace, at: usize) -> f64 {
     let ratios = window_ratios(&summed(&tr.served), &summed(&tr.allowed));
     // A window starting before the step may still end after it.
     let from = at.saturating_sub(WINDOW_S - 1);
-    ratios.iter().filter(|&&(i, r)| i >= from && r > 1.05).map(|&(i, _)| (i + WINDOW_S).saturating_sub(at)).max().unwrap_or(0) as f64
+    ratios
+        .iter()
+        .filter(|&&(i, r)| i >= from && r > 1.05)
+        .map(|&(i, _)| (i + WINDOW_S).saturating_sub(at))
+        .max()
+        .unwrap_or(0) as f64
 }

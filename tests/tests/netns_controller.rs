@@ -1,0 +1,120 @@
+//! End to end, the controller: the real `spillway run` with XDP in a namespace, a contract in
+//! force, real DNS queries flowing (dig), and proxy reports pushed over HTTP. Reports saying
+//! the proxies serve far more than was bought move the fraction down in the XDP map (seen in
+//! the API, in /metrics and in dig's answers); when the reports stop, the fraction holds
+//! (unknown is not zero) and never rises.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use spillway_tests::{
+    client::{api_ok, dig, now_f64},
+    daemon::{self, Daemon},
+    netns::{SERVER_ADDR4, Topology},
+    require_privileges,
+};
+
+const OP: &str = "operator-token";
+const PROXY: &str = "198.51.100.10";
+
+fn config(server_if: &str) -> String {
+    format!(
+        r#"
+[server]
+zones = ["cdn.example.net."]
+xdp_interfaces = ["{server_if}"]
+[api]
+listen = "{SERVER_ADDR4}:8053"
+token = "{OP}"
+[store]
+path = "@DIR@/spillway.db"
+[market]
+period_s = 600
+horizon_periods = 2
+reserve_price = 1.0
+assumed_own_load = 0.0
+[controller]
+report_stale_s = 2.0
+proxy_down_s = 4.0
+[[proxy]]
+name = "edge-1"
+addresses = ["{PROXY}"]
+capacity_rps = 10000
+[[customer]]
+id = "shop"
+names = ["shop.cdn.example.net."]
+origin_addresses = ["203.0.113.10"]
+overflow = "origin"
+fraction = 0.5
+ttl = 2
+"#
+    )
+}
+
+fn fraction(topo: &Topology) -> f64 {
+    api_ok(topo, "GET", "/v1/customers/shop", OP, None)["fraction"].as_f64().expect("fraction")
+}
+
+fn report(topo: &Topology, served: u64) {
+    let body = json!({"own_requests": 1000, "served": {"shop": served}, "interval_s": 1.0});
+    api_ok(topo, "POST", "/v1/proxies/edge-1/report", OP, Some(body));
+}
+
+#[test]
+fn proxy_reports_move_the_fraction_in_the_xdp_map() {
+    require_privileges!();
+    let topo = Topology::new();
+    let _daemon = Daemon::start(&topo, &config(&topo.server_if)).expect("spillway starts");
+
+    // A contract in force now: 100 rps of the running period, bought through the book.
+    let period = (now_f64() as i64 / 600) * 600;
+    let r: Value = api_ok(
+        &topo,
+        "POST",
+        "/v1/orders",
+        OP,
+        Some(json!({"customer": "shop", "period_start": period, "quantity_rps": 100, "price": 1.0, "tif": "ioc"})),
+    );
+    assert_eq!(r["order"]["state"], "filled", "{r}");
+    assert_eq!(fraction(&topo), 0.5, "the buyer's estimate starts the contract");
+
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Resolvers asking all along (the controller's cache model needs answers).
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]);
+            }
+        });
+        // The proxy says it serves 800 rps for shop, eight times what was bought.
+        for _ in 0..8 {
+            report(&topo, 800);
+            std::thread::sleep(Duration::from_millis(1000));
+        }
+        let low = fraction(&topo);
+        assert!(low < 0.25, "the fraction should have come down from 0.5, is {low}");
+        let shop = api_ok(&topo, "GET", "/v1/customers/shop", OP, None);
+        assert_eq!(shop["mode"], "auto");
+        assert!(shop["controller"]["setpoint_rps"].as_f64().is_some_and(|s| s > 0.0 && s < 100.0), "{shop}");
+        assert_eq!(shop["controller"]["served_rps"].as_f64(), Some(800.0), "{shop}");
+        let (_, metrics) = daemon::http(&topo, "GET", "/metrics", None, None);
+        assert!(metrics.contains("spillway_customer_served_rps{customer=\"shop\"} 800"), "{metrics}");
+
+        // The data plane follows: most answers are the origin now.
+        let answers: Vec<String> =
+            (0..20).flat_map(|_| dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"])).collect();
+        let proxied = answers.iter().filter(|a| a.as_str() == PROXY).count();
+        assert!(proxied <= 12, "{proxied} of 20 answers still went to the proxies at fraction {low}");
+
+        // The reports stop: unknown, not zero. The fraction holds; it does not rise.
+        for _ in 0..6 {
+            std::thread::sleep(Duration::from_millis(1000));
+            let f = fraction(&topo);
+            assert!(f <= low + 1e-9, "the fraction rose from {low} to {f} with no reports");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
