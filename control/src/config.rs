@@ -156,6 +156,9 @@ pub struct ProxyConfig {
     pub name: String,
     pub addresses: Vec<IpAddr>,
     pub capacity_rps: u64,
+    /// The proxy's Prometheus endpoint, scraped every second for its request counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -414,6 +417,11 @@ impl Config {
             v6 += p.addresses.iter().filter(|a| a.is_ipv6()).count();
             if p.capacity_rps == 0 {
                 v.push(line, &format!("{at}.capacity_rps"), "must be greater than 0".into());
+            }
+            if let Some(url) = &p.metrics_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                v.push(line, &format!("{at}.metrics_url"), format!("{url:?} is not an http(s) URL"));
             }
         }
         if v4 > MAX_PROXY_ADDRS || v6 > MAX_PROXY_ADDRS {

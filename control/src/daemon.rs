@@ -51,6 +51,11 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::spawn(market_scheduler(state.clone()));
         tokio::spawn(controller_loop(state.clone()));
     }
+    for p in config.proxies() {
+        if let Some(url) = &p.metrics_url {
+            tokio::spawn(scrape_loop(state.clone(), p.name.clone(), url.clone()));
+        }
+    }
     if !config.server.listen.is_empty() {
         let serial_base =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
@@ -107,6 +112,44 @@ async fn controller_loop(state: Arc<AppState>) {
         let mut engine = state.engine();
         if let Err(e) = engine.control_tick(t) {
             tracing::error!("controller tick: {e}");
+        }
+    }
+}
+
+/// Scrape a proxy's metrics every second; each scrape after the first is a report (the
+/// counters' growth since the previous one). A failed scrape is no report: the proxy goes
+/// stale, then down, as if silent.
+async fn scrape_loop(state: Arc<AppState>, proxy: String, url: String) {
+    use crate::controller::scrape;
+    let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build() {
+        Ok(c) => c,
+        Err(e) => return tracing::error!(%proxy, "no HTTP client for scraping: {e}"),
+    };
+    let mut prev: Option<(f64, scrape::Counters)> = None;
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        let text = match client.get(&url).send().await.and_then(|r| r.error_for_status()) {
+            Ok(r) => r.text().await,
+            Err(e) => Err(e),
+        };
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(%proxy, %url, "scrape failed: {e}");
+                continue;
+            }
+        };
+        let at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let counters = scrape::parse(&text);
+        if let Some((t0, before)) = prev.replace((at, counters.clone())) {
+            let (own, mut served) = scrape::delta(&before, &counters);
+            let mut engine = state.engine();
+            served.retain(|c, _| engine.catalog.customer(c).is_some());
+            if let Err(e) = engine.record_report(&proxy, own, &served, Some(at - t0), at as i64) {
+                tracing::error!(%proxy, "recording a scrape: {e}");
+            }
         }
     }
 }

@@ -2,9 +2,12 @@
 //! force, real DNS queries flowing (dig), and proxy reports pushed over HTTP. Reports saying
 //! the proxies serve far more than was bought move the fraction down in the XDP map (seen in
 //! the API, in /metrics and in dig's answers); when the reports stop, the fraction holds
-//! (unknown is not zero) and never rises.
+//! (unknown is not zero) and never rises. The same with the counters scraped from a proxy's
+//! Prometheus endpoint (`metrics_url`) instead of pushed reports.
 
 use std::{
+    io::{Read, Write},
+    net::TcpListener,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -20,7 +23,8 @@ use spillway_tests::{
 const OP: &str = "operator-token";
 const PROXY: &str = "198.51.100.10";
 
-fn config(server_if: &str) -> String {
+fn config(server_if: &str, metrics_url: Option<&str>) -> String {
+    let scrape = metrics_url.map(|u| format!("metrics_url = \"{u}\"\n")).unwrap_or_default();
     format!(
         r#"
 [server]
@@ -43,7 +47,7 @@ proxy_down_s = 4.0
 name = "edge-1"
 addresses = ["{PROXY}"]
 capacity_rps = 10000
-[[customer]]
+{scrape}[[customer]]
 id = "shop"
 names = ["shop.cdn.example.net."]
 origin_addresses = ["203.0.113.10"]
@@ -67,48 +71,17 @@ fn report(topo: &Topology, served: u64) {
 fn proxy_reports_move_the_fraction_in_the_xdp_map() {
     require_privileges!();
     let topo = Topology::new();
-    let _daemon = Daemon::start(&topo, &config(&topo.server_if)).expect("spillway starts");
-
-    // A contract in force now: 100 rps of the running period, bought through the book.
-    let period = (now_f64() as i64 / 600) * 600;
-    let r: Value = api_ok(
-        &topo,
-        "POST",
-        "/v1/orders",
-        OP,
-        Some(json!({"customer": "shop", "period_start": period, "quantity_rps": 100, "price": 1.0, "tif": "ioc"})),
-    );
-    assert_eq!(r["order"]["state"], "filled", "{r}");
-    assert_eq!(fraction(&topo), 0.5, "the buyer's estimate starts the contract");
-
+    let _daemon = Daemon::start(&topo, &config(&topo.server_if, None)).expect("spillway starts");
+    buy_now(&topo);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        // Resolvers asking all along (the controller's cache model needs answers).
-        s.spawn(|| {
-            while !stop.load(Ordering::Relaxed) {
-                dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]);
-            }
-        });
+        s.spawn(|| resolvers_asking(&topo, &stop));
         // The proxy says it serves 800 rps for shop, eight times what was bought.
         for _ in 0..8 {
             report(&topo, 800);
             std::thread::sleep(Duration::from_millis(1000));
         }
-        let low = fraction(&topo);
-        assert!(low < 0.25, "the fraction should have come down from 0.5, is {low}");
-        let shop = api_ok(&topo, "GET", "/v1/customers/shop", OP, None);
-        assert_eq!(shop["mode"], "auto");
-        assert!(shop["controller"]["setpoint_rps"].as_f64().is_some_and(|s| s > 0.0 && s < 100.0), "{shop}");
-        assert_eq!(shop["controller"]["served_rps"].as_f64(), Some(800.0), "{shop}");
-        let (_, metrics) = daemon::http(&topo, "GET", "/metrics", None, None);
-        assert!(metrics.contains("spillway_customer_served_rps{customer=\"shop\"} 800"), "{metrics}");
-
-        // The data plane follows: most answers are the origin now.
-        let answers: Vec<String> =
-            (0..20).flat_map(|_| dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"])).collect();
-        let proxied = answers.iter().filter(|a| a.as_str() == PROXY).count();
-        assert!(proxied <= 12, "{proxied} of 20 answers still went to the proxies at fraction {low}");
-
+        let low = came_down(&topo);
         // The reports stop: unknown, not zero. The fraction holds; it does not rise.
         for _ in 0..6 {
             std::thread::sleep(Duration::from_millis(1000));
@@ -117,4 +90,86 @@ fn proxy_reports_move_the_fraction_in_the_xdp_map() {
         }
         stop.store(true, Ordering::Relaxed);
     });
+}
+
+#[test]
+fn scraped_proxy_counters_move_the_fraction() {
+    require_privileges!();
+    let topo = Topology::new();
+    // The proxy's exporter, in the server namespace on 127.0.0.1: counters that grow by
+    // 800 requests a second for shop.
+    let listener = topo.server.run(|| TcpListener::bind("127.0.0.1:9101").expect("bind the exporter"));
+    let started = now_f64();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let n = ((now_f64() - started) * 800.0) as u64;
+            let body = format!(
+                "# TYPE spillway_proxy_requests_total counter\nspillway_proxy_requests_total{{customer=\"shop\"}} {n}\n\
+                 spillway_proxy_own_requests_total {}\n",
+                n * 2
+            );
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let _daemon =
+        Daemon::start(&topo, &config(&topo.server_if, Some("http://127.0.0.1:9101/metrics"))).expect("spillway starts");
+    buy_now(&topo);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| resolvers_asking(&topo, &stop));
+        std::thread::sleep(Duration::from_secs(8));
+        came_down(&topo);
+        stop.store(true, Ordering::Relaxed);
+    });
+    // The scrapes also reached the ledger.
+    let usage = api_ok(&topo, "GET", "/v1/usage?customer=shop", OP, None);
+    assert!(usage["total_requests"].as_u64().is_some_and(|n| n >= 800), "{usage}");
+}
+
+/// A contract in force now: 100 rps of the running period, bought through the book; the
+/// fraction starts at the buyer's estimate.
+fn buy_now(topo: &Topology) {
+    let period = (now_f64() as i64 / 600) * 600;
+    let r: Value = api_ok(
+        topo,
+        "POST",
+        "/v1/orders",
+        OP,
+        Some(json!({"customer": "shop", "period_start": period, "quantity_rps": 100, "price": 1.0, "tif": "ioc"})),
+    );
+    assert_eq!(r["order"]["state"], "filled", "{r}");
+    assert_eq!(fraction(topo), 0.5, "the buyer's estimate starts the contract");
+}
+
+/// Resolvers asking all along (the controller's cache model needs answers).
+fn resolvers_asking(topo: &Topology, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        dig(topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]);
+    }
+}
+
+/// After the proxies said they serve 800 rps for a 100 rps purchase: the fraction is down,
+/// the API and /metrics show why, and dig's answers follow. Returns the fraction.
+fn came_down(topo: &Topology) -> f64 {
+    let low = fraction(topo);
+    assert!(low < 0.25, "the fraction should have come down from 0.5, is {low}");
+    let shop = api_ok(topo, "GET", "/v1/customers/shop", OP, None);
+    assert_eq!(shop["mode"], "auto");
+    assert!(shop["controller"]["setpoint_rps"].as_f64().is_some_and(|s| s > 0.0 && s < 100.0), "{shop}");
+    let served = shop["controller"]["served_rps"].as_f64().unwrap_or(0.0);
+    assert!((700.0..=900.0).contains(&served), "{shop}");
+    let (_, metrics) = daemon::http(topo, "GET", "/metrics", None, None);
+    assert!(metrics.contains("spillway_customer_served_rps{customer=\"shop\"}"), "{metrics}");
+    // The data plane follows: most answers are the origin now.
+    let answers: Vec<String> = (0..20).flat_map(|_| dig(topo, &["@192.0.2.53", "shop.cdn.example.net", "A"])).collect();
+    let proxied = answers.iter().filter(|a| a.as_str() == PROXY).count();
+    assert!(proxied <= 12, "{proxied} of 20 answers still went to the proxies at fraction {low}");
+    low
 }

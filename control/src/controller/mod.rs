@@ -6,6 +6,7 @@
 
 pub mod feed;
 pub mod rule;
+pub mod scrape;
 pub mod window;
 
 use std::collections::HashMap;
