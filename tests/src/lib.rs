@@ -7,5 +7,6 @@ pub mod dnswire;
 pub mod fixture;
 pub mod frame;
 pub mod netns;
+pub mod peers;
 pub mod privileged;
 pub mod sim;

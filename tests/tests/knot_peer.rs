@@ -4,11 +4,7 @@
 //! TCP, IPv4 and IPv6, with and without EDNS: the same rcode, flags, question, EDNS and sections.
 //! SOA serials are left out (each server counts its own).
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream, UdpSocket},
-    time::{Duration, Instant},
-};
+use std::net::SocketAddr;
 
 use hickory_proto::{
     op::{Edns, Message, Query},
@@ -16,7 +12,8 @@ use hickory_proto::{
 };
 use spillway_tests::{
     daemon::Daemon,
-    netns::{Proc, SERVER_ADDR4, SERVER_ADDR6, Topology},
+    netns::{SERVER_ADDR4, SERVER_ADDR6, Topology},
+    peers::{self, exchange},
     require_privileges,
 };
 
@@ -58,45 +55,6 @@ shop.cdn.example.net. 30 IN A 203.0.113.10
 a.b.deep.cdn.example.net. 30 IN A 203.0.113.10
 ";
 
-fn knot_conf(dir: &std::path::Path) -> String {
-    let d = dir.display();
-    format!(
-        "server:\n    rundir: \"{d}/run\"\n    listen: [ {SERVER_ADDR4}@53, {SERVER_ADDR6}@53 ]\n\
-         database:\n    storage: \"{d}/db\"\n\
-         template:\n  - id: default\n    storage: \"{d}\"\n\
-         zone:\n  - domain: cdn.example.net.\n    file: \"cdn.example.net.zone\"\n\
-         log:\n  - target: stderr\n    any: warning\n"
-    )
-}
-
-/// One query, UDP or TCP, from inside a client namespace.
-fn exchange(topo: &Topology, server: SocketAddr, request: Vec<u8>, tcp: bool) -> Result<Vec<u8>, String> {
-    topo.client.run(move || -> Result<Vec<u8>, String> {
-        let timeout = Some(Duration::from_secs(2));
-        if tcp {
-            let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-            s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
-            let mut out = (request.len() as u16).to_be_bytes().to_vec();
-            out.extend_from_slice(&request);
-            s.write_all(&out).map_err(|e| e.to_string())?;
-            let mut len = [0u8; 2];
-            s.read_exact(&mut len).map_err(|e| e.to_string())?;
-            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-            s.read_exact(&mut buf).map_err(|e| e.to_string())?;
-            Ok(buf)
-        } else {
-            let bind = if server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
-            let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-            s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
-            s.send_to(&request, server).map_err(|e| e.to_string())?;
-            let mut buf = vec![0u8; 65535];
-            let n = s.recv(&mut buf).map_err(|e| e.to_string())?;
-            buf.truncate(n);
-            Ok(buf)
-        }
-    })
-}
-
 /// What must agree, as comparable text.
 fn summary(bytes: &[u8]) -> String {
     let m = Message::from_vec(bytes).expect("reply parses");
@@ -136,19 +94,6 @@ fn summary(bytes: &[u8]) -> String {
     )
 }
 
-fn wait_for(topo: &Topology, proc: &Proc) {
-    let probe = {
-        let mut q = Message::query();
-        q.add_query(Query::query(Name::from_ascii("cdn.example.net.").unwrap(), RecordType::SOA));
-        q.to_vec().unwrap()
-    };
-    let server: SocketAddr = format!("{SERVER_ADDR4}:53").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while exchange(topo, server, probe.clone(), false).is_err() {
-        assert!(Instant::now() < deadline, "knotd not answering; log:\n{}", proc.log_text());
-    }
-}
-
 #[test]
 fn same_answers_as_knot() {
     require_privileges!();
@@ -162,14 +107,7 @@ fn same_answers_as_knot() {
 
     let peer = Topology::new();
     let dir = tempfile::tempdir().expect("temp dir");
-    for sub in ["run", "db"] {
-        std::fs::create_dir_all(dir.path().join(sub)).expect("knot dirs");
-    }
-    std::fs::write(dir.path().join("cdn.example.net.zone"), ZONE).expect("zone file");
-    let conf = dir.path().join("knot.conf");
-    std::fs::write(&conf, knot_conf(dir.path())).expect("knot conf");
-    let knot = peer.server.spawn(&["knotd", "-c", conf.to_str().expect("utf-8")], dir.path().join("knot.log"));
-    wait_for(&peer, &knot);
+    let _knot = peers::knot(&peer, dir.path(), "cdn.example.net.", ZONE, None).expect("knotd starts");
 
     let names = [
         "cdn.example.net.",
