@@ -2,7 +2,7 @@
 //! what the API reads and changes; every change is written to the data plane first and kept only
 //! if that write succeeded, so the two never disagree.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
@@ -56,8 +56,9 @@ pub struct Catalog {
     generation: u32,
     /// The market is on: names answer with proxies only under a contract in force.
     gated: bool,
-    /// Every customer name (lowercase), for telling NODATA from NXDOMAIN.
-    names: Vec<Name>,
+    /// Every proper ancestor of a customer name (lowercase): the names that exist only because
+    /// names exist below them (empty non-terminals), for telling NODATA from NXDOMAIN in O(1).
+    ancestors: HashSet<Name>,
     /// Customers defined in the config file (the API may not change them).
     from_file: usize,
 }
@@ -73,7 +74,7 @@ impl Catalog {
             by_key: HashMap::new(),
             generation: 0,
             gated: config.market.is_some(),
-            names: Vec::new(),
+            ancestors: HashSet::new(),
             from_file: 0,
         };
         for c in config.customers() {
@@ -110,6 +111,8 @@ impl Catalog {
             self.by_key.insert(*key, i);
         }
         self.by_id.insert(id, i);
+        add_ancestors(&mut self.ancestors, &config.names);
+        self.generation = self.generation.wrapping_add(1);
         self.customers.push(Customer {
             config,
             index,
@@ -121,7 +124,6 @@ impl Catalog {
             contracted_rps: 0,
             userspace_answers: [0; 3],
         });
-        self.refresh_names();
         Ok(())
     }
 
@@ -171,19 +173,16 @@ impl Catalog {
     }
 
     fn refresh_names(&mut self) {
-        self.names = self
-            .customers
-            .iter()
-            .flat_map(|c| c.config.names.iter())
-            .filter_map(|n| parse_name(n).ok())
-            .map(|n| n.to_lowercase())
-            .collect();
+        self.ancestors.clear();
+        for c in &self.customers {
+            add_ancestors(&mut self.ancestors, &c.config.names);
+        }
         self.generation = self.generation.wrapping_add(1);
     }
 
-    /// Every customer name, lowercase.
-    pub fn names(&self) -> &[Name] {
-        &self.names
+    /// True if `name` (lowercase) exists only because customer names exist below it.
+    pub fn is_empty_non_terminal(&self, name: &Name) -> bool {
+        self.ancestors.contains(name)
     }
 
     /// True for customers from the config file, which the API does not change.
@@ -275,5 +274,15 @@ impl Catalog {
         c.record = record;
         self.generation = self.generation.wrapping_add(1);
         Ok(&self.customers[i])
+    }
+}
+
+/// Put every proper ancestor of `names` (lowercase) into `set`.
+pub fn add_ancestors(set: &mut HashSet<Name>, names: &[String]) {
+    for n in names.iter().filter_map(|n| parse_name(n).ok()) {
+        let mut up = n.to_lowercase().base_name();
+        while !up.is_root() && set.insert(up.clone()) {
+            up = up.base_name();
+        }
     }
 }

@@ -34,12 +34,7 @@ impl Daemon {
     /// /readyz. The config's API must listen on [`api_url`]; `@DIR@` in it is replaced by
     /// the daemon's own temporary directory (for the store).
     pub fn start(topo: &Topology, config: &str) -> Result<Daemon, String> {
-        let client_if = topo.client_if.clone();
-        let peer = topo.client.run(move || -> Result<Dataplane, String> {
-            let mut dp = Dataplane::load(LoadOptions::default()).map_err(|e| e.to_string())?;
-            dp.attach_program(program::PASS, &client_if, XdpModeConfig::Native).map_err(|e| e.to_string())?;
-            Ok(dp)
-        })?;
+        let peer = attach_peer(topo)?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let path = dir.path().join("spillway.toml");
         let config = config.replace("@DIR@", dir.path().to_str().ok_or("temp dir path")?);
@@ -56,6 +51,17 @@ impl Daemon {
         }
         Ok(Daemon { proc, peer, config: path, dir })
     }
+}
+
+/// The pass-through program on the client's veth, which native XDP_TX on veth needs; detached
+/// when the returned data plane is dropped.
+pub fn attach_peer(topo: &Topology) -> Result<Dataplane, String> {
+    let client_if = topo.client_if.clone();
+    topo.client.run(move || -> Result<Dataplane, String> {
+        let mut dp = Dataplane::load(LoadOptions::default()).map_err(|e| e.to_string())?;
+        dp.attach_program(program::PASS, &client_if, XdpModeConfig::Native).map_err(|e| e.to_string())?;
+        Ok(dp)
+    })
 }
 
 /// One HTTP request to the daemon's API from inside the client namespace: (status, body);

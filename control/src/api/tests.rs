@@ -146,7 +146,7 @@ impl Api {
             s.usage(None, 0, i64::MAX).unwrap(),
             s.capacities().unwrap(),
             e.catalog.customers().iter().map(|c| (c.fraction, c.mode)).collect::<Vec<_>>(),
-            e.catalog.names(),
+            e.catalog.customers().iter().map(|c| &c.config.names).collect::<Vec<_>>(),
             s.customers().unwrap().iter().map(|c| &c.id).collect::<Vec<_>>()
         )
     }

@@ -62,9 +62,9 @@ pub struct Authority {
     nameservers: Vec<Name>,
     /// Proxy and nameserver host names (lowercase) -> their addresses.
     hosts: HashMap<Name, Vec<IpAddr>>,
-    /// Host names that exist below an apex (lowercase), for telling NODATA from NXDOMAIN;
-    /// customer names come from the catalog (they change at run time).
-    names: Vec<Name>,
+    /// Proper ancestors of the host names (lowercase): empty non-terminals, for telling NODATA
+    /// from NXDOMAIN; the customer names' come from the catalog (they change at run time).
+    names: std::collections::HashSet<Name>,
     serial_base: u32,
 }
 
@@ -98,7 +98,9 @@ impl Authority {
                 hosts.entry(name.to_lowercase()).or_default().extend(addrs.iter().copied());
             }
         }
-        let names: Vec<Name> = hosts.keys().cloned().collect();
+        let mut names = std::collections::HashSet::new();
+        let hosts_text: Vec<String> = hosts.keys().map(|n| n.to_string()).collect();
+        crate::catalog::add_ancestors(&mut names, &hosts_text);
         Self { zones, mname, rname, nameservers, hosts, names, serial_base }
     }
 
@@ -277,8 +279,7 @@ impl Authority {
 
         // The apex, and a name that exists only because names exist below it (an empty
         // non-terminal), have no data; anything else in the zone does not exist.
-        let below = |n: &Name| n != &qname && qname.zone_of(n);
-        if qname == *zone || self.names.iter().any(below) || catalog.names().iter().any(below) {
+        if qname == *zone || self.names.contains(&qname) || catalog.is_empty_non_terminal(&qname) {
             self.no_data(&mut r, zone, catalog);
         } else {
             r.metadata.response_code = ResponseCode::NXDomain;

@@ -9,7 +9,7 @@ use super::Trace;
 
 /// Text needs a font: DejaVu Sans from the system (fonts-dejavu-core; `cargo xtask setup`
 /// installs it). Without it the plot is drawn without labels.
-fn font() -> bool {
+pub fn font_loaded() -> bool {
     static LOADED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *LOADED.get_or_init(|| {
         let Ok(bytes) = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf") else { return false };
@@ -19,7 +19,7 @@ fn font() -> bool {
 }
 
 pub fn draw(path: &Path, title: &str, tr: &Trace) -> Result<(), String> {
-    let labels = font();
+    let labels = font_loaded();
     let len = tr.served[0].len();
     let sum = |v: &Vec<Vec<f64>>| -> Vec<f64> { (0..len).map(|t| v.iter().map(|x| x[t]).sum()).collect() };
     let (served, purchased, allowed) = (sum(&tr.served), sum(&tr.purchased), sum(&tr.allowed));

@@ -1,0 +1,314 @@
+//! `cargo xtask bench`, end to end: the same zone served in turn by Spillway (XDP path, with
+//! the userspace server for what XDP passes on), Spillway's userspace server alone, Knot DNS
+//! and NSD, in a private two-namespace veth topology, loaded by dnsperf from the other
+//! namespace. For each: qps at < 0.1% loss (the highest of a few rates), latency, and the
+//! server's CPU per million answers. Adds a "servers" list to target/bench/results.json and
+//! writes target/bench/servers.md and servers.png.
+//!
+//! The client's veth carries the pass-through XDP program for every server alike (native
+//! XDP_TX on veth needs it; it slows socket clients such as dnsperf).
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use spillway_tests::{
+    daemon::{Daemon, attach_peer},
+    netns::{Proc, SERVER_ADDR4, Topology, spillway_bin},
+    peers,
+};
+
+const NAMES: usize = 1000;
+const RUN_S: u32 = 5;
+const ZONE_APEX: &str = "cdn.example.net.";
+const PROXY4: &str = "198.51.100.10";
+const PROXY6: &str = "2001:db8:100::10";
+
+/// Spillway: one customer with every name, always answered with the proxy (fraction 1).
+fn spillway_config(xdp_if: Option<&str>) -> String {
+    let names: Vec<String> = (0..NAMES).map(|i| format!("\"c{i}.{ZONE_APEX}\"")).collect();
+    let xdp = xdp_if.map(|i| format!("\"{i}\"")).unwrap_or_default();
+    format!(
+        r#"
+[server]
+zones = ["{ZONE_APEX}"]
+nameservers = ["ns1.{ZONE_APEX}"]
+glue = {{ "ns1.{ZONE_APEX}" = ["192.0.2.53"] }}
+listen = ["{SERVER_ADDR4}:53"]
+xdp_interfaces = [{xdp}]
+[api]
+listen = "{SERVER_ADDR4}:8053"
+token = "bench"
+[store]
+path = "@DIR@/spillway.db"
+[[proxy]]
+name = "edge-1"
+addresses = ["{PROXY4}", "{PROXY6}"]
+capacity_rps = 1000000
+[[customer]]
+id = "bench"
+names = [{}]
+origin_addresses = ["203.0.113.10"]
+overflow = "origin"
+fraction = 1.0
+ttl = 30
+"#,
+        names.join(", ")
+    )
+}
+
+/// The same data as a zone file for Knot and NSD.
+fn zone() -> String {
+    let mut z = format!(
+        "$TTL 3600\n{ZONE_APEX} 3600 IN SOA ns1.{ZONE_APEX} hostmaster.{ZONE_APEX} 1 3600 600 604800 60\n\
+         {ZONE_APEX} 3600 IN NS ns1.{ZONE_APEX}\nns1.{ZONE_APEX} 300 IN A 192.0.2.53\n"
+    );
+    for i in 0..NAMES {
+        z.push_str(&format!("c{i}.{ZONE_APEX} 30 IN A {PROXY4}\nc{i}.{ZONE_APEX} 30 IN AAAA {PROXY6}\n"));
+    }
+    z
+}
+
+/// A and AAAA for the customer names, and one in ten for names that do not exist.
+fn queries() -> String {
+    let mut q = String::new();
+    for i in 0..NAMES * 10 {
+        if i % 10 == 9 {
+            q.push_str(&format!("nx{i}.{ZONE_APEX} A\n"));
+        } else {
+            let t = if i % 2 == 0 { "A" } else { "AAAA" };
+            q.push_str(&format!("c{}.{ZONE_APEX} {t}\n", i % NAMES));
+        }
+    }
+    q
+}
+
+/// CPU seconds used so far by a process and its children (NSD forks its servers).
+fn cpu_s(pid: u32) -> f64 {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut total = 0u64;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // Fields after the command's closing parenthesis: state ppid ... utime(14) stime(15).
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let this: u32 = e.file_name().to_string_lossy().parse().unwrap_or(0);
+        let ppid: u32 = f.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if this == pid || ppid == pid {
+            total += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    total as f64 / tick
+}
+
+/// Softirq seconds over all CPUs (where the XDP program runs).
+fn softirq_s() -> f64 {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or("");
+    cpu.split_whitespace().nth(7).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / tick
+}
+
+#[derive(Debug, Default, Clone)]
+struct Run {
+    sent: f64,
+    completed: f64,
+    qps: f64,
+    avg_ms: f64,
+    stddev_ms: f64,
+}
+
+impl Run {
+    fn loss_pct(&self) -> f64 {
+        if self.sent > 0.0 { (self.sent - self.completed) / self.sent * 100.0 } else { 100.0 }
+    }
+}
+
+fn field(out: &str, key: &str) -> f64 {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(key))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn dnsperf(topo: &Topology, file: &Path, max_qps: Option<f64>) -> Run {
+    let secs = RUN_S.to_string();
+    let q = max_qps.map(|q| (q as u64).to_string());
+    let mut argv = vec!["dnsperf", "-s", SERVER_ADDR4, "-d", file.to_str().unwrap_or(""), "-l", &secs];
+    argv.extend(["-c", "16", "-T", "2", "-q", "1000", "-t", "1"]);
+    if let Some(q) = &q {
+        argv.extend(["-Q", q]);
+    }
+    let out = topo.client.exec(&argv);
+    let text = String::from_utf8_lossy(&out.stdout);
+    Run {
+        sent: field(&text, "Queries sent:"),
+        completed: field(&text, "Queries completed:"),
+        qps: field(&text, "Queries per second:"),
+        avg_ms: field(&text, "Average Latency (s):") * 1e3,
+        stddev_ms: field(&text, "Latency StdDev (s):") * 1e3,
+    }
+}
+
+/// The highest rate with < 0.1% loss among: unlimited, then 90%, 75%, 60%, 45% of what the
+/// unlimited run achieved. Returns the run and the server's CPU and softirq seconds over it.
+fn measure(topo: &Topology, file: &Path, name: &str, pid: u32) -> Value {
+    let mut limit = None;
+    let mut first_qps = 0.0;
+    for step in [1.0, 0.9, 0.75, 0.6, 0.45] {
+        if step < 1.0 {
+            limit = Some(first_qps * step);
+        }
+        let (c0, s0, t0) = (cpu_s(pid), softirq_s(), Instant::now());
+        let run = dnsperf(topo, file, limit);
+        let (cpu, soft, wall) = (cpu_s(pid) - c0, softirq_s() - s0, t0.elapsed().as_secs_f64());
+        if step == 1.0 {
+            first_qps = run.qps;
+        }
+        println!(
+            "  {name:<20} limit {:>9}  qps {:>9.0}  loss {:>6.3}%  avg {:.3} ms  cpu {cpu:.2} s  softirq {soft:.2} s",
+            limit.map_or("none".to_owned(), |l| format!("{l:.0}")),
+            run.qps,
+            run.loss_pct(),
+            run.avg_ms
+        );
+        if run.loss_pct() < 0.1 || step == 0.45 {
+            let per_m = |s: f64| if run.completed > 0.0 { s / run.completed * 1e6 } else { 0.0 };
+            return json!({
+                "server": name,
+                "generator": "dnsperf",
+                "qps": run.qps,
+                "loss_pct": run.loss_pct(),
+                "offered_limit_qps": limit,
+                "latency_avg_ms": run.avg_ms,
+                "latency_stddev_ms": run.stddev_ms,
+                "cpu_s_per_million": per_m(cpu),
+                "softirq_s_per_million": per_m(soft),
+                "run_s": wall,
+                "met_loss_target": run.loss_pct() < 0.1,
+            });
+        }
+    }
+    unreachable!("the last step returns")
+}
+
+fn run_all() -> Result<Vec<Value>, String> {
+    let topo = Topology::new();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("queries.txt");
+    std::fs::write(&file, queries()).map_err(|e| e.to_string())?;
+    println!("end to end: {NAMES} names, dnsperf (16 clients, 2 threads, {RUN_S} s runs), 10% NXDOMAIN");
+    let mut out = Vec::new();
+    {
+        let d = Daemon::start(&topo, &spillway_config(Some(&topo.server_if)))?;
+        out.push(measure(&topo, &file, "spillway-xdp", d.proc.pid()));
+    }
+    {
+        let d = Daemon::start(&topo, &spillway_config(None))?;
+        out.push(measure(&topo, &file, "spillway-userspace", d.proc.pid()));
+    }
+    let _peer = attach_peer(&topo)?;
+    for (name, start) in [
+        ("knot", peers::knot as fn(&Topology, &Path, &str, &str, Option<&str>) -> Result<Proc, String>),
+        ("nsd", |t, d, o, z, _| peers::nsd(t, d, o, z)),
+    ] {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
+        let proc = start(&topo, &sub, ZONE_APEX, &zone(), None)?;
+        out.push(measure(&topo, &file, name, proc.pid()));
+    }
+    Ok(out)
+}
+
+fn markdown(servers: &[Value]) -> String {
+    let xdp = servers.iter().find(|s| s["server"] == "spillway-xdp").and_then(|s| s["qps"].as_f64()).unwrap_or(0.0);
+    let mut md = String::from(
+        "| server | generator | qps at < 0.1% loss | loss | avg latency | CPU s per M answers | softirq s per M | Spillway XDP / this |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for s in servers {
+        let qps = s["qps"].as_f64().unwrap_or(0.0);
+        md.push_str(&format!(
+            "| {} | {} | {:.0}{} | {:.3}% | {:.3} ms | {:.2} | {:.2} | {:.2}x |\n",
+            s["server"].as_str().unwrap_or(""),
+            s["generator"].as_str().unwrap_or(""),
+            qps,
+            if s["met_loss_target"].as_bool() == Some(true) { "" } else { " (loss target not met)" },
+            s["loss_pct"].as_f64().unwrap_or(0.0),
+            s["latency_avg_ms"].as_f64().unwrap_or(0.0),
+            s["cpu_s_per_million"].as_f64().unwrap_or(0.0),
+            s["softirq_s_per_million"].as_f64().unwrap_or(0.0),
+            if qps > 0.0 { xdp / qps } else { 0.0 }
+        ));
+    }
+    md
+}
+
+fn chart(path: &Path, servers: &[Value]) -> Result<(), String> {
+    use plotters::prelude::*;
+    let bars: Vec<(String, f64)> = servers
+        .iter()
+        .map(|s| (s["server"].as_str().unwrap_or("").to_owned(), s["qps"].as_f64().unwrap_or(0.0)))
+        .collect();
+    let top = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.15;
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let labels = spillway_tests::sim::plot::font_loaded();
+    let mut b = ChartBuilder::on(&root);
+    b.margin(15).x_label_area_size(if labels { 40 } else { 0 }).y_label_area_size(if labels { 80 } else { 0 });
+    if labels {
+        b.caption("qps at < 0.1% loss (dnsperf, same run)", ("sans-serif", 20));
+    }
+    let mut c = b.build_cartesian_2d((0..bars.len()).into_segmented(), 0.0..top).map_err(|e| e.to_string())?;
+    if labels {
+        c.configure_mesh()
+            .x_label_formatter(&|x| match x {
+                SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.0.clone()).unwrap_or_default(),
+                _ => String::new(),
+            })
+            .y_desc("qps")
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+        Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *v)], BLUE.mix(0.6).filled())
+    }))
+    .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+fn main() {
+    for tool in ["dnsperf", "knotd", "nsd"] {
+        if std::process::Command::new("which").arg(tool).output().map(|o| !o.status.success()).unwrap_or(true) {
+            eprintln!("dns-bench: {tool} is missing (cargo xtask bench installs it)");
+            std::process::exit(1);
+        }
+    }
+    let _ = spillway_bin();
+    let started = Instant::now();
+    let servers = match run_all() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dns-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    let out = dir.join("results.json");
+    let mut doc: Value =
+        std::fs::read_to_string(&out).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(json!({}));
+    doc["servers"] = Value::Array(servers.clone());
+    std::fs::write(&out, serde_json::to_string_pretty(&doc).expect("json")).expect("write results");
+    let md = markdown(&servers);
+    std::fs::write(dir.join("servers.md"), &md).expect("write table");
+    if let Err(e) = chart(&dir.join("servers.png"), &servers) {
+        eprintln!("chart: {e}");
+    }
+    println!("\n{md}\nwrote {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_millis(10));
+}
