@@ -94,7 +94,8 @@ pub fn nsd(topo: &Topology, dir: &Path, origin: &str, zone: &str) -> Result<Proc
         "server:\n    ip-address: {SERVER_ADDR4}\n    ip-address: {SERVER_ADDR6}\n    port: 53\n\
          \x20   username: \"\"\n    chroot: \"\"\n    zonesdir: \"{d}\"\n    database: \"\"\n\
          \x20   pidfile: \"{d}/nsd.pid\"\n    xfrdfile: \"{d}/xfrd.state\"\n    zonelistfile: \"{d}/zone.list\"\n\
-         \x20   server-count: 2\n    verbosity: 1\n    hide-version: yes\n\
+         \x20   server-count: 2\n    verbosity: 1\n    hide-version: yes\n    minimal-responses: yes\n\
+         \x20   rrl-ratelimit: 0\n\
          remote-control:\n    control-enable: no\n\
          zone:\n    name: {origin}\n    zonefile: \"{}\"\n",
         file.display()

@@ -57,9 +57,14 @@ fn main() -> Result<()> {
         }
         Task::Bench => {
             setup::run()?;
+            setup::apt_packages(setup::BENCH_PACKAGES)?;
             require_root("benchmarks load XDP programs")?;
-            cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "xdp-microbench"])?;
-            cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "market-bench"])
+            // The end-to-end bench runs the release binary.
+            cargo(&root, &["build", "--release", "-q", "-p", "spillway"])?;
+            for bin in ["xdp-microbench", "market-bench", "dns-bench"] {
+                cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", bin])?;
+            }
+            Ok(())
         }
         Task::Sim { small } => {
             setup::run()?;

@@ -8,11 +8,13 @@ use anyhow::{Context, Result, bail};
 /// and a font for the simulation's plots.
 const APT_PACKAGES: &[&str] =
     &["llvm-22-dev", "iproute2", "dnsutils", "knot-dnsutils", "knot", "bpftool", "fonts-dejavu-core"];
+/// What only `cargo xtask bench` needs: the load generator and a second reference server.
+pub const BENCH_PACKAGES: &[&str] = &["dnsperf", "nsd"];
 /// bpf-linker must link the LLVM that matches nightly's (22).
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 pub fn run() -> Result<()> {
-    apt()?;
+    apt_packages(APT_PACKAGES)?;
     nightly()?;
     bpf_linker()?;
     Ok(())
@@ -26,8 +28,9 @@ fn installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn apt() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+/// Install those of `packages` that are missing (apt-get update only then).
+pub fn apt_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }

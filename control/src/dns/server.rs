@@ -16,16 +16,52 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Concurrent TCP connections per listener; more wait in the kernel's backlog.
 const MAX_TCP_CONNECTIONS: usize = 1024;
 
-/// Bind UDP and TCP on every address, then serve them until the runtime stops.
+/// Receive buffer of each UDP socket: room for bursts of a few thousand queries.
+const UDP_RCVBUF: usize = 8 << 20;
+
+/// Bind UDP and TCP on every address, then serve them until the runtime stops. UDP gets one
+/// socket per CPU with SO_REUSEPORT (the kernel spreads queries over them by flow), each
+/// served by its own task, and a large receive buffer.
 pub async fn serve(addrs: &[SocketAddr], authority: Arc<Authority>, state: Arc<AppState>) -> std::io::Result<()> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     for &addr in addrs {
-        let udp = UdpSocket::bind(addr).await?;
-        let tcp = TcpListener::bind(addr).await?;
-        tracing::info!(%addr, "userspace DNS listening (UDP and TCP)");
-        tokio::spawn(serve_udp(udp, authority.clone(), state.clone()));
+        for _ in 0..workers {
+            let udp = udp_socket(addr)?;
+            tokio::spawn(serve_udp(udp, authority.clone(), state.clone()));
+        }
+        let tcp = tcp_listener(addr)?;
+        tracing::info!(%addr, udp_sockets = workers, "userspace DNS listening (UDP and TCP)");
         tokio::spawn(serve_tcp(tcp, authority.clone(), state.clone()));
     }
     Ok(())
+}
+
+/// IPv6 sockets are IPv6 only, so "0.0.0.0:53" and "[::]:53" can both be listed.
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // The kernel caps it at net.core.rmem_max; what it grants is enough.
+    let _ = s.set_recv_buffer_size(UDP_RCVBUF);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 fn answer(authority: &Authority, state: &AppState, request: &[u8], peer: SocketAddr, t: Transport) -> Option<Vec<u8>> {

@@ -85,24 +85,33 @@ fn queries() -> String {
     q
 }
 
-/// CPU seconds used so far by a process and its children (NSD forks its servers).
+/// CPU seconds used so far by a process and all its descendants (NSD forks its servers).
 fn cpu_s(pid: u32) -> f64 {
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut total = 0u64;
+    // pid -> (ppid, utime + stime)
+    let mut procs: Vec<(u32, u32, u64)> = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
     for e in dir.flatten() {
+        let Ok(this) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
         // Fields after the command's closing parenthesis: state ppid ... utime(14) stime(15).
         let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
         let f: Vec<&str> = rest.split_whitespace().collect();
-        let this: u32 = e.file_name().to_string_lossy().parse().unwrap_or(0);
-        let ppid: u32 = f.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-        if this == pid || ppid == pid {
-            total += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        procs.push((this, num(1) as u32, num(11) + num(12)));
+    }
+    let mut tree = vec![pid];
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for &(p, pp, _) in &procs {
+            if tree.contains(&pp) && !tree.contains(&p) {
+                tree.push(p);
+                grew = true;
+            }
         }
     }
-    total as f64 / tick
+    procs.iter().filter(|(p, _, _)| tree.contains(p)).map(|(_, _, t)| *t).sum::<u64>() as f64 / tick
 }
 
 /// Softirq seconds over all CPUs (where the XDP program runs).
