@@ -23,8 +23,9 @@ pub fn api_url(path: &str) -> String {
 /// A running daemon. Field order is drop order: the process stops before its files go.
 pub struct Daemon {
     pub proc: Proc,
-    /// The pass-through program on the client's veth that native XDP_TX needs.
-    pub peer: Dataplane,
+    /// The pass-through program on the client's veth that native XDP_TX needs (taken away
+    /// when another program, such as kxdpgun's, must sit there instead).
+    pub peer: Option<Dataplane>,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
 }
@@ -49,7 +50,7 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(Daemon { proc, peer, config: path, dir })
+        Ok(Daemon { proc, peer: Some(peer), config: path, dir })
     }
 }
 

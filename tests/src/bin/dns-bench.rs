@@ -206,6 +206,70 @@ fn measure(topo: &Topology, file: &Path, name: &str, pid: u32) -> Value {
     unreachable!("the last step returns")
 }
 
+/// kxdpgun (AF_XDP) from the client namespace at `qps` for RUN_S seconds, pinned to CPU 1;
+/// returns (sent, answered). It attaches its own XDP program on the client's veth and leaves
+/// it there: it is detached afterwards.
+fn kxdpgun(topo: &Topology, file: &Path, qps: u64) -> (f64, f64) {
+    let (secs, rate) = (RUN_S.to_string(), qps.to_string());
+    let out = topo.client.exec(&[
+        "kxdpgun",
+        "-t",
+        &secs,
+        "-Q",
+        &rate,
+        "-b",
+        "64",
+        "-F",
+        "1",
+        "-i",
+        file.to_str().unwrap_or(""),
+        "-I",
+        &topo.client_if,
+        SERVER_ADDR4,
+    ]);
+    let _ = topo.client.exec(&["ip", "link", "set", "dev", &topo.client_if, "xdp", "off"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let count = |key: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (count("total queries:"), count("total replies:"))
+}
+
+/// The highest of a few offered rates answered with < 0.1% loss under kxdpgun.
+fn measure_kxdpgun(topo: &Topology, file: &Path, name: &str, pid: Option<u32>) -> Value {
+    let rates = [2_000_000u64, 1_400_000, 1_000_000, 700_000, 500_000, 350_000, 250_000, 150_000, 100_000];
+    for (k, &q) in rates.iter().enumerate() {
+        let (c0, s0) = (pid.map_or(0.0, cpu_s), softirq_s());
+        let (sent, answered) = kxdpgun(topo, file, q);
+        let (cpu, soft) = (pid.map_or(0.0, cpu_s) - c0, softirq_s() - s0);
+        let loss = if sent > 0.0 { (sent - answered) / sent * 100.0 } else { 100.0 };
+        let qps = answered / f64::from(RUN_S);
+        println!(
+            "  {name:<20} kxdpgun offered {q:>9}  answered {qps:>9.0}/s  loss {loss:>6.3}%  cpu {cpu:.2} s  softirq {soft:.2} s"
+        );
+        if (sent > 0.0 && loss < 0.1) || k + 1 == rates.len() {
+            let per_m = |s: f64| if answered > 0.0 { s / answered * 1e6 } else { 0.0 };
+            return json!({
+                "server": name,
+                "generator": "kxdpgun",
+                "qps": qps,
+                "loss_pct": loss,
+                "offered_limit_qps": q,
+                "latency_avg_ms": null,
+                "latency_stddev_ms": null,
+                "cpu_s_per_million": per_m(cpu),
+                "softirq_s_per_million": per_m(soft),
+                "met_loss_target": loss < 0.1,
+            });
+        }
+    }
+    unreachable!("the last rate returns")
+}
+
 fn run_all() -> Result<Vec<Value>, String> {
     let topo = Topology::new();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -213,45 +277,65 @@ fn run_all() -> Result<Vec<Value>, String> {
     std::fs::write(&file, queries()).map_err(|e| e.to_string())?;
     println!("end to end: {NAMES} names, dnsperf (16 clients, 2 threads, {RUN_S} s runs), 10% NXDOMAIN");
     let mut out = Vec::new();
-    {
-        let d = Daemon::start(&topo, &spillway_config(Some(&topo.server_if)))?;
-        out.push(measure(&topo, &file, "spillway-xdp", d.proc.pid()));
+    for (name, xdp) in [("spillway-xdp", true), ("spillway-userspace", false)] {
+        let mut d = Daemon::start(&topo, &spillway_config(xdp.then_some(topo.server_if.as_str())))?;
+        out.push(measure(&topo, &file, name, d.proc.pid()));
+        // kxdpgun brings its own program for the client's veth.
+        d.peer.take();
+        out.push(measure_kxdpgun(&topo, &file, name, Some(d.proc.pid())));
     }
-    {
-        let d = Daemon::start(&topo, &spillway_config(None))?;
-        out.push(measure(&topo, &file, "spillway-userspace", d.proc.pid()));
-    }
-    let _peer = attach_peer(&topo)?;
-    for (name, start) in [
-        ("knot", peers::knot as fn(&Topology, &Path, &str, &str, Option<&str>) -> Result<Proc, String>),
-        ("nsd", |t, d, o, z, _| peers::nsd(t, d, o, z)),
-    ] {
+    type Start = fn(&Topology, &Path, &str, &str, Option<&str>) -> Result<Proc, String>;
+    let servers: [(&str, Start, bool); 3] = [
+        ("knot", peers::knot, false),
+        ("knot-xdp", peers::knot, true),
+        ("nsd", |t, d, o, z, _| peers::nsd(t, d, o, z), false),
+    ];
+    for (name, start, xdp) in servers {
         let sub = dir.path().join(name);
         std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
-        let proc = start(&topo, &sub, ZONE_APEX, &zone(), None)?;
+        let peer = attach_peer(&topo)?;
+        let proc = match start(&topo, &sub, ZONE_APEX, &zone(), xdp.then_some(topo.server_if.as_str())) {
+            Ok(p) => p,
+            Err(e) if xdp => {
+                println!("  {name}: not measured ({e})");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         out.push(measure(&topo, &file, name, proc.pid()));
+        drop(peer);
+        out.push(measure_kxdpgun(&topo, &file, name, Some(proc.pid())));
+        drop(proc);
+        // Knot in XDP mode leaves its program on the server's veth.
+        let _ = topo.server.exec(&["ip", "link", "set", "dev", &topo.server_if, "xdp", "off"]);
     }
     Ok(out)
 }
 
 fn markdown(servers: &[Value]) -> String {
-    let xdp = servers.iter().find(|s| s["server"] == "spillway-xdp").and_then(|s| s["qps"].as_f64()).unwrap_or(0.0);
+    let xdp = |generator: &Value| {
+        servers
+            .iter()
+            .find(|s| s["server"] == "spillway-xdp" && &s["generator"] == generator)
+            .and_then(|s| s["qps"].as_f64())
+            .unwrap_or(0.0)
+    };
     let mut md = String::from(
         "| server | generator | qps at < 0.1% loss | loss | avg latency | CPU s per M answers | softirq s per M | Spillway XDP / this |\n|---|---|---|---|---|---|---|---|\n",
     );
     for s in servers {
         let qps = s["qps"].as_f64().unwrap_or(0.0);
         md.push_str(&format!(
-            "| {} | {} | {:.0}{} | {:.3}% | {:.3} ms | {:.2} | {:.2} | {:.2}x |\n",
+            "| {} | {} | {:.0}{} | {:.3}% | {} | {:.2} | {:.2} | {:.2}x |\n",
             s["server"].as_str().unwrap_or(""),
             s["generator"].as_str().unwrap_or(""),
             qps,
             if s["met_loss_target"].as_bool() == Some(true) { "" } else { " (loss target not met)" },
             s["loss_pct"].as_f64().unwrap_or(0.0),
-            s["latency_avg_ms"].as_f64().unwrap_or(0.0),
+            s["latency_avg_ms"].as_f64().map_or("-".to_owned(), |l| format!("{l:.3} ms")),
             s["cpu_s_per_million"].as_f64().unwrap_or(0.0),
             s["softirq_s_per_million"].as_f64().unwrap_or(0.0),
-            if qps > 0.0 { xdp / qps } else { 0.0 }
+            if qps > 0.0 { xdp(&s["generator"]) / qps } else { 0.0 }
         ));
     }
     md
@@ -264,13 +348,13 @@ fn chart(path: &Path, servers: &[Value]) -> Result<(), String> {
         .map(|s| (s["server"].as_str().unwrap_or("").to_owned(), s["qps"].as_f64().unwrap_or(0.0)))
         .collect();
     let top = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.15;
-    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let labels = spillway_tests::sim::plot::font_loaded();
     let mut b = ChartBuilder::on(&root);
     b.margin(15).x_label_area_size(if labels { 40 } else { 0 }).y_label_area_size(if labels { 80 } else { 0 });
     if labels {
-        b.caption("qps at < 0.1% loss (dnsperf, same run)", ("sans-serif", 20));
+        b.caption("qps at < 0.1% loss (same run)", ("sans-serif", 20));
     }
     let mut c = b.build_cartesian_2d((0..bars.len()).into_segmented(), 0.0..top).map_err(|e| e.to_string())?;
     if labels {
@@ -291,7 +375,7 @@ fn chart(path: &Path, servers: &[Value]) -> Result<(), String> {
 }
 
 fn main() {
-    for tool in ["dnsperf", "knotd", "nsd"] {
+    for tool in ["dnsperf", "kxdpgun", "knotd", "nsd"] {
         if std::process::Command::new("which").arg(tool).output().map(|o| !o.status.success()).unwrap_or(true) {
             eprintln!("dns-bench: {tool} is missing (cargo xtask bench installs it)");
             std::process::exit(1);
