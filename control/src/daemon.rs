@@ -147,7 +147,7 @@ async fn scrape_loop(state: Arc<AppState>, proxy: String, url: String) {
             let (own, mut served) = scrape::delta(&before, &counters);
             let mut engine = state.engine();
             served.retain(|c, _| engine.catalog.customer(c).is_some());
-            if let Err(e) = engine.record_report(&proxy, own, &served, Some(at - t0), at as i64) {
+            if let Err(e) = engine.record_report(&proxy, own, &served, Some(at - t0), at) {
                 tracing::error!(%proxy, "recording a scrape: {e}");
             }
         }

@@ -224,25 +224,23 @@ impl Engine {
         Ok(())
     }
 
-    /// A proxy's report: own usage into the forecast history, served requests into the ledger
-    /// and the controller's feed.
+    /// A proxy's report received at `at` (seconds, with fraction): own usage into the
+    /// forecast history, served requests into the ledger and the controller's feed.
     pub fn record_report(
         &mut self,
         proxy: &str,
         own_requests: u64,
         served: &BTreeMap<String, u64>,
         interval_s: Option<f64>,
-        now: i64,
+        at: f64,
     ) -> Result<crate::store::ReportRecord> {
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(now as f64);
-        self.feed.report(proxy, at, interval_s, own_requests, served);
+        let now = at.floor() as i64;
         let interval = self.capacity.history().interval_of(now);
         let contracts = self.market.as_ref().map(Market::contracts).unwrap_or_default();
         let record = ledger::price_report(contracts, proxy, now, interval, own_requests, served);
+        // Stored first: memory follows only what was committed.
         self.store.record_report(&record)?;
+        self.feed.report(proxy, at, interval_s, own_requests, served);
         self.capacity.record_own(now, own_requests);
         Ok(record)
     }

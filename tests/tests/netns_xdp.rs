@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 use spillway_tests::{
+    client::short,
     daemon::{self, Daemon, api_url},
     netns::{SERVER_ADDR4, SERVER_ADDR6, Topology, spillway_bin},
     require_privileges,
@@ -48,13 +49,6 @@ ttl = 30
 
 fn http(topo: &Topology, method: &'static str, path: &str, token: Option<&str>, body: Option<String>) -> (u16, String) {
     daemon::http(topo, method, path, token, body.as_deref())
-}
-
-/// The addresses in a dig/kdig +short answer.
-fn short(out: &str) -> Vec<String> {
-    let mut v: Vec<String> = out.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect();
-    v.sort();
-    v
 }
 
 /// Run a DNS client in the client namespace; on failure, show what the XDP program did.

@@ -120,7 +120,8 @@ pub async fn report(
     if req.interval_s.is_some_and(|s| !(s.is_finite() && s > 0.0 && s <= 3600.0)) {
         return Err(ApiError::bad_request("interval_s must be above 0 and at most 3600"));
     }
-    let r = engine.record_report(&name, req.own_requests, &req.served, req.interval_s, unix_now())?;
+    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let r = engine.record_report(&name, req.own_requests, &req.served, req.interval_s, at)?;
     Ok(Json(ReportView {
         proxy: r.proxy,
         at: r.at,

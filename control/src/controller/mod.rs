@@ -99,11 +99,6 @@ impl Controller {
             })
             .collect()
     }
-
-    /// Forget buyers not in `keep` (removed customers).
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.buyers.retain(|id, _| keep(id));
-    }
 }
 
 #[cfg(test)]

@@ -299,7 +299,7 @@ impl Market {
         Ok(row)
     }
 
-    fn open_auction_mut(&self, id: i64) -> MarketResult<&AuctionRow> {
+    fn open_auction_row(&self, id: i64) -> MarketResult<&AuctionRow> {
         self.open_auctions
             .iter()
             .find(|a| a.id == id)
@@ -311,7 +311,7 @@ impl Market {
         if store.auction(auction_id)?.is_none() {
             return Err(MarketError::NotFound(format!("no auction {auction_id}")));
         }
-        let a = self.open_auction_mut(auction_id)?;
+        let a = self.open_auction_row(auction_id)?;
         if now >= a.closes_at {
             return Err(MarketError::Conflict(format!("auction {auction_id} closed for bids at {}", a.closes_at)));
         }
@@ -334,7 +334,7 @@ impl Market {
         if bid.state != "open" {
             return Err(MarketError::Conflict(format!("bid {bid_id} is {}", bid.state)));
         }
-        let a = self.open_auction_mut(bid.auction_id)?;
+        let a = self.open_auction_row(bid.auction_id)?;
         if now >= a.closes_at {
             return Err(MarketError::Conflict(format!("auction {} is closing", bid.auction_id)));
         }
@@ -344,7 +344,7 @@ impl Market {
 
     /// Clear one open auction now: its share and what else is unused, up to its quantity.
     pub fn clear_auction(&mut self, store: &mut Store, cap: &Capacity, id: i64, now: i64) -> MarketResult<AuctionRow> {
-        let a = self.open_auction_mut(id)?.clone();
+        let a = self.open_auction_row(id)?.clone();
         let unused = cap.period(a.period_start, a.period_end).unused_rps;
         let supply = a.quantity_rps.min(
             unused.saturating_sub(self.sold(a.period_start)).saturating_sub(self.reserved(a.period_start, Some(id))),
