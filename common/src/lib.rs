@@ -5,6 +5,9 @@
 //! XDP program and the userspace server call it.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod decision;
 pub mod dns;
 pub mod maps;

@@ -8,6 +8,7 @@ use aya_ebpf::{
 };
 use spillway_common::{
     maps::{CustomerCounters, CustomerRecord, MAX_CUSTOMERS, MAX_NAMES, NameKey, NameValue, ProxySet},
+    name::NAME_WORDS,
     stats::XDP_OUTCOMES,
 };
 
@@ -42,6 +43,8 @@ pub struct Scratch {
     /// 255 constants, so it checks the code after the name walk once instead of once per length.
     pub name_len: u32,
     pub _pad: u32,
+    /// The question name, zero-padded to whole words, for hashing (see `parse::hash_name`).
+    pub name: [u64; NAME_WORDS],
     /// The answer records, built here and copied into the packet with one
     /// `bpf_xdp_store_bytes`.
     pub answers: [u8; ANSWERS_BUF],

@@ -5,19 +5,19 @@
 //! must be an OPT of version 0 (its options are ignored). Anything else is an `Err(reason)`:
 //! the packet goes on to the kernel untouched and the userspace server answers it.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use spillway_common::{
     decision::{subnet_key_v4, subnet_key_v6},
     dns::*,
     maps::NameKey,
-    name::NameHasher,
+    name::{NAME_WORDS, NameHasher},
     stats::XdpOutcome::{self, *},
 };
 
 use crate::{
     csum::Csum,
     maps::SCRATCH,
-    packet::{ptr_at, read, read_be16, read_be32, read_u8},
+    packet::{read, read_be16, read_be32, read_u8},
 };
 
 const ETH_HLEN: usize = 14;
@@ -165,36 +165,33 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
         return Err(PassNotQuery);
     }
 
-    // The question name: walk it once, hashing the lowercased bytes for the map key and summing
-    // the bytes as received for the reply's checksum. Each step checks 5 bytes (the byte and the 4 of
-    // qtype/qclass that must follow the name) so the verifier gets a range it can use.
+    // The question name, in two passes. First its labels, a length byte at a time, for where it
+    // ends; then its bytes, copied into scratch with one helper call and hashed a word at a time
+    // (lowercased for the map key, as received for the reply's checksum). A byte-at-a-time walk
+    // cost about 3 ns per name byte, a third of the program's time for a 22-byte name.
     let name_off = dns + HEADER_LEN;
-    let mut hasher = NameHasher::new();
-    let mut name_sum = Csum::new();
-    let mut label_left: u8 = 0;
-    let mut name_len: u32 = 0;
-    let mut i = 0;
-    while i < MAX_NAME_WIRE_LEN {
-        let p = ptr_at::<[u8; 5]>(ctx, name_off + i).map_err(|_| PassName)?;
-        let b = unsafe { (*p)[0] };
-        hasher.push(b);
-        name_sum.add_raw(if i & 1 == 0 { (b as u64) << 8 } else { b as u64 });
-        if label_left == 0 {
-            if b == 0 {
-                name_len = i as u32 + 1;
-                break;
-            }
-            if b > MAX_LABEL_LEN {
-                // A compression pointer (0xC0) or a reserved label type.
-                return Err(PassName);
-            }
-            label_left = b;
-        } else {
-            label_left -= 1;
+    let mut end = 0usize;
+    let mut labels = 0;
+    loop {
+        if labels > MAX_NAME_WIRE_LEN / 2 {
+            return Err(PassName);
         }
-        i += 1;
+        let len = read_u8(ctx, name_off + end).map_err(|_| PassName)? as usize;
+        if len == 0 {
+            break;
+        }
+        if len > MAX_LABEL_LEN as usize {
+            // A compression pointer (0xC0) or a reserved label type.
+            return Err(PassName);
+        }
+        end += len + 1;
+        if end >= MAX_NAME_WIRE_LEN {
+            return Err(PassName);
+        }
+        labels += 1;
     }
-    let qname_len = forget_constant(name_len)?;
+    let qname_len = forget_constant(end as u32 + 1)?;
+    let (key, name_sum) = hash_name(ctx, name_off, qname_len)?;
 
     let q_end = name_off + qname_len;
     let qtype = read_be16(ctx, q_end)?;
@@ -225,6 +222,10 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
         edns = true;
         edns_udp_size = if udp_size < PLAIN_UDP_LIMIT { PLAIN_UDP_LIMIT } else { udp_size };
         edns_do = ttl & EDNS_FLAG_DO != 0;
+    } else if replay && arcount == 1 {
+        // A replayed reply: its OPT sits after the answers. Take it as present so the repeat
+        // keeps timing the EDNS reply path (the OPT's few reads above are not timed).
+        edns = true;
     }
     if msg_len != dns_len && !replay {
         return Err(PassNotQuery);
@@ -246,7 +247,7 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
         dns,
         qname_len,
         qtype,
-        key: hasher.finish(),
+        key,
         flags,
         edns,
         edns_udp_size,
@@ -257,6 +258,45 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
         id,
         name_sum,
     })
+}
+
+/// The names-map key and the checksum of the question name's `len` bytes at `off` (which the
+/// label walk found in the packet), from a zero-padded copy in scratch.
+#[inline(always)]
+fn hash_name(ctx: &XdpContext, off: usize, len: usize) -> Result<(NameKey, Csum), XdpOutcome> {
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(PassName)?;
+    let words = unsafe { &mut (*scratch).name };
+    let len = len & 0xff;
+    if len == 0 {
+        return Err(PassName);
+    }
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, words.as_mut_ptr() as *mut _, len as u32) } != 0 {
+        return Err(PassName);
+    }
+    let last = (len - 1) / 8;
+    // Keep the last word's bytes that belong to the name (little-endian: the low ones).
+    let tail_bits = (len & 7) * 8;
+    let tail_mask = if tail_bits == 0 { u64::MAX } else { (1u64 << tail_bits) - 1 };
+    let mut hasher = NameHasher::new();
+    let mut sum = Csum::new();
+    let mut k = 0;
+    while k < NAME_WORDS {
+        let mut w = words[k];
+        if k == last {
+            w &= tail_mask;
+        }
+        hasher.push_word(w);
+        // Summed as little-endian words; byte-swapped to network order below (RFC 1071 §2(B)).
+        sum.add32((w >> 32) as u32);
+        sum.add32(w as u32);
+        if k == last {
+            break;
+        }
+        k += 1;
+    }
+    let mut name_sum = Csum::new();
+    name_sum.add16(sum.fold().swap_bytes());
+    Ok((hasher.finish(len), name_sum))
 }
 
 /// Store the query in the per-CPU scratch slot and hand back that copy (see `Scratch::query`).

@@ -1,5 +1,6 @@
-//! BPF_PROG_TEST_RUN cost of the XDP program per answered query, next to a program that only
-//! returns XDP_TX, measured in the same run, with 1, 100 000 and 1 000 000 names in the map.
+//! BPF_PROG_TEST_RUN cost of the XDP program per query (A, AAAA over IPv6, EDNS, a long name, a
+//! passed query), next to a program that only returns XDP_TX, measured in the same run, with 2,
+//! 10 000 and 1 000 000 names in the map.
 //! Writes target/bench/results.json.
 //!
 //! The program runs with BENCH_REPLAY set: test_run's `repeat` feeds each run the previous
@@ -31,23 +32,63 @@ addresses = ["198.51.100.10", "2001:db8:100::10"]
 capacity_rps = 1000
 [[customer]]
 id = "shop"
-names = ["shop.cdn.example.net."]
+names = ["shop.cdn.example.net.", "www.a-rather-longer-customer-label.shop.cdn.example.net."]
 origin_addresses = ["203.0.113.10", "2001:db8:200::10"]
 overflow = "origin"
 fraction = 1.0
 ttl = 30
 "#;
 
+const SHORT: &str = "shop.cdn.example.net.";
+const LONG: &str = "www.a-rather-longer-customer-label.shop.cdn.example.net.";
+
+/// One measured query shape.
+struct Case {
+    label: &'static str,
+    ipv6: bool,
+    qtype: u16,
+    name: &'static str,
+    edns: bool,
+    /// What the program must do with it.
+    action: u32,
+}
+
+const CASES: [Case; 5] = [
+    Case { label: "A, IPv4", ipv6: false, qtype: TYPE_A, name: SHORT, edns: false, action: fixture::XDP_TX },
+    Case { label: "AAAA, IPv6", ipv6: true, qtype: TYPE_AAAA, name: SHORT, edns: false, action: fixture::XDP_TX },
+    Case { label: "A, IPv4, EDNS", ipv6: false, qtype: TYPE_A, name: SHORT, edns: true, action: fixture::XDP_TX },
+    Case {
+        label: "A, IPv4, 58-byte name",
+        ipv6: false,
+        qtype: TYPE_A,
+        name: LONG,
+        edns: false,
+        action: fixture::XDP_TX,
+    },
+    Case {
+        label: "passed (unknown name)",
+        ipv6: false,
+        qtype: TYPE_A,
+        name: "nx.cdn.example.net.",
+        edns: false,
+        action: fixture::XDP_PASS,
+    },
+];
+
 const REPEAT: u32 = 1_000_000;
 const ROUNDS: usize = 5;
 
 /// A frame whose reply is again a valid query: same MAC, address and port on both sides.
-fn symmetric_frame(ipv6: bool, qtype: u16) -> Vec<u8> {
-    let dns = Query::new("shop.cdn.example.net.", qtype).bytes();
+fn symmetric_frame(case: &Case) -> Vec<u8> {
+    let mut query = Query::new(case.name, case.qtype);
+    if case.edns {
+        query = query.edns(Edns::new(1232));
+    }
+    let dns = query.bytes();
     let mac = [0x02, 0, 0, 0, 0, 1];
     let b = etherparse::PacketBuilder::ethernet2(mac, mac);
     let mut out = Vec::new();
-    if ipv6 {
+    if case.ipv6 {
         let a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53];
         b.ipv6(a, a, 64).udp(53, 53).write(&mut out, &dns).expect("frame");
     } else {
@@ -57,10 +98,10 @@ fn symmetric_frame(ipv6: bool, qtype: u16) -> Vec<u8> {
 }
 
 /// Median ns per run over ROUNDS calls of REPEAT runs.
-fn measure(dp: &Dataplane, prog: &'static str, frame: &[u8]) -> f64 {
+fn measure(dp: &Dataplane, prog: &'static str, frame: &[u8], action: u32) -> f64 {
     let fd = dp.program_fd(prog).expect("fd");
     let first = test_run(fd, &TestRunOptions::new(frame)).expect("test run");
-    assert_eq!(first.return_value, fixture::XDP_TX, "{prog} must answer the benchmark frame");
+    assert_eq!(first.return_value, action, "{prog}: unexpected action on the benchmark frame");
     let mut samples: Vec<Duration> = (0..ROUNDS)
         .map(|_| {
             let opts = TestRunOptions { repeat: REPEAT, ..TestRunOptions::new(frame) };
@@ -73,28 +114,25 @@ fn measure(dp: &Dataplane, prog: &'static str, frame: &[u8]) -> f64 {
 }
 
 fn main() {
-    let (mut dp, _) = fixture::load(CONFIG, LoadOptions { bench_replay: true });
-    let cases = [("A over IPv4", false, TYPE_A), ("AAAA over IPv6", true, TYPE_AAAA)];
+    let (mut dp, catalog) = fixture::load(CONFIG, LoadOptions { bench_replay: true });
+    let mut loaded: usize = catalog.customers().iter().map(|c| c.keys.len()).sum();
     let mut results = Vec::new();
-    let mut loaded = 1usize;
-    for names in [1usize, 100_000, 1_000_000] {
+    println!("{:>9}  {:<22} {:>9} {:>13} {:>7}", "names", "query", "program", "XDP_TX floor", "ratio");
+    for names in [loaded, 10_000, 1_000_000] {
         while loaded < names {
             let key = key_of(&format!("n{loaded}.bench.cdn.example.net.")).expect("name");
             dp.set_name(key, 0).expect("insert name");
             loaded += 1;
         }
-        for (label, ipv6, qtype) in cases {
-            let frame = symmetric_frame(ipv6, qtype);
+        for case in &CASES {
+            let frame = symmetric_frame(case);
             // Interleave floor and program so both see the same machine state.
-            let floor = measure(&dp, program::TX_FLOOR, &frame);
-            let answer = measure(&dp, program::DNS, &frame);
-            println!(
-                "{names:>9} names  {label:<16} answer {answer:>6.1} ns  XDP_TX floor {floor:>5.1} ns  ratio {:.2}x",
-                answer / floor
-            );
+            let floor = measure(&dp, program::TX_FLOOR, &frame, fixture::XDP_TX);
+            let program = measure(&dp, program::DNS, &frame, case.action);
+            println!("{names:>9}  {:<22} {program:>6.0} ns {floor:>10.0} ns {:>6.2}x", case.label, program / floor);
             results.push(json!({
-                "names": names, "query": label, "answer_ns": answer, "floor_ns": floor, "ratio": answer / floor,
-                "repeat": REPEAT, "rounds": ROUNDS, "statistic": "median",
+                "names": names, "query": case.label, "program_ns": program, "floor_ns": floor,
+                "ratio": program / floor, "repeat": REPEAT, "rounds": ROUNDS, "statistic": "median",
             }));
         }
     }
