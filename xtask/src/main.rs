@@ -3,6 +3,7 @@
 //! Every command that builds or runs Spillway runs `setup` first, so each is one command on a
 //! fresh machine.
 
+mod bench;
 mod deploy;
 mod setup;
 
@@ -61,10 +62,12 @@ fn main() -> Result<()> {
             require_root("benchmarks load XDP programs")?;
             // The end-to-end bench runs the release binary.
             cargo(&root, &["build", "--release", "-q", "-p", "spillway"])?;
-            for bin in ["xdp-microbench", "market-bench", "dns-bench"] {
+            for bin in ["xdp-microbench", "market-bench"] {
                 cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", bin])?;
             }
-            Ok(())
+            cargo(&root, &["bench", "-q", "-p", "spillway", "--bench", "userspace"])?;
+            bench::record_criterion(&root)?;
+            cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "dns-bench"])
         }
         Task::Sim { small } => {
             setup::run()?;

@@ -9,13 +9,19 @@
 //! XDP_TX on veth needs it; it slows socket clients such as dnsperf).
 
 use std::{
+    net::UdpSocket,
     path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
 use spillway_tests::{
     daemon::{Daemon, attach_peer},
+    dnswire::{Query, TYPE_A},
     netns::{Proc, SERVER_ADDR4, Topology, spillway_bin},
     peers,
 };
@@ -122,13 +128,137 @@ fn softirq_s() -> f64 {
     cpu.split_whitespace().nth(7).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / tick
 }
 
+/// Run time and run count so far of the XDP program attached to the server's veth (Spillway's,
+/// or Knot's redirect to its AF_XDP sockets), from the kernel's BPF statistics.
+fn server_xdp_stats(topo: &Topology) -> (f64, f64) {
+    let link = topo.server.exec(&["ip", "-j", "link", "show", "dev", &topo.server_if]);
+    let link: Value = serde_json::from_slice(&link.stdout).unwrap_or(Value::Null);
+    let Some(id) = link[0]["xdp"]["prog"]["id"].as_u64() else { return (0.0, 0.0) };
+    let prog = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show", "id", &id.to_string()])
+        .output()
+        .map(|o| serde_json::from_slice::<Value>(&o.stdout).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    (prog["run_time_ns"].as_f64().unwrap_or(0.0), prog["run_cnt"].as_f64().unwrap_or(0.0))
+}
+
+/// What the server spent on a run: process CPU seconds (its whole process tree) and the
+/// seconds and runs of its XDP program.
+struct ServerCost {
+    cpu_s: f64,
+    xdp_s: f64,
+    xdp_runs: f64,
+    softirq_s: f64,
+}
+
+/// Measure `load` and the server's cost around it.
+fn costed<R>(topo: &Topology, pid: Option<u32>, load: impl FnOnce() -> R) -> (R, ServerCost) {
+    let (c0, s0, (x0, n0)) = (pid.map_or(0.0, cpu_s), softirq_s(), server_xdp_stats(topo));
+    let r = load();
+    let (c1, s1, (x1, n1)) = (pid.map_or(0.0, cpu_s), softirq_s(), server_xdp_stats(topo));
+    (r, ServerCost { cpu_s: c1 - c0, xdp_s: (x1 - x0) / 1e9, xdp_runs: n1 - n0, softirq_s: s1 - s0 })
+}
+
+impl ServerCost {
+    /// The JSON fields for `answers` answers.
+    fn fields(&self, answers: f64) -> Value {
+        let per_m = |s: f64| if answers > 0.0 { s / answers * 1e6 } else { 0.0 };
+        json!({
+            "cpu_s_per_million": per_m(self.cpu_s + self.xdp_s),
+            "process_cpu_s_per_million": per_m(self.cpu_s),
+            "xdp_cpu_s_per_million": per_m(self.xdp_s),
+            "xdp_ns_per_packet": if self.xdp_runs > 0.0 { self.xdp_s * 1e9 / self.xdp_runs } else { 0.0 },
+            "softirq_s_per_million": per_m(self.softirq_s),
+        })
+    }
+
+    fn describe(&self) -> String {
+        let per_run = if self.xdp_runs > 0.0 { self.xdp_s * 1e9 / self.xdp_runs } else { 0.0 };
+        format!(
+            "cpu {:.2} s  xdp {:.2} s ({per_run:.0} ns/pkt)  softirq {:.2} s",
+            self.cpu_s, self.xdp_s, self.softirq_s
+        )
+    }
+}
+
+/// Round-trip times seen by a probe sending one query at a time alongside the load.
+#[derive(Debug, Default, Clone)]
+struct Latency {
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    samples: usize,
+    lost: usize,
+}
+
+/// Every millisecond, one A query for a customer name from its own socket in the client
+/// namespace, waiting up to 200 ms for the answer, until `stop`. dnsperf 2.10 prints only the
+/// mean and deviation and kxdpgun no latency at all; the probe measures both loads alike.
+fn probe(stop: Arc<AtomicBool>) -> Latency {
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("probe socket");
+    sock.connect((SERVER_ADDR4, 53)).expect("probe connect");
+    sock.set_read_timeout(Some(Duration::from_millis(200))).expect("probe timeout");
+    let (mut rtts, mut lost, mut buf) = (Vec::new(), 0, [0u8; 1500]);
+    let mut id: u16 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        id = id.wrapping_add(1);
+        let mut q = Query::new(&format!("c{}.{ZONE_APEX}", id as usize % NAMES), TYPE_A);
+        q.id = id;
+        let t0 = Instant::now();
+        if sock.send(&q.bytes()).is_err() {
+            lost += 1;
+            continue;
+        }
+        let answered = loop {
+            match sock.recv(&mut buf) {
+                // A late answer to an earlier probe is skipped.
+                Ok(n) if n >= 2 && buf[..2] == id.to_be_bytes() => break true,
+                Ok(_) => continue,
+                Err(_) => break false,
+            }
+        };
+        if answered {
+            rtts.push(t0.elapsed().as_secs_f64() * 1e3);
+        } else {
+            lost += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1).saturating_sub(t0.elapsed()));
+    }
+    rtts.sort_by(f64::total_cmp);
+    let pct = |p: f64| (!rtts.is_empty()).then(|| rtts[((rtts.len() - 1) as f64 * p).round() as usize]);
+    Latency { p50_ms: pct(0.5), p99_ms: pct(0.99), samples: rtts.len(), lost }
+}
+
+/// Run `load` with the probe going in the client namespace.
+fn probed<R>(topo: &Topology, load: impl FnOnce() -> R) -> (R, Latency) {
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let flag = stop.clone();
+        let h = s.spawn(|| topo.client.run(move || probe(flag)));
+        let r = load();
+        stop.store(true, Ordering::Relaxed);
+        (r, h.join().expect("probe thread"))
+    })
+}
+
+impl Latency {
+    fn describe(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+        format!(
+            "probe p50 {} p99 {} ms ({} answered, {} lost)",
+            ms(self.p50_ms),
+            ms(self.p99_ms),
+            self.samples,
+            self.lost
+        )
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Run {
     sent: f64,
     completed: f64,
     qps: f64,
     avg_ms: f64,
-    stddev_ms: f64,
 }
 
 impl Run {
@@ -160,47 +290,71 @@ fn dnsperf(topo: &Topology, file: &Path, max_qps: Option<f64>) -> Run {
         completed: field(&text, "Queries completed:"),
         qps: field(&text, "Queries per second:"),
         avg_ms: field(&text, "Average Latency (s):") * 1e3,
-        stddev_ms: field(&text, "Latency StdDev (s):") * 1e3,
     }
 }
 
+/// One server under one generator, as results.json and the table have it.
+#[allow(clippy::too_many_arguments)]
+fn entry(
+    server: &str,
+    generator: &str,
+    qps: f64,
+    loss_pct: f64,
+    offered: Option<f64>,
+    answers: f64,
+    lat: &Latency,
+    cost: &ServerCost,
+    avg_ms: Option<f64>,
+) -> Value {
+    let mut v = json!({
+        "server": server,
+        "generator": generator,
+        "qps": qps,
+        "loss_pct": loss_pct,
+        "offered_limit_qps": offered,
+        "met_loss_target": loss_pct < 0.1,
+        "latency_p50_ms": lat.p50_ms,
+        "latency_p99_ms": lat.p99_ms,
+        "latency_probe_samples": lat.samples,
+        "latency_probe_lost": lat.lost,
+        "generator_avg_latency_ms": avg_ms,
+    });
+    if let (Value::Object(m), Value::Object(c)) = (&mut v, cost.fields(answers)) {
+        m.extend(c);
+    }
+    v
+}
+
 /// The highest rate with < 0.1% loss among: unlimited, then 90%, 75%, 60%, 45% of what the
-/// unlimited run achieved. Returns the run and the server's CPU and softirq seconds over it.
+/// unlimited run achieved, with the server's cost and the probe's latency over that run.
 fn measure(topo: &Topology, file: &Path, name: &str, pid: u32) -> Value {
-    let mut limit = None;
     let mut first_qps = 0.0;
     for step in [1.0, 0.9, 0.75, 0.6, 0.45] {
-        if step < 1.0 {
-            limit = Some(first_qps * step);
-        }
-        let (c0, s0, t0) = (cpu_s(pid), softirq_s(), Instant::now());
-        let run = dnsperf(topo, file, limit);
-        let (cpu, soft, wall) = (cpu_s(pid) - c0, softirq_s() - s0, t0.elapsed().as_secs_f64());
+        let limit = (step < 1.0).then_some(first_qps * step);
+        let ((run, lat), cost) = costed(topo, Some(pid), || probed(topo, || dnsperf(topo, file, limit)));
         if step == 1.0 {
             first_qps = run.qps;
         }
         println!(
-            "  {name:<20} limit {:>9}  qps {:>9.0}  loss {:>6.3}%  avg {:.3} ms  cpu {cpu:.2} s  softirq {soft:.2} s",
+            "  {name:<20} dnsperf limit {:>9}  qps {:>9.0}  loss {:>6.3}%  {}  {}",
             limit.map_or("none".to_owned(), |l| format!("{l:.0}")),
             run.qps,
             run.loss_pct(),
-            run.avg_ms
+            lat.describe(),
+            cost.describe()
         );
         if run.loss_pct() < 0.1 || step == 0.45 {
-            let per_m = |s: f64| if run.completed > 0.0 { s / run.completed * 1e6 } else { 0.0 };
-            return json!({
-                "server": name,
-                "generator": "dnsperf",
-                "qps": run.qps,
-                "loss_pct": run.loss_pct(),
-                "offered_limit_qps": limit,
-                "latency_avg_ms": run.avg_ms,
-                "latency_stddev_ms": run.stddev_ms,
-                "cpu_s_per_million": per_m(cpu),
-                "softirq_s_per_million": per_m(soft),
-                "run_s": wall,
-                "met_loss_target": run.loss_pct() < 0.1,
-            });
+            return entry(
+                name,
+                "dnsperf",
+                run.qps,
+                run.loss_pct(),
+                limit,
+                run.completed,
+                &lat,
+                &cost,
+                Some(run.avg_ms),
+            );
         }
     }
     unreachable!("the last step returns")
@@ -239,38 +393,66 @@ fn kxdpgun(topo: &Topology, file: &Path, qps: u64) -> (f64, f64) {
     (count("total queries:"), count("total replies:"))
 }
 
-/// The highest of a few offered rates answered with < 0.1% loss under kxdpgun.
+/// The highest offered rate answered with < 0.1% loss under kxdpgun: a descending ladder,
+/// then three bisection steps between the first rate that passed and the one above it.
 fn measure_kxdpgun(topo: &Topology, file: &Path, name: &str, pid: Option<u32>) -> Value {
-    let rates = [2_000_000u64, 1_400_000, 1_000_000, 700_000, 500_000, 350_000, 250_000, 150_000, 100_000];
-    for (k, &q) in rates.iter().enumerate() {
-        let (c0, s0) = (pid.map_or(0.0, cpu_s), softirq_s());
-        let (sent, answered) = kxdpgun(topo, file, q);
-        let (cpu, soft) = (pid.map_or(0.0, cpu_s) - c0, softirq_s() - s0);
+    let ladder =
+        [2_000_000u64, 1_400_000, 1_000_000, 700_000, 500_000, 350_000, 250_000, 150_000, 100_000, 70_000, 50_000];
+    let run = |q: u64| {
+        // No probe here: kxdpgun's XDP program on the client's veth takes every UDP reply,
+        // the probe's too, and kxdpgun reports no latency itself.
+        let lat = Latency::default();
+        let ((sent, answered), cost) = costed(topo, pid, || kxdpgun(topo, file, q));
         let loss = if sent > 0.0 { (sent - answered) / sent * 100.0 } else { 100.0 };
         let qps = answered / f64::from(RUN_S);
-        println!(
-            "  {name:<20} kxdpgun offered {q:>9}  answered {qps:>9.0}/s  loss {loss:>6.3}%  cpu {cpu:.2} s  softirq {soft:.2} s"
-        );
-        if (sent > 0.0 && loss < 0.1) || k + 1 == rates.len() {
-            let per_m = |s: f64| if answered > 0.0 { s / answered * 1e6 } else { 0.0 };
-            return json!({
-                "server": name,
-                "generator": "kxdpgun",
-                "qps": qps,
-                "loss_pct": loss,
-                "offered_limit_qps": q,
-                "latency_avg_ms": null,
-                "latency_stddev_ms": null,
-                "cpu_s_per_million": per_m(cpu),
-                "softirq_s_per_million": per_m(soft),
-                "met_loss_target": loss < 0.1,
-            });
+        println!("  {name:<20} kxdpgun offered {q:>9}  answered {qps:>9.0}/s  loss {loss:>6.3}%  {}", cost.describe());
+        let ok = sent > 0.0 && loss < 0.1;
+        (ok, entry(name, "kxdpgun", qps, loss, Some(q as f64), answered, &lat, &cost, None))
+    };
+    let mut above = None;
+    for (k, &q) in ladder.iter().enumerate() {
+        let (ok, mut best) = run(q);
+        if !ok && k + 1 < ladder.len() {
+            above = Some(q);
+            continue;
         }
+        if let (true, Some(mut hi)) = (ok, above) {
+            let mut lo = q;
+            for _ in 0..3 {
+                let mid = (lo + hi) / 2;
+                let (ok, e) = run(mid);
+                if ok {
+                    (lo, best) = (mid, e);
+                } else {
+                    hi = mid;
+                }
+            }
+        }
+        return best;
     }
     unreachable!("the last rate returns")
 }
 
+/// Turns the kernel's per-program run time accounting on for the bench and back off after.
+struct BpfStats;
+
+impl BpfStats {
+    fn enable() -> Self {
+        let _ = std::fs::write(BPF_STATS, "1");
+        BpfStats
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, "0");
+    }
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
 fn run_all() -> Result<Vec<Value>, String> {
+    let _stats = BpfStats::enable();
     let topo = Topology::new();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let file = dir.path().join("queries.txt");
@@ -313,29 +495,36 @@ fn run_all() -> Result<Vec<Value>, String> {
 }
 
 fn markdown(servers: &[Value]) -> String {
-    let xdp = |generator: &Value| {
+    let xdp = |generator: &Value, key: &str| {
         servers
             .iter()
             .find(|s| s["server"] == "spillway-xdp" && &s["generator"] == generator)
-            .and_then(|s| s["qps"].as_f64())
+            .and_then(|s| s[key].as_f64())
             .unwrap_or(0.0)
     };
+    let ms = |v: &Value| v.as_f64().map_or("-".to_owned(), |v| format!("{v:.2}"));
     let mut md = String::from(
-        "| server | generator | qps at < 0.1% loss | loss | avg latency | CPU s per M answers | softirq s per M | Spillway XDP / this |\n|---|---|---|---|---|---|---|---|\n",
+        "| server | generator | qps at < 0.1% loss | loss | latency p50 / p99 (ms, probe) | server CPU µs per answer | of it XDP program | XDP ns per packet | Spillway XDP qps / this | this CPU per answer / Spillway XDP's |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for s in servers {
         let qps = s["qps"].as_f64().unwrap_or(0.0);
+        let cpu = s["cpu_s_per_million"].as_f64().unwrap_or(0.0);
+        let xdp_cpu = xdp(&s["generator"], "cpu_s_per_million");
         md.push_str(&format!(
-            "| {} | {} | {:.0}{} | {:.3}% | {} | {:.2} | {:.2} | {:.2}x |\n",
+            "| {} | {} | {:.0}{} | {:.3}% | {} / {} | {:.2} | {:.2} | {:.0} | {:.2}x | {:.1}x |\n",
             s["server"].as_str().unwrap_or(""),
             s["generator"].as_str().unwrap_or(""),
             qps,
             if s["met_loss_target"].as_bool() == Some(true) { "" } else { " (loss target not met)" },
             s["loss_pct"].as_f64().unwrap_or(0.0),
-            s["latency_avg_ms"].as_f64().map_or("-".to_owned(), |l| format!("{l:.3} ms")),
-            s["cpu_s_per_million"].as_f64().unwrap_or(0.0),
-            s["softirq_s_per_million"].as_f64().unwrap_or(0.0),
-            if qps > 0.0 { xdp(&s["generator"]) / qps } else { 0.0 }
+            ms(&s["latency_p50_ms"]),
+            ms(&s["latency_p99_ms"]),
+            cpu,
+            s["xdp_cpu_s_per_million"].as_f64().unwrap_or(0.0),
+            s["xdp_ns_per_packet"].as_f64().unwrap_or(0.0),
+            if qps > 0.0 { xdp(&s["generator"], "qps") / qps } else { 0.0 },
+            if xdp_cpu > 0.0 { cpu / xdp_cpu } else { 0.0 },
         ));
     }
     md
@@ -345,7 +534,10 @@ fn chart(path: &Path, servers: &[Value]) -> Result<(), String> {
     use plotters::prelude::*;
     let bars: Vec<(String, f64)> = servers
         .iter()
-        .map(|s| (s["server"].as_str().unwrap_or("").to_owned(), s["qps"].as_f64().unwrap_or(0.0)))
+        .map(|s| {
+            let label = format!("{} ({})", s["server"].as_str().unwrap_or(""), s["generator"].as_str().unwrap_or(""));
+            (label, s["qps"].as_f64().unwrap_or(0.0))
+        })
         .collect();
     let top = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.15;
     let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
