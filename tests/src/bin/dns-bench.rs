@@ -512,7 +512,7 @@ fn markdown(servers: &[Value]) -> String {
         let cpu = s["cpu_s_per_million"].as_f64().unwrap_or(0.0);
         let xdp_cpu = xdp(&s["generator"], "cpu_s_per_million");
         md.push_str(&format!(
-            "| {} | {} | {:.0}{} | {:.3}% | {} / {} | {:.2} | {:.2} | {:.0} | {:.2}x | {:.1}x |\n",
+            "| {} | {} | {:.0}{} | {:.3}% | {} / {} | {:.2} | {:.2} | {} | {:.2}x | {:.1}x |\n",
             s["server"].as_str().unwrap_or(""),
             s["generator"].as_str().unwrap_or(""),
             qps,
@@ -522,7 +522,7 @@ fn markdown(servers: &[Value]) -> String {
             ms(&s["latency_p99_ms"]),
             cpu,
             s["xdp_cpu_s_per_million"].as_f64().unwrap_or(0.0),
-            s["xdp_ns_per_packet"].as_f64().unwrap_or(0.0),
+            s["xdp_ns_per_packet"].as_f64().filter(|v| *v > 0.0).map_or("-".to_owned(), |v| format!("{v:.0}")),
             if qps > 0.0 { xdp(&s["generator"], "qps") / qps } else { 0.0 },
             if xdp_cpu > 0.0 { cpu / xdp_cpu } else { 0.0 },
         ));
