@@ -17,8 +17,13 @@ pub fn record_criterion(root: &Path) -> Result<()> {
     });
     anyhow::ensure!(!found.is_empty(), "no criterion results under {}", dir.display());
     let out = root.join("target/bench/results.json");
-    let mut doc: Value =
-        std::fs::read_to_string(&out).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| json!({}));
+    // The bench binaries wrote this file first; a file that is there but unreadable is an error,
+    // not something to replace with the criterion figures alone.
+    let mut doc: Value = match std::fs::read_to_string(&out) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("parsing {}", out.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({}),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
+    };
     doc["userspace"] = Value::Array(found);
     std::fs::write(&out, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", out.display()))
 }
