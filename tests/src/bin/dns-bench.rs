@@ -120,21 +120,47 @@ fn cpu_s(pid: u32) -> f64 {
     procs.iter().filter(|(p, _, _)| tree.contains(p)).map(|(_, _, t)| *t).sum::<u64>() as f64 / tick
 }
 
-/// Seconds so far per CPU from /proc/stat: (softirq, idle + iowait, all states). The XDP
-/// program runs in softirq; where it lands, and how busy each CPU was, says which CPU limits a
-/// run (kxdpgun is pinned to CPU 1).
-fn cpu_times() -> Vec<[f64; 3]> {
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
-        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-        .map(|l| {
-            // user nice system idle iowait irq softirq steal (guest time is inside user).
-            let f: Vec<f64> = l.split_whitespace().skip(1).take(8).map(|v| v.parse().unwrap_or(0.0) / tick).collect();
-            let at = |i: usize| f.get(i).copied().unwrap_or(0.0);
-            [at(6), at(3) + at(4), f.iter().sum()]
-        })
-        .collect()
+/// One CPU's seconds in some states, from /proc/stat. The XDP program runs in softirq; where it
+/// lands, and how busy each CPU was, says which CPU limits a run (kxdpgun is pinned to CPU 1).
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    softirq_s: f64,
+    /// Idle and iowait.
+    idle_s: f64,
+    /// All states.
+    total_s: f64,
+}
+
+impl CpuTimes {
+    /// Seconds so far, per CPU.
+    fn now() -> Vec<CpuTimes> {
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        stat.lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .map(|l| {
+                // user nice system idle iowait irq softirq steal (guest time is inside user).
+                let f: Vec<f64> =
+                    l.split_whitespace().skip(1).take(8).map(|v| v.parse().unwrap_or(0.0) / tick).collect();
+                let at = |i: usize| f.get(i).copied().unwrap_or(0.0);
+                CpuTimes { softirq_s: at(6), idle_s: at(3) + at(4), total_s: f.iter().sum() }
+            })
+            .collect()
+    }
+
+    /// The seconds spent between `earlier` and `self`.
+    fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            softirq_s: self.softirq_s - earlier.softirq_s,
+            idle_s: self.idle_s - earlier.idle_s,
+            total_s: self.total_s - earlier.total_s,
+        }
+    }
+
+    /// The share of the time that the CPU was not idle.
+    fn busy_share(&self) -> f64 {
+        if self.total_s > 0.0 { 1.0 - self.idle_s / self.total_s } else { 0.0 }
+    }
 }
 
 /// Run time and run count so far of the XDP program attached to the server's veth (Spillway's,
@@ -157,16 +183,16 @@ struct ServerCost {
     cpu_s: f64,
     xdp_s: f64,
     xdp_runs: f64,
-    /// Per CPU over the run: (softirq, idle + iowait, all states) seconds.
-    cpus: Vec<[f64; 3]>,
+    /// Per CPU, over the run.
+    cpus: Vec<CpuTimes>,
 }
 
 /// Measure `load` and the server's cost around it.
 fn costed<R>(topo: &Topology, pid: Option<u32>, load: impl FnOnce() -> R) -> (R, ServerCost) {
-    let (c0, t0, (x0, n0)) = (pid.map_or(0.0, cpu_s), cpu_times(), server_xdp_stats(topo));
+    let (c0, t0, (x0, n0)) = (pid.map_or(0.0, cpu_s), CpuTimes::now(), server_xdp_stats(topo));
     let r = load();
-    let (c1, t1, (x1, n1)) = (pid.map_or(0.0, cpu_s), cpu_times(), server_xdp_stats(topo));
-    let cpus = t1.iter().zip(&t0).map(|(b, a)| [b[0] - a[0], b[1] - a[1], b[2] - a[2]]).collect();
+    let (c1, t1, (x1, n1)) = (pid.map_or(0.0, cpu_s), CpuTimes::now(), server_xdp_stats(topo));
+    let cpus = t1.iter().zip(&t0).map(|(b, a)| b.since(*a)).collect();
     (r, ServerCost { cpu_s: c1 - c0, xdp_s: (x1 - x0) / 1e9, xdp_runs: n1 - n0, cpus })
 }
 
@@ -180,8 +206,8 @@ impl ServerCost {
             "xdp_cpu_s_per_million": per_m(self.xdp_s),
             "xdp_ns_per_packet": if self.xdp_runs > 0.0 { self.xdp_s * 1e9 / self.xdp_runs } else { 0.0 },
             "softirq_s_per_million": per_m(self.softirq_s()),
-            "softirq_s_per_cpu": self.cpus.iter().map(|c| c[0]).collect::<Vec<_>>(),
-            "busy_share_per_cpu": self.cpus.iter().map(busy_share).collect::<Vec<_>>(),
+            "softirq_s_per_cpu": self.cpus.iter().map(|c| c.softirq_s).collect::<Vec<_>>(),
+            "busy_share_per_cpu": self.cpus.iter().map(CpuTimes::busy_share).collect::<Vec<_>>(),
         })
     }
 
@@ -194,20 +220,15 @@ impl ServerCost {
             self.softirq_s(),
             self.cpus
                 .iter()
-                .map(|c| format!("{:.2} s/{:.0}%", c[0], busy_share(c) * 100.0))
+                .map(|c| format!("{:.2} s/{:.0}%", c.softirq_s, c.busy_share() * 100.0))
                 .collect::<Vec<_>>()
                 .join(" ")
         )
     }
 
     fn softirq_s(&self) -> f64 {
-        self.cpus.iter().map(|c| c[0]).sum()
+        self.cpus.iter().map(|c| c.softirq_s).sum()
     }
-}
-
-/// The share of a CPU's time over a run that it was not idle.
-fn busy_share(c: &[f64; 3]) -> f64 {
-    if c[2] > 0.0 { 1.0 - c[1] / c[2] } else { 0.0 }
 }
 
 /// Round-trip times seen by a probe sending one query at a time alongside the load.
