@@ -1,8 +1,17 @@
 //! The live set of proxies and customers, and each customer's fraction in force. The catalog is
 //! what the API reads and changes; every change is written to the data plane first and kept only
-//! if that write succeeded, so the two never disagree.
+//! if that write succeeded, so the two never disagree. After each change the catalog publishes
+//! what the userspace DNS server answers from (a [`ZoneSnapshot`]), so queries never wait for it.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use arc_swap::ArcSwap;
 
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
@@ -14,6 +23,7 @@ use crate::{
         Dataplane,
         records::{customer_record, key_of, proxy_set},
     },
+    dns::snapshot::{LiveCustomer, Published, ZoneSnapshot},
     error::{Error, Result},
 };
 
@@ -37,14 +47,12 @@ pub struct Customer {
     /// The fraction in force in the data plane.
     pub fraction: f64,
     pub mode: Mode,
-    /// The record in force, as the data plane has it (the userspace server answers from it).
+    /// The record in force, as the data plane has it.
     pub record: CustomerRecord,
-    /// The userspace server's round-robin position over the origins.
-    pub rr_cursor: u64,
     /// Requests/s bought by contracts in force now.
     pub contracted_rps: u64,
-    /// Answers the userspace server gave, by target (proxy, origin, cname).
-    pub userspace_answers: [u64; 3],
+    /// What the userspace server answers from: the same record, and its answer counters.
+    pub live: Arc<LiveCustomer>,
 }
 
 pub struct Catalog {
@@ -53,7 +61,7 @@ pub struct Catalog {
     by_id: HashMap<String, usize>,
     by_key: HashMap<NameKey, usize>,
     /// Bumped on every change of the data, for the zones' SOA serial.
-    generation: u32,
+    generation: Arc<AtomicU32>,
     /// The market is on: names answer with proxies only under a contract in force.
     gated: bool,
     /// Every proper ancestor of a customer name (lowercase): the names that exist only because
@@ -61,6 +69,8 @@ pub struct Catalog {
     ancestors: HashSet<Name>,
     /// Customers defined in the config file (the API may not change them).
     from_file: usize,
+    /// The snapshot the userspace server reads, replaced after every change of names.
+    published: Published,
 }
 
 impl Catalog {
@@ -72,23 +82,65 @@ impl Catalog {
             customers: Vec::new(),
             by_id: HashMap::new(),
             by_key: HashMap::new(),
-            generation: 0,
+            generation: Arc::new(AtomicU32::new(0)),
             gated: config.market.is_some(),
             ancestors: HashSet::new(),
             from_file: 0,
+            published: Arc::new(ArcSwap::from_pointee(ZoneSnapshot {
+                proxies: proxy_set,
+                by_key: HashMap::new(),
+                ancestors: HashSet::new(),
+                generation: Arc::new(AtomicU32::new(0)),
+            })),
         };
         for c in config.customers() {
-            catalog.add_customer(c.clone(), None)?;
+            catalog.insert_customer(c.clone(), None)?;
         }
         catalog.from_file = catalog.customers.len();
         // The SOA serial counts changes after start.
-        catalog.generation = 0;
+        catalog.generation.store(0, Ordering::Relaxed);
+        catalog.publish();
         Ok(catalog)
     }
 
-    /// Add a customer (validated by the caller): its record and names go to the data plane
-    /// first, record before names. Fails if a name shares a key with another (never by chance).
+    /// Where the userspace server takes its snapshots from.
+    pub fn published(&self) -> Published {
+        self.published.clone()
+    }
+
+    /// The snapshot in force now.
+    pub fn snapshot(&self) -> Arc<ZoneSnapshot> {
+        self.published.load_full()
+    }
+
+    /// Build a snapshot of the names and customers and put it in force. O(names): called when
+    /// names or customers change, not for a new fraction (that swaps one record).
+    pub fn publish(&self) {
+        let by_key = self.by_key.iter().map(|(k, &i)| (*k, self.customers[i].live.clone())).collect();
+        self.published.store(Arc::new(ZoneSnapshot {
+            proxies: self.proxy_set,
+            by_key,
+            ancestors: self.ancestors.clone(),
+            generation: self.generation.clone(),
+        }));
+    }
+
+    fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Add a customer (validated by the caller) and publish the new snapshot. See
+    /// [`Catalog::insert_customer`].
     pub fn add_customer(&mut self, config: CustomerConfig, dp: Option<&mut Dataplane>) -> Result<()> {
+        self.insert_customer(config, dp)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Add a customer without publishing (for adding many, then [`Catalog::publish`] once): its
+    /// record and names go to the data plane first, record before names. Fails if a name
+    /// shares a key with another (never by chance).
+    pub fn insert_customer(&mut self, config: CustomerConfig, dp: Option<&mut Dataplane>) -> Result<()> {
         let id = config.id.clone();
         if self.by_id.contains_key(&id) {
             return Err(Error::Record(id, "a customer of this id exists".into()));
@@ -112,7 +164,9 @@ impl Catalog {
         }
         self.by_id.insert(id, i);
         add_ancestors(&mut self.ancestors, &config.names);
-        self.generation = self.generation.wrapping_add(1);
+        self.bump_generation();
+        let cname = config.origin_cname.as_deref().and_then(|n| parse_name(n).ok());
+        let live = Arc::new(LiveCustomer::new(config.id.clone(), record, cname));
         self.customers.push(Customer {
             config,
             index,
@@ -120,9 +174,8 @@ impl Catalog {
             fraction,
             mode: Mode::Auto,
             record,
-            rr_cursor: 0,
             contracted_rps: 0,
-            userspace_answers: [0; 3],
+            live,
         });
         Ok(())
     }
@@ -177,12 +230,8 @@ impl Catalog {
         for c in &self.customers {
             add_ancestors(&mut self.ancestors, &c.config.names);
         }
-        self.generation = self.generation.wrapping_add(1);
-    }
-
-    /// True if `name` (lowercase) exists only because customer names exist below it.
-    pub fn is_empty_non_terminal(&self, name: &Name) -> bool {
-        self.ancestors.contains(name)
+        self.bump_generation();
+        self.publish();
     }
 
     /// True for customers from the config file, which the API does not change.
@@ -215,19 +264,13 @@ impl Catalog {
         Ok(())
     }
 
-    /// The customer owning a name, by the names-map key (the same lookup as the XDP program).
-    pub fn customer_by_key_mut(&mut self, key: &NameKey) -> Option<&mut Customer> {
-        let i = *self.by_key.get(key)?;
-        self.customers.get_mut(i)
-    }
-
     pub fn proxy_set(&self) -> &ProxySet {
         &self.proxy_set
     }
 
     /// Changes with every change of the data (for SOA serials).
     pub fn generation(&self) -> u32 {
-        self.generation
+        self.generation.load(Ordering::Relaxed)
     }
 
     pub fn customers(&self) -> &[Customer] {
@@ -272,7 +315,8 @@ impl Catalog {
         c.fraction = fraction;
         c.mode = mode;
         c.record = record;
-        self.generation = self.generation.wrapping_add(1);
+        c.live.set_record(record);
+        self.bump_generation();
         Ok(&self.customers[i])
     }
 }

@@ -59,8 +59,13 @@ pub async fn run(config: Config) -> Result<()> {
     if !config.server.listen.is_empty() {
         let serial_base =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
-        let authority = Arc::new(Authority::new(&config, serial_base));
-        dns::server::serve(&config.server.listen, authority, state.clone()).await?;
+        let zone = state.engine().catalog.published();
+        let cx = Arc::new(dns::server::DnsContext {
+            authority: Authority::new(&config, serial_base),
+            zone,
+            state: state.clone(),
+        });
+        dns::server::serve(&config.server.listen, cx).await?;
     }
     let listener = TcpListener::bind(config.api.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "control API listening");

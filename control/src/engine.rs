@@ -69,9 +69,10 @@ impl Engine {
                 tracing::warn!(customer = %c.id, ?problems, "stored customer not loaded: it conflicts with the config");
                 continue;
             }
-            catalog.add_customer(c.clone(), None)?;
+            catalog.insert_customer(c.clone(), None)?;
             api_customers.push(c);
         }
+        catalog.publish();
         let m = config.market.as_ref();
         let params = ForecastParams {
             weeks: m.map_or(4, |m| m.forecast_weeks),
@@ -181,7 +182,8 @@ impl Engine {
                 Some(dp) => dp.customer_answers(cust.index)?,
                 None => [0; 3],
             };
-            let total: [u64; 3] = std::array::from_fn(|i| xdp[i] + cust.userspace_answers[i]);
+            let userspace = cust.live.answers();
+            let total: [u64; 3] = std::array::from_fn(|i| xdp[i] + userspace[i]);
             let prev = self.answers_seen.insert(cust.config.id.clone(), total).unwrap_or(total);
             let d: [u64; 3] = std::array::from_fn(|i| total[i].saturating_sub(prev[i]));
             ids.push(cust.config.id.clone());

@@ -80,7 +80,7 @@ fn xdp_and_userspace_agree() {
     let (dp, _) = fixture::load(CONFIG, LoadOptions::default());
     let config = Config::parse(CONFIG, "equivalence.toml").expect("config");
     let authority = Authority::new(&config, 1);
-    let mut catalog = Catalog::from_config(&config).expect("catalog");
+    let catalog = Catalog::from_config(&config).expect("catalog").snapshot();
 
     let names = [
         "on.cdn.example.net.",
@@ -113,7 +113,7 @@ fn xdp_and_userspace_agree() {
                             let frame = query_frame(&t, &dns);
                             let client: IpAddr = if t.ipv6 { CLIENT_V6.into() } else { CLIENT_V4.into() };
                             let user = authority
-                                .answer(&mut catalog, &dns, client, DnsTransport::Udp)
+                                .answer(&catalog, &dns, client, DnsTransport::Udp)
                                 .expect("userspace answers every query");
                             let (action, out) = fixture::run(&dp, program::DNS, &frame);
                             match action {

@@ -4,5 +4,6 @@
 
 pub mod authority;
 pub mod server;
+pub mod snapshot;
 
 pub use authority::{Authority, Transport};

@@ -8,7 +8,7 @@ use tokio::{
     net::{TcpListener, TcpStream, UdpSocket},
 };
 
-use super::{Authority, Transport};
+use super::{Authority, Transport, snapshot::Published};
 use crate::api::AppState;
 
 /// A TCP connection with no complete query for this long is closed (RFC 7766 §6.2.3).
@@ -22,16 +22,16 @@ const UDP_RCVBUF: usize = 8 << 20;
 /// Bind UDP and TCP on every address, then serve them until the runtime stops. UDP gets one
 /// socket per CPU with SO_REUSEPORT (the kernel spreads queries over them by flow), each
 /// served by its own task, and a large receive buffer.
-pub async fn serve(addrs: &[SocketAddr], authority: Arc<Authority>, state: Arc<AppState>) -> std::io::Result<()> {
+pub async fn serve(addrs: &[SocketAddr], cx: Arc<DnsContext>) -> std::io::Result<()> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     for &addr in addrs {
         for _ in 0..workers {
             let udp = udp_socket(addr)?;
-            tokio::spawn(serve_udp(udp, authority.clone(), state.clone()));
+            tokio::spawn(serve_udp(udp, cx.clone()));
         }
         let tcp = tcp_listener(addr)?;
         tracing::info!(%addr, udp_sockets = workers, "userspace DNS listening (UDP and TCP)");
-        tokio::spawn(serve_tcp(tcp, authority.clone(), state.clone()));
+        tokio::spawn(serve_tcp(tcp, cx.clone()));
     }
     Ok(())
 }
@@ -64,15 +64,23 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
-fn answer(authority: &Authority, state: &AppState, request: &[u8], peer: SocketAddr, t: Transport) -> Option<Vec<u8>> {
-    let reply = authority.answer(&mut state.engine().catalog, request, peer.ip(), t);
+/// What every listener task shares: the rules, the catalog's published snapshot (read without a
+/// lock), and the metrics.
+pub struct DnsContext {
+    pub authority: Authority,
+    pub zone: Published,
+    pub state: Arc<AppState>,
+}
+
+fn answer(cx: &DnsContext, request: &[u8], peer: SocketAddr, t: Transport) -> Option<Vec<u8>> {
+    let reply = cx.authority.answer(&cx.zone.load(), request, peer.ip(), t);
     if reply.is_some() {
-        state.metrics.count_userspace_answer();
+        cx.state.metrics.count_userspace_answer();
     }
     reply
 }
 
-async fn serve_udp(socket: UdpSocket, authority: Arc<Authority>, state: Arc<AppState>) {
+async fn serve_udp(socket: UdpSocket, cx: Arc<DnsContext>) {
     let mut buf = vec![0u8; 65_535];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -82,7 +90,7 @@ async fn serve_udp(socket: UdpSocket, authority: Arc<Authority>, state: Arc<AppS
                 continue;
             }
         };
-        if let Some(reply) = answer(&authority, &state, &buf[..n], peer, Transport::Udp)
+        if let Some(reply) = answer(&cx, &buf[..n], peer, Transport::Udp)
             && let Err(e) = socket.send_to(&reply, peer).await
         {
             tracing::debug!(%peer, "UDP send: {e}");
@@ -90,7 +98,7 @@ async fn serve_udp(socket: UdpSocket, authority: Arc<Authority>, state: Arc<AppS
     }
 }
 
-async fn serve_tcp(listener: TcpListener, authority: Arc<Authority>, state: Arc<AppState>) {
+async fn serve_tcp(listener: TcpListener, cx: Arc<DnsContext>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
@@ -101,9 +109,9 @@ async fn serve_tcp(listener: TcpListener, authority: Arc<Authority>, state: Arc<
                 continue;
             }
         };
-        let (authority, state) = (authority.clone(), state.clone());
+        let cx = cx.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, peer, &authority, &state).await {
+            if let Err(e) = serve_connection(stream, peer, &cx).await {
                 tracing::debug!(%peer, "TCP connection: {e}");
             }
             drop(permit);
@@ -111,12 +119,7 @@ async fn serve_tcp(listener: TcpListener, authority: Arc<Authority>, state: Arc<
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    authority: &Authority,
-    state: &AppState,
-) -> std::io::Result<()> {
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, cx: &DnsContext) -> std::io::Result<()> {
     let mut buf = vec![0u8; 65_535];
     loop {
         let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
@@ -128,7 +131,7 @@ async fn serve_connection(
             return Ok(());
         }
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf[..len])).await.map_err(std::io::Error::other)??;
-        if let Some(reply) = answer(authority, state, &buf[..len], peer, Transport::Tcp) {
+        if let Some(reply) = answer(cx, &buf[..len], peer, Transport::Tcp) {
             let mut out = Vec::with_capacity(reply.len() + 2);
             out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
             out.extend_from_slice(&reply);

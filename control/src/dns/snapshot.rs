@@ -1,0 +1,92 @@
+//! What the userspace server answers from: an immutable snapshot of the catalog, published by
+//! the writer (the catalog) and read by every query without a lock. The writer swaps in a new
+//! snapshot when names or customers change; a record change (a new fraction) swaps only that
+//! customer's record. Counters are atomics shared across snapshots.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+};
+
+use arc_swap::ArcSwap;
+use hickory_proto::rr::Name;
+use spillway_common::maps::{CustomerRecord, NameKey, ProxySet};
+
+/// One customer as the query path sees it.
+#[derive(Debug)]
+pub struct LiveCustomer {
+    pub id: String,
+    /// The record in force, as the data plane has it; replaced whole on a change.
+    record: ArcSwap<CustomerRecord>,
+    /// The CNAME target for `overflow = "cname"`, parsed once.
+    pub origin_cname: Option<Name>,
+    /// Answers the userspace server gave, by target (proxy, origin, cname).
+    answers: [AtomicU64; 3],
+    /// The userspace server's round-robin position over the origins.
+    rr_cursor: AtomicU64,
+}
+
+impl LiveCustomer {
+    pub fn new(id: String, record: CustomerRecord, origin_cname: Option<Name>) -> Self {
+        Self {
+            id,
+            record: ArcSwap::from_pointee(record),
+            origin_cname,
+            answers: Default::default(),
+            rr_cursor: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record(&self) -> CustomerRecord {
+        **self.record.load()
+    }
+
+    pub fn set_record(&self, record: CustomerRecord) {
+        self.record.store(Arc::new(record));
+    }
+
+    /// Count one answer of `target` (index of `decision::Target`).
+    pub fn count(&self, target: usize) {
+        self.answers[target].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn answers(&self) -> [u64; 3] {
+        std::array::from_fn(|i| self.answers[i].load(Ordering::Relaxed))
+    }
+
+    /// The next round-robin position (each call advances it).
+    pub fn next_rr(&self) -> u64 {
+        self.rr_cursor.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The catalog as of one moment: names, customers, proxies.
+#[derive(Debug)]
+pub struct ZoneSnapshot {
+    pub proxies: ProxySet,
+    pub by_key: HashMap<NameKey, Arc<LiveCustomer>>,
+    /// Every proper ancestor of a customer name (lowercase): empty non-terminals.
+    pub ancestors: HashSet<Name>,
+    /// Bumped on every change of the data, for the zones' SOA serial (shared by snapshots).
+    pub generation: Arc<AtomicU32>,
+}
+
+impl ZoneSnapshot {
+    pub fn customer(&self, key: &NameKey) -> Option<&LiveCustomer> {
+        self.by_key.get(key).map(|c| &**c)
+    }
+
+    pub fn is_empty_non_terminal(&self, name: &Name) -> bool {
+        self.ancestors.contains(name)
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Relaxed)
+    }
+}
+
+/// Where the writer publishes snapshots and readers take them: cheap to clone and share.
+pub type Published = Arc<ArcSwap<ZoneSnapshot>>;
