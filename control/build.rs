@@ -11,5 +11,10 @@ fn main() -> anyhow::Result<()> {
     let root_dir = root_dir.to_str().context("dns-ebpf path is not UTF-8")?;
     // aya-build watches dns-ebpf itself; the kernel program also compiles `common`.
     println!("cargo:rerun-if-changed={manifest_dir}/../common/src");
-    aya_build::build_ebpf([Package { name: "dns-ebpf", root_dir, ..Default::default() }], Toolchain::default())
+    // The upgrade test's binary carries a program that differs (see dns-ebpf's `variant`).
+    let features: &[&str] = if std::env::var_os("CARGO_FEATURE_UPGRADE_TEST").is_some() { &["variant"] } else { &[] };
+    aya_build::build_ebpf(
+        [Package { name: "dns-ebpf", root_dir, features, ..Default::default() }],
+        Toolchain::default(),
+    )
 }

@@ -14,6 +14,15 @@ pub const CUSTOMER_STATS_MAP: &str = "CUSTOMER_STATS";
 /// Per-CPU counters per [`crate::stats::XdpOutcome`].
 pub const XDP_STATS_MAP: &str = "XDP_STATS";
 
+/// The meaning of the maps' keys and records. Bump it when a key or record changes meaning
+/// without changing size (the name hash, a field's use): pinned maps of another version are
+/// then migrated, never reused. Sizes and entries are compared by the loader anyway.
+#[cfg(not(feature = "layout-next"))]
+pub const MAP_LAYOUT_VERSION: u32 = 1;
+/// One version ahead, for the binary the upgrade test migrates to (`spillway/upgrade-test`).
+#[cfg(feature = "layout-next")]
+pub const MAP_LAYOUT_VERSION: u32 = 2;
+
 pub const MAX_NAMES: u32 = 1 << 20;
 pub const MAX_CUSTOMERS: u32 = 1 << 16;
 /// Proxy addresses kept per address family.

@@ -21,6 +21,7 @@ use crate::{
     config::{Config, CustomerConfig, parse_name},
     dataplane::{
         Dataplane,
+        pins::MapsOrigin,
         records::{customer_record, key_of, proxy_set},
     },
     dns::snapshot::{LiveCustomer, Published, ZoneSnapshot},
@@ -281,16 +282,48 @@ impl Catalog {
         self.by_id.get(id).map(|&i| &self.customers[i])
     }
 
-    /// Write everything to a freshly loaded data plane: proxies, records, then names (a name
-    /// points at a record that already exists).
+    /// Put the catalog into a freshly loaded data plane. New maps are filled: proxies, records,
+    /// then names (a name points at a record that already exists). Pinned maps taken over are
+    /// reconciled in place: names that left or moved go first (passed on to userspace
+    /// meanwhile), then proxies, records and names are written, then records nobody uses go.
+    /// Counters stay with the customer that owned them; an index that now holds another
+    /// customer, or none, starts from zero.
     pub fn install(&self, dp: &mut Dataplane) -> Result<()> {
+        let reused = dp.maps_origin() == Some(&MapsOrigin::Reused);
+        let mut kept = HashSet::new();
+        let mut left = HashSet::new();
+        if reused {
+            for (key, index) in dp.names()? {
+                let want = self.by_key.get(&key).map(|&i| self.customers[i].index);
+                if want == Some(index) {
+                    kept.insert(index);
+                } else {
+                    dp.remove_name(key)?;
+                    left.insert(index);
+                }
+            }
+        }
         dp.set_proxies(&self.proxy_set)?;
         for c in &self.customers {
+            if reused && !kept.contains(&c.index) {
+                dp.zero_customer_stats(c.index)?;
+            }
             dp.set_customer(c.index, &c.record)?;
         }
         for c in &self.customers {
             for key in &c.keys {
                 dp.set_name(*key, c.index)?;
+            }
+        }
+        if reused {
+            let live: HashSet<u32> = self.customers.iter().map(|c| c.index).collect();
+            for i in dp.customer_indices()? {
+                if !live.contains(&i) {
+                    dp.remove_customer(i)?;
+                }
+            }
+            for &i in left.difference(&live) {
+                dp.zero_customer_stats(i)?;
             }
         }
         Ok(())

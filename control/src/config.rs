@@ -49,6 +49,10 @@ pub struct ServerConfig {
     pub xdp_interfaces: Vec<String>,
     #[serde(default)]
     pub xdp_mode: XdpModeConfig,
+    /// Where the XDP program's maps and links are pinned, so that XDP keeps answering when
+    /// the daemon stops and the next one takes over without a gap.
+    #[serde(default = "default_bpffs_dir")]
+    pub bpffs_dir: PathBuf,
     /// Addresses of in-zone nameserver names (glue), e.g. `{ "ns1.cdn.example.net." = ["192.0.2.53"] }`.
     #[serde(default)]
     pub glue: std::collections::BTreeMap<String, Vec<IpAddr>>,
@@ -126,6 +130,10 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         Self { target_load: 0.9, report_stale_s: 3.0, proxy_down_s: 10.0, min_change: 0.005 }
     }
+}
+
+fn default_bpffs_dir() -> PathBuf {
+    PathBuf::from(crate::dataplane::pins::DEFAULT_BPFFS_DIR)
 }
 
 fn default_period_s() -> u32 {
@@ -350,6 +358,9 @@ impl Config {
             if !seen_if.insert(ifname) {
                 v.push(None, &format!("server.xdp_interfaces[{i}]"), format!("{ifname:?} is listed twice"));
             }
+        }
+        if !s.bpffs_dir.is_absolute() || s.bpffs_dir.to_str().is_none_or(|p| p.contains(['\n', '\0'])) {
+            v.push(None, "server.bpffs_dir", format!("{} must be an absolute path", s.bpffs_dir.display()));
         }
         match (&self.api.token, &self.api.token_file) {
             (None, None) => v.push(None, "api", "set token or token_file".into()),

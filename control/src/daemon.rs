@@ -1,21 +1,66 @@
 //! `spillway run`: load and attach XDP, fill the maps, serve the API, stop cleanly on a signal.
+//!
+//! XDP is pinned: on SIGTERM, or when the daemon dies, the program keeps answering from the
+//! last state (fail-static) unless `--detach-on-exit`. The next start takes the pinned maps
+//! over (or migrates them to a new layout) and swaps its program into the pinned links.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
-use tokio::{io::unix::AsyncFd, net::TcpListener, signal::unix::SignalKind};
+use tokio::{
+    io::unix::AsyncFd,
+    net::TcpListener,
+    signal::unix::{Signal, SignalKind},
+    sync::{mpsc, oneshot, watch},
+};
 
 use crate::{
     api::{self, AppState, Principal},
     catalog::Catalog,
     config::Config,
-    dataplane::{Dataplane, LoadOptions},
-    dns::{self, Authority},
+    dataplane::{Attached, Dataplane, LoadOptions, pins::MapsOrigin},
+    dns::{self, Authority, server::tcp_from_fd},
     engine::{Engine, unix_now},
     error::{Error, Result},
+    handover::{self, Event, Inherited, Kind, Phase, Registry, Takeover},
 };
 
-pub async fn run(config: Config) -> Result<()> {
+/// After the new daemon is ready, how long the old one gives its listeners to finish the
+/// queries in hand.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// How `spillway run` was asked to behave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// On a clean stop, remove the program, its links and pins instead of leaving XDP
+    /// answering.
+    pub detach_on_exit: bool,
+}
+
+/// Why the daemon stopped.
+enum Exit {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A new daemon took the sockets and the data plane over.
+    HandedOver,
+}
+
+pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     let token = config.api_token()?;
+    let mut signals = Signals::new()?;
+    // A planned restart: the running daemon hands its sockets over, with what is queued in
+    // them, and stops writing before we read the store.
+    let rendezvous = handover::socket_name(&config.server.bpffs_dir);
+    let mut takeover = Takeover::request(&rendezvous)?;
+    let mut inherited = match &mut takeover {
+        Some(t) => {
+            tracing::info!(sockets = t.inherited.len(), "taking over from the running daemon");
+            std::mem::take(&mut t.inherited)
+        }
+        None => Inherited::default(),
+    };
     // The store and the contracts in force decide the fractions before anything is attached.
     let mut engine = Engine::new(&config, Catalog::from_config(&config)?, None, unix_now())?;
     let mut tokens = vec![(token.clone(), Principal::Operator)];
@@ -29,33 +74,24 @@ pub async fn run(config: Config) -> Result<()> {
     }
     tracing::info!(path = %config.store.path.display(), market = engine.market.is_some(), "store open");
 
-    let dataplane = if config.server.xdp_interfaces.is_empty() {
+    engine.dataplane = if config.server.xdp_interfaces.is_empty() {
         tracing::info!("no xdp_interfaces: XDP is off");
         None
     } else {
-        let mut dp = Dataplane::load(LoadOptions::default())?;
-        // Maps first, then attach: the first packet already finds every record.
-        engine.catalog.install(&mut dp)?;
-        if let Some(logger) = dp.take_logger() {
-            spawn_ebpf_logger(logger);
-        }
-        for iface in &config.server.xdp_interfaces {
-            dp.attach(iface, config.server.xdp_mode)?;
-            tracing::info!(interface = %iface, mode = ?config.server.xdp_mode, "XDP attached");
-        }
-        Some(dp)
+        Some(start_dataplane(&config, &engine.catalog)?)
     };
-    engine.dataplane = dataplane;
     let state = AppState::new(engine, tokens);
+    let (phase_tx, phase) = watch::channel(Phase::Running);
     if state.engine().market.is_some() {
-        tokio::spawn(market_scheduler(state.clone()));
-        tokio::spawn(controller_loop(state.clone()));
+        tokio::spawn(market_scheduler(state.clone(), phase.clone()));
+        tokio::spawn(controller_loop(state.clone(), phase.clone()));
     }
     for p in config.proxies() {
         if let Some(url) = &p.metrics_url {
-            tokio::spawn(scrape_loop(state.clone(), p.name.clone(), url.clone()));
+            tokio::spawn(scrape_loop(state.clone(), p.name.clone(), url.clone(), phase.clone()));
         }
     }
+    let registry = Registry::default();
     if !config.server.listen.is_empty() {
         let serial_base =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
@@ -65,66 +101,236 @@ pub async fn run(config: Config) -> Result<()> {
             zone,
             state: state.clone(),
         });
-        dns::server::serve(&config.server.listen, cx).await?;
+        dns::server::serve(&config.server.listen, cx, &mut inherited, &registry, &phase)?;
     }
-    let listener = TcpListener::bind(config.api.listen).await?;
+    let listener = match inherited.take(Kind::Api, config.api.listen).pop() {
+        Some(fd) => tcp_from_fd(fd)?,
+        None => TcpListener::bind(config.api.listen).await?,
+    };
+    registry.add(Kind::Api, config.api.listen, &listener)?;
+    if !inherited.is_empty() {
+        tracing::info!(sockets = inherited.len(), "inherited sockets of addresses no longer configured are closed");
+    }
+    drop(inherited);
     tracing::info!(addr = %listener.local_addr()?, "control API listening");
     state.ready.store(true, Ordering::Release);
+    if let Some(t) = takeover {
+        t.finish()?;
+        tracing::info!("ready: the previous daemon drains and exits");
+    }
+    let mut events = handover::serve(rendezvous, registry.clone());
 
-    axum::serve(listener, api::router(state.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+    let exit = serve_api(&state, listener, &registry, &mut events, &mut signals, &phase_tx).await?;
     state.ready.store(false, Ordering::Release);
-    // Dropping the data plane detaches the programs and frees the maps. The store needs no
-    // closing: every change was committed when it was answered.
-    if state.engine().dataplane.take().is_some() {
-        tracing::info!("stopped: XDP detached");
-    } else {
-        tracing::info!("stopped");
+    // The store needs no closing: every change was committed when it was answered.
+    let dataplane = state.engine().dataplane.take();
+    match (exit, dataplane) {
+        (Exit::HandedOver, _) => tracing::info!("stopped: the new daemon has the sockets and XDP"),
+        (Exit::Signal, Some(dp)) if opts.detach_on_exit => {
+            let removed = dp.unpin_all()?;
+            tracing::info!(?removed, "stopped: XDP detached and unpinned (--detach-on-exit)");
+        }
+        (Exit::Signal, Some(_)) => tracing::info!(
+            "stopped: XDP keeps answering from the last state (fail-static); `spillway detach` removes it"
+        ),
+        (Exit::Signal, None) => tracing::info!("stopped"),
     }
     Ok(())
 }
 
+/// Load the program on the pinned maps (taken over, migrated or new), put the catalog in
+/// them, then attach: swapped into the pinned links where there are some, so no packet goes
+/// unanswered across a restart.
+fn start_dataplane(config: &Config, catalog: &Catalog) -> Result<Dataplane> {
+    let pin_dir = config.server.bpffs_dir.clone();
+    let mut dp = Dataplane::load(LoadOptions { pin_dir: Some(pin_dir.clone()), ..Default::default() })?;
+    let layout = dp.layout().unwrap_or_default().to_owned();
+    let dir = pin_dir.display();
+    match dp.maps_origin() {
+        Some(MapsOrigin::Reused) => tracing::info!(%dir, %layout,
+            "reusing the pinned maps (same layout): reconciling them with the config and store"),
+        Some(MapsOrigin::Migrated { from }) => tracing::info!(%dir, ?from, to = %layout,
+            "map layout changed: migrating (new maps filled first, then one program swap)"),
+        _ => tracing::info!(%dir, %layout, "no pinned maps: new maps created and pinned"),
+    }
+    // Maps first, then attach: the first packet already finds every record.
+    catalog.install(&mut dp)?;
+    if let Some(logger) = dp.take_logger() {
+        spawn_ebpf_logger(logger);
+    }
+    let mode = config.server.xdp_mode;
+    let mut new = Vec::new();
+    for iface in &config.server.xdp_interfaces {
+        match dp.attach(iface, mode) {
+            Ok(Attached::Swapped) => tracing::info!(interface = %iface, ?mode,
+                "XDP program swapped into the pinned link (bpf_link_update): no gap"),
+            Ok(Attached::New) => {
+                tracing::info!(interface = %iface, ?mode, "XDP attached and pinned");
+                new.push(iface.clone());
+            }
+            Err(e) => {
+                // A start that fails takes back what it attached; what ran before keeps
+                // running (now with this program, on maps it has reconciled).
+                if let Err(undo) = dp.detach_new(&new) {
+                    tracing::error!("undoing the attachments of a failed start: {undo}");
+                }
+                return Err(e);
+            }
+        }
+    }
+    dp.retire(&config.server.xdp_interfaces)?;
+    Ok(dp)
+}
+
+/// Serve the API until a signal, or until a new daemon takes over. While a new daemon starts,
+/// the API and background work pause (requests wait in the listener's backlog for whichever
+/// daemon serves next); if it goes away before it is ready, they resume.
+async fn serve_api(
+    state: &Arc<AppState>,
+    mut listener: TcpListener,
+    registry: &Registry,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    signals: &mut Signals,
+    phase: &watch::Sender<Phase>,
+) -> Result<Exit> {
+    loop {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let router = api::router(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        });
+        let event = tokio::select! {
+            _ = signals.recv() => None,
+            e = next_event(events) => Some(e),
+        };
+        // In-flight requests finish; the listener stays open (the registry holds a copy).
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        match event {
+            None => return Ok(Exit::Signal),
+            Some(Event::Quiesce(ack)) => {
+                phase.send_replace(Phase::Quiesced);
+                // A market or controller tick in progress ends before we answer.
+                state.with_engine(|_| ()).await;
+                let _ = ack.send(());
+                let next = tokio::select! {
+                    _ = signals.recv() => None,
+                    e = next_event(events) => Some(e),
+                };
+                match next {
+                    None => return Ok(Exit::Signal),
+                    Some(Event::Drain) => {
+                        phase.send_replace(Phase::Draining);
+                        tokio::time::sleep(DRAIN_GRACE).await;
+                        return Ok(Exit::HandedOver);
+                    }
+                    Some(_) => {
+                        phase.send_replace(Phase::Running);
+                        tracing::info!("resumed");
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+        let fd = registry.dup_of(Kind::Api).ok_or_else(|| Error::Handover("the API listener is gone".into()))?;
+        listener = tcp_from_fd(fd)?;
+    }
+}
+
+/// The next handover event; never, once the handover thread has ended.
+async fn next_event(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+    match events.recv().await {
+        Some(e) => e,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGTERM and SIGINT, registered once so none is missed between waits.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            term: tokio::signal::unix::signal(SignalKind::terminate())?,
+            int: tokio::signal::unix::signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM"),
+            _ = self.int.recv() => tracing::info!("SIGINT"),
+        }
+    }
+}
+
+fn running(phase: &watch::Receiver<Phase>) -> bool {
+    *phase.borrow() == Phase::Running
+}
+
 /// Wake at every market deadline (an auction closing, a contract starting or ending, to the
 /// second) and at least once a second, and do the market's work.
-async fn market_scheduler(state: Arc<AppState>) {
+async fn market_scheduler(state: Arc<AppState>, phase: watch::Receiver<Phase>) {
     loop {
-        let next = {
-            let engine = state.engine();
-            let now = unix_now();
-            engine.market.as_ref().and_then(|m| m.next_event(now)).unwrap_or(now + 1).min(now + 1)
-        };
+        let next = state
+            .with_engine(|engine| {
+                let now = unix_now();
+                engine.market.as_ref().and_then(|m| m.next_event(now)).unwrap_or(now + 1).min(now + 1)
+            })
+            .await;
         let wake = std::time::UNIX_EPOCH + std::time::Duration::from_secs(next.max(0) as u64);
         let wait = wake.duration_since(std::time::SystemTime::now()).unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = state.market_changed.notified() => {}
         }
-        let mut engine = state.engine();
-        if let Err(e) = engine.tick(unix_now()) {
-            tracing::error!("market tick: {e}");
-        }
+        let phase = phase.clone();
+        state
+            .with_engine(move |engine| {
+                if running(&phase)
+                    && let Err(e) = engine.tick(unix_now())
+                {
+                    tracing::error!("market tick: {e}");
+                }
+            })
+            .await;
     }
 }
 
 /// The controller's tick, once a second (a fifth of a second past it, so the proxies'
 /// reports of that second are in).
-async fn controller_loop(state: Arc<AppState>) {
+async fn controller_loop(state: Arc<AppState>, phase: watch::Receiver<Phase>) {
     loop {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let next = std::time::Duration::from_secs(now.as_secs() + 1) + std::time::Duration::from_millis(200);
         tokio::time::sleep(next.saturating_sub(now)).await;
         let t =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        let mut engine = state.engine();
-        if let Err(e) = engine.control_tick(t) {
-            tracing::error!("controller tick: {e}");
-        }
+        let phase = phase.clone();
+        state
+            .with_engine(move |engine| {
+                if running(&phase)
+                    && let Err(e) = engine.control_tick(t)
+                {
+                    tracing::error!("controller tick: {e}");
+                }
+            })
+            .await;
     }
 }
 
 /// Scrape a proxy's metrics every second; each scrape after the first is a report (the
 /// counters' growth since the previous one). A failed scrape is no report: the proxy goes
-/// stale, then down, as if silent.
-async fn scrape_loop(state: Arc<AppState>, proxy: String, url: String) {
+/// stale, then down, as if silent. The baseline moves only when a report was recorded, so a
+/// report the store did not take is counted in the next one.
+async fn scrape_loop(state: Arc<AppState>, proxy: String, url: String, phase: watch::Receiver<Phase>) {
     use crate::controller::scrape;
     let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build() {
         Ok(c) => c,
@@ -148,22 +354,26 @@ async fn scrape_loop(state: Arc<AppState>, proxy: String, url: String) {
         let at =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let counters = scrape::parse(&text);
-        if let Some((t0, before)) = prev.replace((at, counters.clone())) {
-            let (own, mut served) = scrape::delta(&before, &counters);
-            let mut engine = state.engine();
-            served.retain(|c, _| engine.catalog.customer(c).is_some());
-            if let Err(e) = engine.record_report(&proxy, own, &served, Some(at - t0), at) {
-                tracing::error!(%proxy, "recording a scrape: {e}");
-            }
+        let Some((t0, before)) = &prev else {
+            prev = Some((at, counters));
+            continue;
+        };
+        let (own, mut served) = scrape::delta(before, &counters);
+        let (phase, name, interval) = (phase.clone(), proxy.clone(), at - t0);
+        let recorded = state
+            .with_engine(move |engine| {
+                if !running(&phase) {
+                    return Ok(false);
+                }
+                served.retain(|c, _| engine.catalog.customer(c).is_some());
+                engine.record_report(&name, own, &served, Some(interval), at).map(|_| true)
+            })
+            .await;
+        match recorded {
+            Ok(true) => prev = Some((at, counters)),
+            Ok(false) => {}
+            Err(e) => tracing::error!(%proxy, "recording a scrape (counted again in the next one): {e}"),
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
     }
 }
 

@@ -20,6 +20,10 @@ pub enum Error {
     MissingMap(&'static str),
     #[error("BPF program {0} is missing from the object")]
     MissingProgram(&'static str),
+    #[error("handover: {0}")]
+    Handover(String),
+    #[error("pinned XDP state: {0}")]
+    Pin(String),
     #[error("customer {0:?}: {1}")]
     Record(String, String),
     #[error("{0}")]

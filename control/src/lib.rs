@@ -9,7 +9,8 @@
 //! - [`market`]: the auction and the order book; [`contracts`]: what is in force when;
 //!   [`ledger`]: usage priced by the contracts; [`store`]: SQLite.
 //! - [`engine`]: all of the above behind one lock.
-//! - [`daemon`]: `spillway run`; [`ctl`]: `spillway ctl`.
+//! - [`daemon`]: `spillway run`; [`handover`]: planned restarts that pass the sockets on;
+//!   [`ctl`]: `spillway ctl`.
 
 pub mod api;
 pub mod capacity;
@@ -23,6 +24,7 @@ pub mod dataplane;
 pub mod dns;
 pub mod engine;
 pub mod error;
+pub mod handover;
 pub mod ledger;
 pub mod market;
 pub mod metrics;

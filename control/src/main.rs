@@ -19,10 +19,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run in the foreground: XDP, control API. SIGTERM/SIGINT stop it cleanly.
+    /// Run in the foreground: XDP, userspace DNS, controller, market, control API.
+    /// SIGTERM/SIGINT stop it; the pinned XDP program keeps answering (fail-static).
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// On a clean stop, remove the XDP program, its links and pins.
+        #[arg(long)]
+        detach_on_exit: bool,
+    },
+    /// Remove the XDP program from every interface, and its links and pins.
+    Detach {
+        /// Read `server.bpffs_dir` from this config.
+        #[arg(long, conflicts_with = "bpffs_dir")]
+        config: Option<PathBuf>,
+        /// The pin directory (default /sys/fs/bpf/spillway).
+        #[arg(long)]
+        bpffs_dir: Option<PathBuf>,
     },
     /// Validate a config file; print every problem with its line. Exit 1 if any.
     Check {
@@ -58,10 +71,40 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
+        Command::Detach { config, bpffs_dir } => {
+            let dir = match (config, bpffs_dir) {
+                (Some(path), _) => match Config::load(&path) {
+                    Ok(c) => c.server.bpffs_dir,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                (None, Some(dir)) => dir,
+                (None, None) => PathBuf::from(spillway::dataplane::pins::DEFAULT_BPFFS_DIR),
+            };
+            match spillway::dataplane::pins::detach(&dir) {
+                Ok(removed) if removed.is_empty() => {
+                    println!("{}: nothing pinned", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Ok(removed) => {
+                    for r in removed {
+                        println!("removed {r}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("spillway detach: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run { config, detach_on_exit } => {
+            let opts = spillway::daemon::RunOptions { detach_on_exit };
             let result = Config::load(&config).map_err(anyhow::Error::from).and_then(|c| {
                 let rt = tokio::runtime::Runtime::new()?;
-                rt.block_on(spillway::daemon::run(c)).map_err(anyhow::Error::from)
+                rt.block_on(spillway::daemon::run(c, opts)).map_err(anyhow::Error::from)
             });
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,47 @@
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 use spillway_common::{decision::Target, stats::XdpOutcome};
 
-use crate::{engine::Engine, error::Result};
+use crate::{dataplane::StatsReader, engine::Engine, error::Result};
+
+/// What `/metrics` needs from the engine, copied under its lock in one short step; the BPF
+/// counters are read afterwards, without it.
+pub struct EngineView {
+    scale: f64,
+    customers: Vec<CustomerView>,
+}
+
+struct CustomerView {
+    id: String,
+    index: u32,
+    fraction: f64,
+    contracted_rps: u64,
+    served_rps: Option<f64>,
+    setpoint_rps: Option<f64>,
+}
+
+impl EngineView {
+    pub fn of(engine: &Engine) -> Self {
+        Self {
+            scale: engine.controller.scale(),
+            customers: engine
+                .catalog
+                .customers()
+                .iter()
+                .map(|c| {
+                    let d = engine.decisions.get(&c.config.id);
+                    CustomerView {
+                        id: c.config.id.clone(),
+                        index: c.index,
+                        fraction: c.fraction,
+                        contracted_rps: c.contracted_rps,
+                        served_rps: d.and_then(|d| d.served_rps),
+                        setpoint_rps: d.map(|d| d.setpoint_rps),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
 
 pub const DNS_QUERIES_TOTAL: &str = "spillway_dns_queries_total";
 pub const ANSWERS_TOTAL: &str = "spillway_answers_total";
@@ -100,17 +140,16 @@ impl Metrics {
         self.dns_queries.with_label_values(&[PATH_USERSPACE]).inc();
     }
 
-    /// Read the counters and render the text exposition format.
-    pub fn render(&self, engine: &Engine) -> Result<String> {
-        let (catalog, dp) = (&engine.catalog, engine.dataplane.as_ref());
-        self.scale.set(engine.controller.scale());
+    /// Read the data plane's counters (if XDP is on) and render the text exposition format.
+    pub fn render(&self, engine: &EngineView, stats: Option<&StatsReader>) -> Result<String> {
+        self.scale.set(engine.scale);
         self.served.reset();
         self.setpoint.reset();
         let mut xdp_answered = 0;
-        if let Some(dp) = dp {
-            let stats = dp.xdp_stats()?;
+        if let Some(stats) = stats {
+            let counts = stats.xdp_stats()?;
             for outcome in XdpOutcome::ALL {
-                let n = stats[outcome as usize];
+                let n = counts[outcome as usize];
                 set_counter(&self.xdp_packets.with_label_values(&[outcome.label()]), n);
                 if outcome.is_answer() {
                     xdp_answered += n;
@@ -118,18 +157,18 @@ impl Metrics {
             }
         }
         set_counter(&self.dns_queries.with_label_values(&[PATH_XDP]), xdp_answered);
-        for c in catalog.customers() {
-            let id = c.config.id.as_str();
+        for c in &engine.customers {
+            let id = c.id.as_str();
             self.fraction.with_label_values(&[id]).set(c.fraction);
             self.contracted.with_label_values(&[id]).set(c.contracted_rps as f64);
-            if let Some(d) = engine.decisions.get(id) {
-                if let Some(s) = d.served_rps {
-                    self.served.with_label_values(&[id]).set(s);
-                }
-                self.setpoint.with_label_values(&[id]).set(d.setpoint_rps);
+            if let Some(s) = c.served_rps {
+                self.served.with_label_values(&[id]).set(s);
             }
-            let answers = match dp {
-                Some(dp) => dp.customer_answers(c.index)?,
+            if let Some(s) = c.setpoint_rps {
+                self.setpoint.with_label_values(&[id]).set(s);
+            }
+            let answers = match stats {
+                Some(stats) => stats.customer_answers(c.index)?,
                 None => [0; 3],
             };
             for t in Target::ALL {

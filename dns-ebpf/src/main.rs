@@ -31,11 +31,21 @@ use crate::{
 #[unsafe(no_mangle)]
 static BENCH_REPLAY: u8 = 0;
 
+/// The upgrade test's program (feature `variant`) reads this once per packet, so its
+/// instructions differ from the default build's and nothing else does.
+#[cfg(feature = "variant")]
+#[unsafe(no_mangle)]
+static PROGRAM_VARIANT: u32 = 1;
+
 /// Stands in when the proxies map is empty: no proxy of either family.
 static EMPTY_PROXIES: ProxySet = ProxySet::empty();
 
 #[xdp]
 pub fn spillway_dns(ctx: XdpContext) -> u32 {
+    #[cfg(feature = "variant")]
+    unsafe {
+        core::ptr::read_volatile(&PROGRAM_VARIANT)
+    };
     let outcome = match try_spillway_dns(&ctx) {
         Ok(target) => match target {
             Target::Proxy => XdpOutcome::AnsweredProxy,

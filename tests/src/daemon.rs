@@ -3,7 +3,7 @@
 //! namespace.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -13,19 +13,23 @@ use spillway::{
     dataplane::{Dataplane, LoadOptions, program},
 };
 
-use crate::netns::{Proc, SERVER_ADDR4, Topology, spillway_bin};
+use crate::netns::{BpfFs, Proc, SERVER_ADDR4, Topology, spillway_bin};
 
 /// Where the daemons started here listen for the API (in the server namespace).
 pub fn api_url(path: &str) -> String {
     format!("http://{SERVER_ADDR4}:8053{path}")
 }
 
-/// A running daemon. Field order is drop order: the process stops before its files go.
+/// A running daemon. Field order is drop order: the process stops before its pins and files
+/// go.
 pub struct Daemon {
     pub proc: Proc,
     /// The pass-through program on the client's veth that native XDP_TX needs (taken away
     /// when another program, such as kxdpgun's, must sit there instead).
     pub peer: Option<Dataplane>,
+    /// Where the daemon pins its XDP state (`server.bpffs_dir` is set to a directory in it
+    /// unless the config names one).
+    pub bpffs: BpfFs,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
 }
@@ -36,22 +40,42 @@ impl Daemon {
     /// the daemon's own temporary directory (for the store).
     pub fn start(topo: &Topology, config: &str) -> Result<Daemon, String> {
         let peer = attach_peer(topo)?;
+        let bpffs = BpfFs::new();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let path = dir.path().join("spillway.toml");
-        let config = config.replace("@DIR@", dir.path().to_str().ok_or("temp dir path")?);
-        std::fs::write(&path, config).map_err(|e| e.to_string())?;
-        let bin = spillway_bin();
-        let argv = [bin.to_str().ok_or("binary path")?, "run", "--config", path.to_str().ok_or("config path")?];
-        let proc = topo.server.spawn(&argv, dir.path().join("spillway.log"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http(topo, "GET", "/readyz", None, None).0 != 200 {
-            if Instant::now() > deadline {
-                return Err(format!("spillway never became ready; log:\n{}", proc.log_text()));
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let mut config = config.replace("@DIR@", dir.path().to_str().ok_or("temp dir path")?);
+        if !config.contains("bpffs_dir") {
+            let line = format!("[server]\nbpffs_dir = \"{}\"", bpffs.pin_dir().display());
+            config = config.replacen("[server]", &line, 1);
         }
-        Ok(Daemon { proc, peer: Some(peer), config: path, dir })
+        std::fs::write(&path, config).map_err(|e| e.to_string())?;
+        let proc = spawn_run(topo, &spillway_bin(), &path, dir.path().join("spillway.log"));
+        wait_ready(topo, &proc)?;
+        Ok(Daemon { proc, peer: Some(peer), bpffs, config: path, dir })
     }
+
+    /// Start another `spillway run` of `bin` on the same config, store and pins (its log is
+    /// `spillway-<n>.log` in the daemon's directory), without waiting.
+    pub fn spawn_next(&self, topo: &Topology, bin: &Path, n: usize) -> Proc {
+        spawn_run(topo, bin, &self.config, self.dir.path().join(format!("spillway-{n}.log")))
+    }
+}
+
+fn spawn_run(topo: &Topology, bin: &Path, config: &Path, log: PathBuf) -> Proc {
+    let argv = [bin.to_str().expect("binary path"), "run", "--config", config.to_str().expect("config path")];
+    topo.server.spawn(&argv, log)
+}
+
+/// Wait up to 20 s for /readyz to answer 200 while `proc` runs.
+pub fn wait_ready(topo: &Topology, proc: &Proc) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(topo, "GET", "/readyz", None, None).0 != 200 {
+        if Instant::now() > deadline {
+            return Err(format!("spillway never became ready; log:\n{}", proc.log_text()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// The pass-through program on the client's veth, which native XDP_TX on veth needs; detached

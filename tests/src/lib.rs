@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod dnswire;
 pub mod fixture;
 pub mod frame;
+pub mod load;
 pub mod netns;
 pub mod peers;
 pub mod privileged;

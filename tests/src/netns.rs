@@ -138,6 +138,68 @@ impl Drop for Proc {
     }
 }
 
+/// A bpffs of the test's own, mounted in the host's mount namespace so that pins made by a
+/// daemon inside `ip netns exec` (which gets a copy of this mount) outlive that daemon, as
+/// /sys/fs/bpf does on a real host. Unmounted on drop, which releases whatever is still
+/// pinned in it (links included: XDP leaves the interface).
+pub struct BpfFs {
+    pub dir: PathBuf,
+}
+
+impl BpfFs {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "spw-bpffs-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("bpffs mount point");
+        let out = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir).output().expect("mount runs");
+        assert!(out.status.success(), "mount -t bpf: {}", String::from_utf8_lossy(&out.stderr));
+        BpfFs { dir }
+    }
+
+    /// The pin directory a daemon is given (`server.bpffs_dir`).
+    pub fn pin_dir(&self) -> PathBuf {
+        self.dir.join("spillway")
+    }
+
+    /// Everything pinned below the mount point, as relative paths (not the kernel's own
+    /// `maps.debug` and `progs.debug` iterators, which every bpffs has).
+    pub fn pins(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.dir.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(&self.dir).unwrap_or(&p).display().to_string();
+                if rel == "maps.debug" || rel == "progs.debug" {
+                    continue;
+                }
+                out.push(rel);
+                if p.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Default for BpfFs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Two namespaces joined by a veth pair with documentation addresses:
 /// client 192.0.2.1 / 2001:db8::1, server 192.0.2.53 / 2001:db8::53.
 pub struct Topology {

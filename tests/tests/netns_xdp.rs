@@ -200,9 +200,15 @@ fn xdp_answers_and_api_fraction_change() {
     assert_eq!(status, 200, "{text}");
     assert_eq!(dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]), ["203.0.113.10"]);
 
-    // SIGTERM: a clean stop that detaches XDP.
+    // SIGTERM: a clean stop, and XDP goes on answering from the last state (fail-static).
     let status = daemon.proc.stop().expect("stopped on SIGTERM within 5 s");
     assert!(status.success(), "exit {status:?}; log:\n{}", daemon.proc.log_text());
     let link = topo.server.exec_ok(&["ip", "link", "show", &topo.server_if]);
-    assert!(!link.contains("prog/xdp"), "XDP still attached after stop: {link}");
+    assert!(link.contains("prog/xdp"), "XDP detached on stop: {link}");
+    assert_eq!(dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]), ["203.0.113.10"], "answered with no daemon");
+    // `spillway detach` takes it away.
+    let pin_dir = daemon.bpffs.pin_dir();
+    topo.server.exec_ok(&[spillway_bin().to_str().unwrap(), "detach", "--bpffs-dir", pin_dir.to_str().unwrap()]);
+    let link = topo.server.exec_ok(&["ip", "link", "show", &topo.server_if]);
+    assert!(!link.contains("prog/xdp"), "XDP still attached after detach: {link}");
 }

@@ -85,7 +85,11 @@ fn test(root: &Path) -> Result<()> {
     require_root("the integration tests attach XDP programs in network namespaces")?;
     cargo(root, &["fmt", "--all", "--check"])?;
     cargo(root, &["clippy", "--all-targets", "--", "-D", "warnings"])?;
-    // The end-to-end tests run the real binary.
+    // The end-to-end tests run the real binary; the restart test also upgrades to one whose
+    // XDP program and map layout differ (built first: the plain build then takes its place).
+    cargo(root, &["build", "-p", "spillway", "--features", "upgrade-test"])?;
+    let bin = root.join("target/debug");
+    std::fs::copy(bin.join("spillway"), bin.join("spillway-upgrade")).context("copying the upgrade binary")?;
     cargo(root, &["build", "-p", "spillway"])?;
     let status = Command::new(env!("CARGO"))
         .current_dir(root)

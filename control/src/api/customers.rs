@@ -76,11 +76,14 @@ fn unknown(id: &str) -> ApiError {
 
 /// The operator sees every customer, a buyer only itself.
 pub async fn list(State(state): State<Arc<AppState>>, Extension(who): Extension<Principal>) -> Json<CustomerList> {
-    let engine = state.engine();
-    let visible = |c: &&Customer| who.scope().is_none_or(|s| s == c.config.id);
-    Json(CustomerList {
-        customers: engine.catalog.customers().iter().filter(visible).map(|c| view(&engine, c)).collect(),
-    })
+    state
+        .with_engine(move |engine| {
+            let visible = |c: &&Customer| who.scope().is_none_or(|s| s == c.config.id);
+            Json(CustomerList {
+                customers: engine.catalog.customers().iter().filter(visible).map(|c| view(engine, c)).collect(),
+            })
+        })
+        .await
 }
 
 pub async fn get(
@@ -88,10 +91,13 @@ pub async fn get(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<CustomerView>, ApiError> {
-    let engine = state.engine();
-    let c = engine.catalog.customer(&id).filter(|c| who.scope().is_none_or(|s| s == c.config.id));
-    let c = c.ok_or_else(|| unknown(&id))?;
-    Ok(Json(view(&engine, c)))
+    state
+        .with_engine(move |engine| {
+            let c = engine.catalog.customer(&id).filter(|c| who.scope().is_none_or(|s| s == c.config.id));
+            let c = c.ok_or_else(|| unknown(&id))?;
+            Ok(Json(view(engine, c)))
+        })
+        .await
 }
 
 /// POST /v1/customers: add a buyer (operator). The body is a `[[customer]]` entry as JSON
@@ -105,13 +111,17 @@ pub async fn create(
     who.require_operator()?;
     let c: CustomerConfig = super::parse_json(&body)?;
     let (id, token) = (c.id.clone(), c.token.clone());
-    let mut engine = state.engine();
-    engine.add_customer(c, crate::engine::unix_now())?;
-    if let Some(t) = token {
-        state.tokens.write().unwrap_or_else(|e| e.into_inner()).push((t, Principal::Buyer(id.clone())));
-    }
-    let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
-    Ok(Json(view(&engine, c)))
+    let st = state.clone();
+    state
+        .with_engine(move |engine| {
+            engine.add_customer(c, crate::engine::unix_now())?;
+            if let Some(t) = token {
+                st.tokens.write().unwrap_or_else(|e| e.into_inner()).push((t, Principal::Buyer(id.clone())));
+            }
+            let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
+            Ok(Json(view(engine, c)))
+        })
+        .await
 }
 
 /// Body of PUT /v1/customers/{id}/names.
@@ -130,13 +140,16 @@ pub async fn put_names(
 ) -> Result<Json<CustomerView>, ApiError> {
     who.require_operator()?;
     let req: NamesRequest = super::parse_json(&body)?;
-    let mut engine = state.engine();
-    if engine.catalog.customer(&id).is_none() {
-        return Err(unknown(&id));
-    }
-    engine.set_customer_names(&id, req.names, crate::engine::unix_now())?;
-    let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
-    Ok(Json(view(&engine, c)))
+    state
+        .with_engine(move |engine| {
+            if engine.catalog.customer(&id).is_none() {
+                return Err(unknown(&id));
+            }
+            engine.set_customer_names(&id, req.names, crate::engine::unix_now())?;
+            let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
+            Ok(Json(view(engine, c)))
+        })
+        .await
 }
 
 /// Body of PUT /v1/customers/{id}/fraction.
@@ -173,12 +186,14 @@ pub async fn put_fraction(
 ) -> Result<Json<CustomerView>, ApiError> {
     who.require_operator()?;
     let req: FractionRequest = super::parse_json(&body)?;
-    let mut guard = state.engine();
-    let engine = &mut *guard;
-    let current = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
-    let (fraction, mode) = resolve(&req, current, engine.catalog.auto_fraction(current))?;
-    engine.catalog.set_fraction(&id, fraction, mode, engine.dataplane.as_mut()).map_err(ApiError::internal)?;
-    tracing::info!(customer = %id, fraction, ?mode, "fraction set through the API");
-    let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
-    Ok(Json(view(engine, c)))
+    state
+        .with_engine(move |engine| {
+            let current = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
+            let (fraction, mode) = resolve(&req, current, engine.catalog.auto_fraction(current))?;
+            engine.catalog.set_fraction(&id, fraction, mode, engine.dataplane.as_mut()).map_err(ApiError::internal)?;
+            tracing::info!(customer = %id, fraction, ?mode, "fraction set through the API");
+            let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
+            Ok(Json(view(engine, c)))
+        })
+        .await
 }

@@ -30,8 +30,8 @@ pub async fn contracts(
     Query(q): Query<ContractsQuery>,
 ) -> Result<Json<ContractList>, ApiError> {
     let customer = scoped(&who, q.customer)?;
-    let engine = state.engine();
-    Ok(Json(ContractList { contracts: engine.store.contracts(customer.as_deref())? }))
+    let contracts = state.with_engine(move |engine| engine.store.contracts(customer.as_deref())).await?;
+    Ok(Json(ContractList { contracts }))
 }
 
 /// The customer filter a request may use: a buyer only its own.
@@ -77,7 +77,7 @@ pub async fn usage(
         Some("csv") => true,
         Some(other) => return Err(ApiError::bad_request(format!("format {other:?}: use json or csv"))),
     };
-    let rows = state.engine().store.usage(customer.as_deref(), from, to)?;
+    let rows = state.with_engine(move |engine| engine.store.usage(customer.as_deref(), from, to)).await?;
     if csv {
         let mut out = String::from("customer,interval_start,requests,uncontracted_requests,charge_micros,charge\n");
         for r in &rows {

@@ -28,16 +28,30 @@ fn check_customer(engine: &Engine, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Run a market change, then put contracts that came into force in the data plane and wake
-/// the scheduler for new deadlines.
-fn change<T>(state: &AppState, f: impl FnOnce(&mut Engine, i64) -> Result<T, ApiError>) -> Result<T, ApiError> {
-    let now = unix_now();
-    let mut engine = state.engine();
-    let out = f(&mut engine, now)?;
-    engine.sync_contracts(now, false)?;
-    drop(engine);
+/// Run a market change (on the engine's blocking thread), then put contracts that came into
+/// force in the data plane and wake the scheduler for new deadlines.
+async fn change<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&mut Engine, i64) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let out = state
+        .with_engine(move |engine| {
+            let now = unix_now();
+            let out = f(engine, now)?;
+            engine.sync_contracts(now, false)?;
+            Ok::<T, ApiError>(out)
+        })
+        .await?;
     state.market_changed.notify_one();
     Ok(out)
+}
+
+/// A read of the engine, on its blocking thread.
+async fn read<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&mut Engine) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    state.with_engine(f).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,12 +71,14 @@ pub async fn capacity(
     State(state): State<Arc<AppState>>,
     Query(q): Query<CapacityQuery>,
 ) -> Result<Json<CapacityView>, ApiError> {
-    let mut engine = state.engine();
-    let (market, _, cap) = engine.market()?;
-    let now = unix_now();
-    let n = q.periods.map_or(usize::MAX, |n| n as usize);
-    let periods = market.periods(now).take(n).map(|p| market.availability(cap, p)).collect();
-    Ok(Json(CapacityView { period_s: market.params().period_s, periods }))
+    read(&state, move |engine| {
+        let (market, _, cap) = engine.market()?;
+        let now = unix_now();
+        let n = q.periods.map_or(usize::MAX, |n| n as usize);
+        let periods = market.periods(now).take(n).map(|p| market.availability(cap, p)).collect();
+        Ok(Json(CapacityView { period_s: market.params().period_s, periods }))
+    })
+    .await
 }
 
 // --- auctions ----------------------------------------------------------------------------
@@ -85,7 +101,7 @@ pub async fn open_auction(
 ) -> Result<Json<AuctionRow>, ApiError> {
     who.require_operator()?;
     let req: OpenAuctionRequest = parse_json(&body)?;
-    change(&state, |engine, now| {
+    change(&state, move |engine, now| {
         let (market, store, cap) = engine.market()?;
         let req = AuctionRequest {
             period_start: req.period_start,
@@ -95,6 +111,7 @@ pub async fn open_auction(
         };
         Ok(market.open_auction(store, cap, &req, now)?)
     })
+    .await
     .map(Json)
 }
 
@@ -104,9 +121,11 @@ pub struct AuctionList {
 }
 
 pub async fn list_auctions(State(state): State<Arc<AppState>>) -> Result<Json<AuctionList>, ApiError> {
-    let mut engine = state.engine();
-    let (_, store, _) = engine.market()?;
-    Ok(Json(AuctionList { auctions: store.auctions(false)? }))
+    read(&state, |engine| {
+        let (_, store, _) = engine.market()?;
+        Ok(Json(AuctionList { auctions: store.auctions(false)? }))
+    })
+    .await
 }
 
 #[derive(Debug, Serialize)]
@@ -129,7 +148,7 @@ pub async fn get_auction(
     Extension(who): Extension<Principal>,
     Path(id): Path<i64>,
 ) -> Result<Json<AuctionView>, ApiError> {
-    Ok(Json(auction_view(&mut state.engine(), id, &who)?))
+    read(&state, move |engine| Ok(Json(auction_view(engine, id, &who)?))).await
 }
 
 /// Close an auction now, before its `closes_at` (the operator's call).
@@ -139,15 +158,16 @@ pub async fn clear_auction(
     Path(id): Path<i64>,
 ) -> Result<Json<AuctionView>, ApiError> {
     who.require_operator()?;
-    change(&state, |engine, now| {
+    change(&state, move |engine, now| {
         let (market, store, cap) = engine.market()?;
         if store.auction(id)?.is_none() {
             return Err(MarketError::NotFound(format!("no auction {id}")).into());
         }
         market.clear_auction(store, cap, id, now)?;
         Ok(())
-    })?;
-    Ok(Json(auction_view(&mut state.engine(), id, &who)?))
+    })
+    .await?;
+    read(&state, move |engine| Ok(Json(auction_view(engine, id, &who)?))).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,7 +188,7 @@ pub async fn place_bid(
 ) -> Result<Json<BidRow>, ApiError> {
     let req: BidRequest = parse_json(&body)?;
     let customer = who.acting_for(req.customer.as_deref())?;
-    change(&state, |engine, now| {
+    change(&state, move |engine, now| {
         check_customer(engine, &customer)?;
         let (market, store, cap) = engine.market()?;
         let bid = crate::market::BidRequest {
@@ -179,6 +199,7 @@ pub async fn place_bid(
         };
         Ok(market.place_bid(store, cap, &bid, now)?)
     })
+    .await
     .map(Json)
 }
 
@@ -192,7 +213,7 @@ pub async fn list_bids(
     Extension(who): Extension<Principal>,
     Path(id): Path<i64>,
 ) -> Result<Json<BidList>, ApiError> {
-    Ok(Json(BidList { bids: auction_view(&mut state.engine(), id, &who)?.bids }))
+    read(&state, move |engine| Ok(Json(BidList { bids: auction_view(engine, id, &who)?.bids }))).await
 }
 
 pub async fn withdraw_bid(
@@ -200,23 +221,26 @@ pub async fn withdraw_bid(
     Extension(who): Extension<Principal>,
     Path((id, bid)): Path<(i64, i64)>,
 ) -> Result<Json<BidRow>, ApiError> {
-    change(&state, |engine, now| {
+    change(&state, move |engine, now| {
         let (market, store, _) = engine.market()?;
         if store.bid(bid)?.is_none_or(|b| b.auction_id != id) {
             return Err(MarketError::NotFound(format!("no bid {bid} in auction {id}")).into());
         }
         Ok(market.withdraw_bid(store, bid, who.scope(), now)?)
     })
+    .await
     .map(Json)
 }
 
 // --- the book ----------------------------------------------------------------------------
 
 pub async fn book(State(state): State<Arc<AppState>>, Path(period): Path<i64>) -> Result<Json<Depth>, ApiError> {
-    let mut engine = state.engine();
-    let (market, _, _) = engine.market()?;
-    market.check_period(period, unix_now())?;
-    Ok(Json(market.depth(period)))
+    read(&state, move |engine| {
+        let (market, _, _) = engine.market()?;
+        market.check_period(period, unix_now())?;
+        Ok(Json(market.depth(period)))
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,7 +282,7 @@ pub async fn place_order(
         ));
     }
     let customer = who.acting_for(req.customer.as_deref())?;
-    change(&state, |engine, now| {
+    change(&state, move |engine, now| {
         check_customer(engine, &customer)?;
         let (market, store, cap) = engine.market()?;
         let r = OrderRequest {
@@ -271,6 +295,7 @@ pub async fn place_order(
         let (order, contracts) = market.place_order(store, cap, &r, now)?;
         Ok(OrderResult { order, contracts })
     })
+    .await
     .map(Json)
 }
 
@@ -292,9 +317,11 @@ pub async fn list_orders(
     Extension(who): Extension<Principal>,
     Query(q): Query<OrdersQuery>,
 ) -> Result<Json<OrderList>, ApiError> {
-    let mut engine = state.engine();
-    let (_, store, _) = engine.market()?;
-    Ok(Json(OrderList { orders: store.orders(who.scope(), q.open)? }))
+    read(&state, move |engine| {
+        let (_, store, _) = engine.market()?;
+        Ok(Json(OrderList { orders: store.orders(who.scope(), q.open)? }))
+    })
+    .await
 }
 
 pub async fn get_order(
@@ -302,13 +329,15 @@ pub async fn get_order(
     Extension(who): Extension<Principal>,
     Path(id): Path<i64>,
 ) -> Result<Json<OrderRow>, ApiError> {
-    let mut engine = state.engine();
-    let (_, store, _) = engine.market()?;
-    let o = store
-        .order(id)?
-        .filter(|o| who.scope().is_none_or(|s| s == o.owner))
-        .ok_or_else(|| MarketError::NotFound(format!("no order {id}")))?;
-    Ok(Json(o))
+    read(&state, move |engine| {
+        let (_, store, _) = engine.market()?;
+        let o = store
+            .order(id)?
+            .filter(|o| who.scope().is_none_or(|s| s == o.owner))
+            .ok_or_else(|| MarketError::NotFound(format!("no order {id}")))?;
+        Ok(Json(o))
+    })
+    .await
 }
 
 pub async fn cancel_order(
@@ -316,9 +345,10 @@ pub async fn cancel_order(
     Extension(who): Extension<Principal>,
     Path(id): Path<i64>,
 ) -> Result<Json<OrderRow>, ApiError> {
-    change(&state, |engine, now| {
+    change(&state, move |engine, now| {
         let (market, store, _) = engine.market()?;
         Ok(market.cancel_order(store, id, who.scope(), now)?)
     })
+    .await
     .map(Json)
 }

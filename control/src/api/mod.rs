@@ -31,7 +31,11 @@ pub use self::{
     auth::Principal,
     error::{ApiError, parse_json},
 };
-use crate::{engine::Engine, metrics::Metrics};
+use crate::{
+    dataplane::StatsReader,
+    engine::Engine,
+    metrics::{EngineView, Metrics},
+};
 
 /// The OpenAPI document of /v1.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -46,11 +50,21 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Wakes the market scheduler when a change may move its next deadline.
     pub market_changed: Notify,
+    /// The data plane's counters, read without the engine's lock (`None`: XDP is off).
+    pub stats: Option<StatsReader>,
 }
 
 impl AppState {
     pub fn new(engine: Engine, tokens: Vec<(String, Principal)>) -> Arc<Self> {
+        let stats = engine.dataplane.as_ref().and_then(|dp| match dp.stats_reader() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("XDP counters will read 0 in /metrics: {e}");
+                None
+            }
+        });
         Arc::new(Self {
+            stats,
             engine: Mutex::new(engine),
             metrics: Metrics::new(),
             tokens: RwLock::new(tokens),
@@ -62,6 +76,20 @@ impl AppState {
     pub fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
         // A panic while holding the lock leaves the store, catalog and maps as they were written.
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` on the engine on a blocking thread. Engine work waits for the lock and may
+    /// wait for the store's fsync or a BPF syscall; on the blocking pool that never stalls the
+    /// async workers that serve DNS and the API.
+    pub async fn with_engine<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Engine) -> T + Send + 'static,
+    ) -> T {
+        let state = self.clone();
+        match tokio::task::spawn_blocking(move || f(&mut state.engine())).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 }
 
@@ -101,9 +129,15 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
+/// The engine's part is copied under its lock in one short step; the per-CPU counters are read
+/// after, through handles of their own, so a scrape holds up neither DNS nor the API.
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
-    let engine = state.engine();
-    let text = state.metrics.render(&engine).map_err(ApiError::internal)?;
+    let view = state.with_engine(|engine| EngineView::of(engine)).await;
+    let st = state.clone();
+    let text = tokio::task::spawn_blocking(move || st.metrics.render(&view, st.stats.as_ref()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 

@@ -27,12 +27,15 @@ pub struct ProxyList {
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<ProxyList> {
-    let engine = state.engine();
-    let cap = &engine.capacity;
-    Json(ProxyList {
-        proxies: cap.proxies().iter().map(|(n, &c)| ProxyView { name: n.clone(), capacity_rps: c }).collect(),
-        total_capacity_rps: cap.total_rps(),
-    })
+    state
+        .with_engine(|engine| {
+            let cap = &engine.capacity;
+            Json(ProxyList {
+                proxies: cap.proxies().iter().map(|(n, &c)| ProxyView { name: n.clone(), capacity_rps: c }).collect(),
+                total_capacity_rps: cap.total_rps(),
+            })
+        })
+        .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,15 +59,18 @@ pub async fn put_capacity(
             crate::market::MAX_RPS
         )));
     }
-    let mut engine = state.engine();
-    if engine.capacity.proxy(&name).is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no proxy named {name:?}")));
-    }
-    engine.set_capacity(&name, req.capacity_rps, unix_now())?;
-    tracing::info!(proxy = %name, capacity_rps = req.capacity_rps, "capacity set through the API");
-    drop(engine);
+    let view = state
+        .with_engine(move |engine| {
+            if engine.capacity.proxy(&name).is_none() {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no proxy named {name:?}")));
+            }
+            engine.set_capacity(&name, req.capacity_rps, unix_now())?;
+            tracing::info!(proxy = %name, capacity_rps = req.capacity_rps, "capacity set through the API");
+            Ok(ProxyView { name, capacity_rps: req.capacity_rps })
+        })
+        .await?;
     state.market_changed.notify_one();
-    Ok(Json(ProxyView { name, capacity_rps: req.capacity_rps }))
+    Ok(Json(view))
 }
 
 /// Body of POST /v1/proxies/{name}/report: requests served since the proxy's last report.
@@ -106,8 +112,11 @@ pub async fn report(
 ) -> Result<Json<ReportView>, ApiError> {
     who.require_operator()?;
     let req: ReportRequest = parse_json(&body)?;
-    let mut engine = state.engine();
-    if engine.capacity.proxy(&name).is_none() {
+    state.with_engine(move |engine| record(engine, &name, req)).await
+}
+
+fn record(engine: &mut crate::engine::Engine, name: &str, req: ReportRequest) -> Result<Json<ReportView>, ApiError> {
+    if engine.capacity.proxy(name).is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no proxy named {name:?}")));
     }
     if let Some(unknown) = req.served.keys().find(|c| engine.catalog.customer(c).is_none()) {
@@ -121,7 +130,7 @@ pub async fn report(
         return Err(ApiError::bad_request("interval_s must be above 0 and at most 3600"));
     }
     let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    let r = engine.record_report(&name, req.own_requests, &req.served, req.interval_s, at)?;
+    let r = engine.record_report(name, req.own_requests, &req.served, req.interval_s, at)?;
     Ok(Json(ReportView {
         proxy: r.proxy,
         at: r.at,

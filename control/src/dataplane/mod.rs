@@ -1,15 +1,27 @@
 //! The XDP data plane: loading and attaching the program, and the one owner of its map handles.
 //! Everything that writes a BPF map goes through [`Dataplane`].
+//!
+//! The daemon's data plane is pinned ([`pins`]): its maps and links stay in bpffs when the
+//! daemon stops or dies, so the program keeps answering from the last state, and the next
+//! daemon takes them over and swaps its program in with `bpf_link_update` (no gap).
 
+pub mod pins;
 pub mod records;
 pub mod test_run;
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::{
+    os::fd::{AsFd, BorrowedFd},
+    path::PathBuf,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray},
-    programs::{Xdp, XdpMode},
+    maps::{HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
 };
 use spillway_common::{
     maps::{
@@ -19,6 +31,7 @@ use spillway_common::{
     stats::XDP_OUTCOMES,
 };
 
+use self::pins::{MapsOrigin, PINNED_MAPS, PinDir};
 use crate::{
     EBPF_OBJECT,
     config::XdpModeConfig,
@@ -35,10 +48,28 @@ pub mod program {
     pub const PASS: &str = "xdp_pass";
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Benchmarks only: accept the program's own replies as queries.
     pub bench_replay: bool,
+    /// The daemon: keep maps and links pinned in this bpffs directory. `None` (tests,
+    /// benchmarks): nothing is pinned, and everything goes with the [`Dataplane`].
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// What attaching to an interface did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link (nothing was attached by us there).
+    New,
+    /// The pinned link now runs this program: swapped in place, no packet missed.
+    Swapped,
+}
+
+struct Pinned {
+    dir: PinDir,
+    layout: String,
+    origin: MapsOrigin,
 }
 
 pub struct Dataplane {
@@ -48,10 +79,29 @@ pub struct Dataplane {
     proxies: HashMap<MapData, u32, ProxySet>,
     customer_stats: PerCpuArray<MapData, CustomerCounters>,
     xdp_stats: PerCpuArray<MapData, u64>,
+    pins: Option<Pinned>,
 }
 
 fn map_err(name: &str) -> impl FnOnce(aya::maps::MapError) -> Error + '_ {
     move |source| Error::Map { name: name.to_owned(), source }
+}
+
+fn xdp_mode(mode: XdpModeConfig) -> XdpMode {
+    match mode {
+        XdpModeConfig::Native => XdpMode::Driver,
+        XdpModeConfig::Skb => XdpMode::Skb,
+    }
+}
+
+/// Put `prog` into the link pinned at `path` (`bpf_link_update`: atomic, no packet misses a
+/// program).
+fn swap_into_link(prog: &mut Xdp, path: &std::path::Path) -> Result<()> {
+    let pinned = PinnedLink::from_pin(path).map_err(|e| Error::Pin(format!("{}: {e}", path.display())))?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| Error::Pin(format!("{}: {e}", path.display())))?;
+    let id = prog.attach_to_link(link).map_err(prog_err(program::DNS))?;
+    // Our handle goes; the pin keeps the link.
+    drop(prog.take_link(id).map_err(prog_err(program::DNS))?);
+    Ok(())
 }
 
 fn prog_err(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> Error + '_ {
@@ -62,7 +112,33 @@ impl Dataplane {
     /// Load the object and the DNS program into the kernel (not attached yet).
     pub fn load(opts: LoadOptions) -> Result<Self> {
         let replay: u8 = opts.bench_replay.into();
-        let mut ebpf = EbpfLoader::new().override_global("BENCH_REPLAY", &replay, true).load(EBPF_OBJECT)?;
+        let mut loader = EbpfLoader::new();
+        loader.override_global("BENCH_REPLAY", &replay, true);
+        let pins = match &opts.pin_dir {
+            None => None,
+            Some(root) => {
+                let dir = PinDir::open(root)?;
+                let layout = pins::layout_of(EBPF_OBJECT)?;
+                let maps_dir = dir.maps_dir(&layout);
+                let others: Vec<String> = dir.map_layouts().into_iter().filter(|l| *l != layout).collect();
+                let origin = if maps_dir.is_dir() {
+                    pins::check_pinned(EBPF_OBJECT, &maps_dir)?;
+                    MapsOrigin::Reused
+                } else if others.is_empty() {
+                    MapsOrigin::Created
+                } else {
+                    MapsOrigin::Migrated { from: others }
+                };
+                std::fs::create_dir_all(&maps_dir)
+                    .map_err(|e| Error::Pin(format!("creating {}: {e}", maps_dir.display())))?;
+                // Present: taken over as they are; absent: created and pinned there.
+                for name in PINNED_MAPS {
+                    loader.map_pin_path(name, maps_dir.join(name));
+                }
+                Some(Pinned { dir, layout, origin })
+            }
+        };
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         for name in [program::DNS, program::TX_FLOOR, program::PASS] {
             let prog: &mut Xdp =
                 ebpf.program_mut(name).ok_or(Error::MissingProgram(name))?.try_into().map_err(prog_err(name))?;
@@ -74,7 +150,17 @@ impl Dataplane {
         let proxies = HashMap::try_from(take(PROXIES_MAP)?).map_err(map_err(PROXIES_MAP))?;
         let customer_stats = PerCpuArray::try_from(take(CUSTOMER_STATS_MAP)?).map_err(map_err(CUSTOMER_STATS_MAP))?;
         let xdp_stats = PerCpuArray::try_from(take(XDP_STATS_MAP)?).map_err(map_err(XDP_STATS_MAP))?;
-        Ok(Self { ebpf, names, customers, proxies, customer_stats, xdp_stats })
+        Ok(Self { ebpf, names, customers, proxies, customer_stats, xdp_stats, pins })
+    }
+
+    /// How the pinned maps came to be (`None`: not pinned).
+    pub fn maps_origin(&self) -> Option<&MapsOrigin> {
+        self.pins.as_ref().map(|p| &p.origin)
+    }
+
+    /// The pinned maps' layout fingerprint (`None`: not pinned).
+    pub fn layout(&self) -> Option<&str> {
+        self.pins.as_ref().map(|p| p.layout.as_str())
     }
 
     /// Start reading the program's log records (aya-log) into the `log` facade.
@@ -82,20 +168,96 @@ impl Dataplane {
         aya_log::EbpfLogger::init(&mut self.ebpf).ok()
     }
 
-    /// Attach the DNS program to an interface. Detached when the Dataplane is dropped.
-    pub fn attach(&mut self, interface: &str, mode: XdpModeConfig) -> Result<()> {
-        self.attach_program(program::DNS, interface, mode)
+    /// Attach the DNS program to an interface. Pinned: the link stays when the Dataplane goes
+    /// (and a pinned link already there gets this program in place); not pinned: detached when
+    /// the Dataplane is dropped.
+    pub fn attach(&mut self, interface: &str, mode: XdpModeConfig) -> Result<Attached> {
+        let Some(pins) = &self.pins else {
+            self.attach_program(program::DNS, interface, mode)?;
+            return Ok(Attached::New);
+        };
+        let path = pins.dir.link_path(interface, mode);
+        // A link in the other mode cannot be switched in place: it goes first.
+        for (iface, other_mode, other) in pins.dir.links() {
+            if iface == interface && other != path {
+                tracing::warn!(%interface, from = %other_mode, "xdp_mode changed: the old attachment is removed first");
+                PinDir::remove_link(&other)?;
+            }
+        }
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(program::DNS)
+            .ok_or(Error::MissingProgram(program::DNS))?
+            .try_into()
+            .map_err(prog_err(program::DNS))?;
+        if path.exists() {
+            match swap_into_link(prog, &path) {
+                Ok(()) => return Ok(Attached::Swapped),
+                Err(e) => {
+                    tracing::warn!(%interface, "the pinned link cannot take the program ({e}): attaching anew");
+                    PinDir::remove_link(&path)?;
+                }
+            }
+        }
+        let id = prog
+            .attach(interface, xdp_mode(mode))
+            .map_err(|source| Error::Program { name: format!("{} on {interface}", program::DNS), source })?;
+        let link = prog.take_link(id).map_err(prog_err(program::DNS))?;
+        let fd = FdLink::try_from(link).map_err(|e| {
+            Error::Pin(format!("XDP on {interface} is a netlink attachment (kernel older than 5.9?): {e}"))
+        })?;
+        // Pinned, the link outlives our handle; dropping the handle leaves it attached.
+        let _pinned = fd.pin(&path).map_err(|e| Error::Pin(format!("pinning {}: {e}", path.display())))?;
+        Ok(Attached::New)
+    }
+
+    /// After attaching to every configured interface: detach from interfaces no longer
+    /// configured, and remove maps a migration left behind.
+    pub fn retire(&mut self, interfaces: &[String]) -> Result<()> {
+        let Some(pins) = &self.pins else { return Ok(()) };
+        for (iface, _, path) in pins.dir.links() {
+            if !interfaces.contains(&iface) {
+                PinDir::remove_link(&path)?;
+                tracing::info!(interface = %iface, "XDP detached: the interface is no longer configured");
+            }
+        }
+        if let MapsOrigin::Migrated { from } = &pins.origin {
+            for layout in from {
+                pins.dir.remove_maps(layout)?;
+                tracing::info!(%layout, "old pinned maps removed after the migration");
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed start: detach from `interfaces` (those this start attached anew), and
+    /// when nothing was pinned before this start, unpin everything it pinned.
+    pub fn detach_new(self, interfaces: &[String]) -> Result<()> {
+        let Some(pins) = &self.pins else { return Ok(()) };
+        if pins.origin == MapsOrigin::Created {
+            return self.unpin_all().map(drop);
+        }
+        for (iface, _, path) in pins.dir.links() {
+            if interfaces.contains(&iface) {
+                PinDir::remove_link(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove the program from every interface and unpin everything (`--detach-on-exit`).
+    pub fn unpin_all(mut self) -> Result<Vec<String>> {
+        match self.pins.take() {
+            Some(p) => p.dir.remove_all(),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Attach one of the object's programs (see [`program`]) to an interface.
     pub fn attach_program(&mut self, name: &'static str, interface: &str, mode: XdpModeConfig) -> Result<()> {
         let prog: &mut Xdp =
             self.ebpf.program_mut(name).ok_or(Error::MissingProgram(name))?.try_into().map_err(prog_err(name))?;
-        let mode = match mode {
-            XdpModeConfig::Native => XdpMode::Driver,
-            XdpModeConfig::Skb => XdpMode::Skb,
-        };
-        prog.attach(interface, mode)
+        prog.attach(interface, xdp_mode(mode))
             .map_err(|source| Error::Program { name: format!("{name} on {interface}"), source })?;
         Ok(())
     }
@@ -125,25 +287,86 @@ impl Dataplane {
         self.names.remove(&key).map_err(map_err(NAMES_MAP))
     }
 
+    /// Every name in the map and its customer index (for reconciling pinned maps).
+    pub fn names(&self) -> Result<Vec<(NameKey, u32)>> {
+        self.names.iter().map(|r| r.map(|(k, v)| (k, v.customer)).map_err(map_err(NAMES_MAP))).collect()
+    }
+
+    /// Every customer index with a record.
+    pub fn customer_indices(&self) -> Result<Vec<u32>> {
+        self.customers.keys().map(|r| r.map_err(map_err(CUSTOMERS_MAP))).collect()
+    }
+
+    pub fn remove_customer(&mut self, index: u32) -> Result<()> {
+        self.customers.remove(&index).map_err(map_err(CUSTOMERS_MAP))
+    }
+
+    /// Zero a customer index's counters (a pinned index that now holds another customer).
+    pub fn zero_customer_stats(&mut self, index: u32) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::Pin(format!("{what}: {e}")))?;
+        let zeros = PerCpuValues::try_from(vec![CustomerCounters::default(); cpus])
+            .map_err(|e| Error::Pin(format!("per-CPU values: {e}")))?;
+        self.customer_stats.set(index, zeros, 0).map_err(map_err(CUSTOMER_STATS_MAP))
+    }
+
     /// Per-outcome packet counts, summed over CPUs, indexed by `XdpOutcome`.
     pub fn xdp_stats(&self) -> Result<[u64; XDP_OUTCOMES as usize]> {
-        let mut out = [0u64; XDP_OUTCOMES as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let per_cpu = self.xdp_stats.get(&(i as u32), 0).map_err(map_err(XDP_STATS_MAP))?;
-            *slot = per_cpu.iter().sum();
-        }
-        Ok(out)
+        sum_xdp_stats(&self.xdp_stats)
     }
 
     /// A customer's answer counts, summed over CPUs, indexed by `Target`.
     pub fn customer_answers(&self, index: u32) -> Result<[u64; 3]> {
-        let per_cpu = self.customer_stats.get(&index, 0).map_err(map_err(CUSTOMER_STATS_MAP))?;
-        let mut out = [0u64; 3];
-        for c in per_cpu.iter() {
-            for (o, v) in out.iter_mut().zip(c.answers) {
-                *o += v;
-            }
-        }
-        Ok(out)
+        sum_customer_answers(&self.customer_stats, index)
     }
+
+    /// Handles of its own to the counters, for readers that must not take the engine's lock
+    /// (`/metrics`).
+    pub fn stats_reader(&self) -> Result<StatsReader> {
+        let open = |m: &MapData, name: &'static str| -> Result<aya::maps::Map> {
+            let id = m.info().map_err(map_err(name))?.id();
+            Ok(aya::maps::Map::PerCpuArray(MapData::from_id(id).map_err(map_err(name))?))
+        };
+        Ok(StatsReader {
+            customer_stats: PerCpuArray::try_from(open(self.customer_stats.map(), CUSTOMER_STATS_MAP)?)
+                .map_err(map_err(CUSTOMER_STATS_MAP))?,
+            xdp_stats: PerCpuArray::try_from(open(self.xdp_stats.map(), XDP_STATS_MAP)?)
+                .map_err(map_err(XDP_STATS_MAP))?,
+        })
+    }
+}
+
+/// The data plane's counters, read through handles of their own (no `&mut`, no lock).
+pub struct StatsReader {
+    customer_stats: PerCpuArray<MapData, CustomerCounters>,
+    xdp_stats: PerCpuArray<MapData, u64>,
+}
+
+impl StatsReader {
+    pub fn xdp_stats(&self) -> Result<[u64; XDP_OUTCOMES as usize]> {
+        sum_xdp_stats(&self.xdp_stats)
+    }
+
+    pub fn customer_answers(&self, index: u32) -> Result<[u64; 3]> {
+        sum_customer_answers(&self.customer_stats, index)
+    }
+}
+
+fn sum_xdp_stats(map: &PerCpuArray<MapData, u64>) -> Result<[u64; XDP_OUTCOMES as usize]> {
+    let mut out = [0u64; XDP_OUTCOMES as usize];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let per_cpu = map.get(&(i as u32), 0).map_err(map_err(XDP_STATS_MAP))?;
+        *slot = per_cpu.iter().sum();
+    }
+    Ok(out)
+}
+
+fn sum_customer_answers(map: &PerCpuArray<MapData, CustomerCounters>, index: u32) -> Result<[u64; 3]> {
+    let per_cpu = map.get(&index, 0).map_err(map_err(CUSTOMER_STATS_MAP))?;
+    let mut out = [0u64; 3];
+    for c in per_cpu.iter() {
+        for (o, v) in out.iter_mut().zip(c.answers) {
+            *o += v;
+        }
+    }
+    Ok(out)
 }

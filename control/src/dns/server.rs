@@ -1,15 +1,19 @@
 //! UDP and TCP listeners (RFC 1035 §4.2, RFC 7766: length-prefixed messages, several queries
 //! per connection, an idle timeout).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, os::fd::OwnedFd, sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream, UdpSocket},
+    sync::watch,
 };
 
 use super::{Authority, Transport, snapshot::Published};
-use crate::api::AppState;
+use crate::{
+    api::AppState,
+    handover::{Inherited, Kind, Phase, Registry, draining},
+};
 
 /// A TCP connection with no complete query for this long is closed (RFC 7766 §6.2.3).
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -19,21 +23,53 @@ const MAX_TCP_CONNECTIONS: usize = 1024;
 /// Receive buffer of each UDP socket: room for bursts of a few thousand queries.
 const UDP_RCVBUF: usize = 8 << 20;
 
-/// Bind UDP and TCP on every address, then serve them until the runtime stops. UDP gets one
-/// socket per CPU with SO_REUSEPORT (the kernel spreads queries over them by flow), each
-/// served by its own task, and a large receive buffer.
-pub async fn serve(addrs: &[SocketAddr], cx: Arc<DnsContext>) -> std::io::Result<()> {
+/// Serve UDP and TCP on every address until the daemon drains. Sockets a previous daemon
+/// handed over (`inherited`) are served as they are, with the queries already queued in them;
+/// the rest are bound: UDP gets one socket per CPU with SO_REUSEPORT (the kernel spreads
+/// queries over them by flow), each served by its own task, and a large receive buffer.
+/// Every socket is recorded in `registry`, for the next handover.
+pub fn serve(
+    addrs: &[SocketAddr],
+    cx: Arc<DnsContext>,
+    inherited: &mut Inherited,
+    registry: &Registry,
+    phase: &watch::Receiver<Phase>,
+) -> std::io::Result<()> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     for &addr in addrs {
-        for _ in 0..workers {
-            let udp = udp_socket(addr)?;
-            tokio::spawn(serve_udp(udp, cx.clone()));
+        let passed = inherited.take(Kind::Udp, addr);
+        let taken_over = !passed.is_empty();
+        let udp: Vec<UdpSocket> = if taken_over {
+            passed.into_iter().map(udp_from_fd).collect::<std::io::Result<_>>()?
+        } else {
+            (0..workers).map(|_| udp_socket(addr)).collect::<std::io::Result<_>>()?
+        };
+        let udp_sockets = udp.len();
+        for socket in udp {
+            registry.add(Kind::Udp, addr, &socket).map_err(std::io::Error::other)?;
+            tokio::spawn(serve_udp(socket, cx.clone(), phase.clone()));
         }
-        let tcp = tcp_listener(addr)?;
-        tracing::info!(%addr, udp_sockets = workers, "userspace DNS listening (UDP and TCP)");
-        tokio::spawn(serve_tcp(tcp, cx.clone()));
+        let tcp = match inherited.take(Kind::Tcp, addr).pop() {
+            Some(fd) => tcp_from_fd(fd)?,
+            None => tcp_listener(addr)?,
+        };
+        registry.add(Kind::Tcp, addr, &tcp).map_err(std::io::Error::other)?;
+        tracing::info!(%addr, udp_sockets, taken_over, "userspace DNS listening (UDP and TCP)");
+        tokio::spawn(serve_tcp(tcp, cx.clone(), phase.clone()));
     }
     Ok(())
+}
+
+fn udp_from_fd(fd: OwnedFd) -> std::io::Result<UdpSocket> {
+    let s = std::net::UdpSocket::from(fd);
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s)
+}
+
+pub fn tcp_from_fd(fd: OwnedFd) -> std::io::Result<TcpListener> {
+    let s = std::net::TcpListener::from(fd);
+    s.set_nonblocking(true)?;
+    TcpListener::from_std(s)
 }
 
 /// IPv6 sockets are IPv6 only, so "0.0.0.0:53" and "[::]:53" can both be listed.
@@ -80,10 +116,16 @@ fn answer(cx: &DnsContext, request: &[u8], peer: SocketAddr, t: Transport) -> Op
     reply
 }
 
-async fn serve_udp(socket: UdpSocket, cx: Arc<DnsContext>) {
+async fn serve_udp(socket: UdpSocket, cx: Arc<DnsContext>, mut phase: watch::Receiver<Phase>) {
     let mut buf = vec![0u8; 65_535];
     loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
+        // What is queued when the daemon drains stays in the socket for the daemon that took
+        // it over (recv_from is cancel-safe: a datagram is either returned or left queued).
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = draining(&mut phase) => return,
+        };
+        let (n, peer) = match received {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("UDP receive: {e}");
@@ -98,20 +140,24 @@ async fn serve_udp(socket: UdpSocket, cx: Arc<DnsContext>) {
     }
 }
 
-async fn serve_tcp(listener: TcpListener, cx: Arc<DnsContext>) {
+async fn serve_tcp(listener: TcpListener, cx: Arc<DnsContext>, mut phase: watch::Receiver<Phase>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = draining(&mut phase) => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("TCP accept: {e}");
                 continue;
             }
         };
-        let cx = cx.clone();
+        let (cx, phase) = (cx.clone(), phase.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, peer, &cx).await {
+            if let Err(e) = serve_connection(stream, peer, &cx, phase).await {
                 tracing::debug!(%peer, "TCP connection: {e}");
             }
             drop(permit);
@@ -119,10 +165,21 @@ async fn serve_tcp(listener: TcpListener, cx: Arc<DnsContext>) {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, cx: &DnsContext) -> std::io::Result<()> {
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    cx: &DnsContext,
+    mut phase: watch::Receiver<Phase>,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 65_535];
     loop {
-        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+        // Draining: the query in hand is answered, then the connection closes (the client
+        // reconnects to the daemon that took the listener over).
+        let read = tokio::select! {
+            r = tokio::time::timeout(TCP_IDLE, stream.read_u16()) => r,
+            _ = draining(&mut phase) => return Ok(()),
+        };
+        let len = match read {
             Ok(Ok(len)) => usize::from(len),
             // Idle, closed by the client, or an error: the connection ends.
             _ => return Ok(()),

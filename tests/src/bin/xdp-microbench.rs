@@ -115,7 +115,7 @@ fn measure(dp: &Dataplane, prog: &'static str, frame: &[u8], action: u32) -> f64
 }
 
 fn main() {
-    let (mut dp, catalog) = fixture::load(CONFIG, LoadOptions { bench_replay: true });
+    let (mut dp, catalog) = fixture::load(CONFIG, LoadOptions { bench_replay: true, ..Default::default() });
     let shop = &catalog.customers()[0];
     let (short, long) = (key_of(SHORT).expect("name"), key_of(LONG).expect("name"));
     assert!(shop.keys.contains(&short) && shop.keys.contains(&long), "the config holds both queried names");
