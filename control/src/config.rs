@@ -5,6 +5,7 @@ use std::{
     collections::{HashMap, HashSet},
     fmt,
     net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
     path::{Path, PathBuf},
 };
 
@@ -76,6 +77,20 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// File holding the token (first line), instead of `token`.
     pub token_file: Option<PathBuf>,
+    /// Writes (anything but GET) per second allowed to each buyer's token; more get 429.
+    #[serde(default = "default_write_rate")]
+    pub write_rate: NonZeroU32,
+    /// How many writes a buyer's token may send at once above that rate.
+    #[serde(default = "default_write_burst")]
+    pub write_burst: NonZeroU32,
+}
+
+fn default_write_rate() -> NonZeroU32 {
+    NonZeroU32::new(100).expect("non-zero")
+}
+
+fn default_write_burst() -> NonZeroU32 {
+    NonZeroU32::new(200).expect("non-zero")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,7 +279,26 @@ impl Config {
     pub fn load(path: &Path) -> crate::Result<Config> {
         let text =
             std::fs::read_to_string(path).map_err(|source| crate::Error::Read { path: path.to_owned(), source })?;
-        Ok(Config::parse(&text, &path.display().to_string())?)
+        let file = path.display().to_string();
+        let config = Config::parse(&text, &file)?;
+        // The operator's token from token_file takes part in the uniqueness rule too.
+        if config.api.token_file.is_some() {
+            let issue = |path: String, message: String| ConfigErrors {
+                file: file.clone(),
+                issues: vec![ConfigIssue { line: None, path, message }],
+            };
+            let token = config.api_token().map_err(|e| issue("api.token_file".into(), e.to_string()))?;
+            if token.is_empty() {
+                return Err(issue("api.token_file".into(), "its first line is empty".into()).into());
+            }
+            if let Some((i, c)) = config.customers().enumerate().find(|(_, c)| c.token.as_deref() == Some(&token)) {
+                let at = format!("customer[{i}] (id {:?}).token", c.id);
+                return Err(
+                    issue(at, "is the same as another token (the operator's, from api.token_file)".into()).into()
+                );
+            }
+        }
+        Ok(config)
     }
 
     /// Parse and validate config text; `file` names it in errors.
@@ -698,6 +732,24 @@ ttl = 30
         assert!(e.contains("token: is the same as another token"), "{e}");
         let e = Config::parse(&with(" "), "x.toml").unwrap_err().to_string();
         assert!(e.contains("token: must not be empty"), "{e}");
+    }
+
+    #[test]
+    fn the_token_file_takes_part_in_the_uniqueness_rule() {
+        let dir = std::env::temp_dir().join(format!("spillway-token-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, "shop-secret\n").unwrap();
+        let text = EXAMPLE
+            .replace("token = \"change-me\"", &format!("token_file = \"{}\"", token_file.display()))
+            .replace("ttl = 30", "ttl = 30\ntoken = \"shop-secret\"");
+        let path = dir.join("x.toml");
+        std::fs::write(&path, &text).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("customer[0] (id \"shop\").token: is the same as another token"), "{e}");
+        std::fs::write(&token_file, "operator-secret\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().api_token().unwrap(), "operator-secret");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -79,6 +79,13 @@ pub enum CustomersCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Give a buyer a new API token (the old one stops working); without --new-token the
+    /// server makes one. The answer shows it once.
+    RotateToken {
+        id: String,
+        #[arg(long)]
+        new_token: Option<String>,
+    },
 }
 
 fn parse_json_arg(s: &str) -> Result<Value, String> {
@@ -206,6 +213,13 @@ fn request(command: &CtlCommand) -> (Method, String, Option<Value>) {
         C::Customers(CustomersCommand::SetNames { id, names }) => {
             (Method::PUT, format!("/v1/customers/{id}/names"), Some(json!({ "names": names })))
         }
+        C::Customers(CustomersCommand::RotateToken { id, new_token }) => {
+            let body = match new_token {
+                Some(t) => json!({ "token": t }),
+                None => json!({}),
+            };
+            (Method::PUT, format!("/v1/customers/{id}/token"), Some(body))
+        }
         C::Proxies(ProxiesCommand::List) => get("/v1/proxies".into()),
         C::Proxies(ProxiesCommand::SetCapacity { name, capacity_rps }) => {
             (Method::PUT, format!("/v1/proxies/{name}/capacity"), Some(json!({ "capacity_rps": capacity_rps })))
@@ -311,6 +325,11 @@ mod tests {
             CtlCommand::Customers(CustomersCommand::SetNames {
                 id: "n".into(),
                 names: vec!["m.cdn.example.net.".into()],
+            }),
+            CtlCommand::Customers(CustomersCommand::RotateToken { id: "n".into(), new_token: None }),
+            CtlCommand::Customers(CustomersCommand::RotateToken {
+                id: "n".into(),
+                new_token: Some("a-new-token".into()),
             }),
             CtlCommand::Proxies(ProxiesCommand::List),
             CtlCommand::Proxies(ProxiesCommand::SetCapacity { name: "e".into(), capacity_rps: 5 }),

@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    api::{self, AppState, Principal},
+    api::{self, AppState},
     catalog::Catalog,
     config::Config,
     dataplane::{Attached, Dataplane, LoadOptions, pins::MapsOrigin},
@@ -48,7 +48,6 @@ enum Exit {
 }
 
 pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
-    let token = config.api_token()?;
     let mut signals = Signals::new()?;
     // A planned restart: the running daemon hands its sockets over, with what is queued in
     // them, and stops writing before we read the store.
@@ -63,15 +62,6 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     };
     // The store and the contracts in force decide the fractions before anything is attached.
     let mut engine = Engine::new(&config, Catalog::from_config(&config)?, None, unix_now())?;
-    let mut tokens = vec![(token.clone(), Principal::Operator)];
-    for c in config.customers().chain(engine.api_customers.iter()) {
-        if let Some(t) = &c.token {
-            if *t == token {
-                return Err(Error::Record(c.id.clone(), "its token is the operator's token".into()));
-            }
-            tokens.push((t.clone(), Principal::Buyer(c.id.clone())));
-        }
-    }
     tracing::info!(path = %config.store.path.display(), market = engine.market.is_some(), "store open");
 
     engine.dataplane = if config.server.xdp_interfaces.is_empty() {
@@ -80,7 +70,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     } else {
         Some(start_dataplane(&config, &engine.catalog)?)
     };
-    let state = AppState::new(engine, tokens);
+    let state = AppState::new(engine);
     let (phase_tx, phase) = watch::channel(Phase::Running);
     if state.engine().market.is_some() {
         tokio::spawn(market_scheduler(state.clone(), phase.clone()));

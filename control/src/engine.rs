@@ -18,6 +18,7 @@ use crate::{
     ledger,
     market::{Market, MarketError, MarketParams, MarketResult, units::Price},
     store::Store,
+    tokens::{Principal, TokenDigest, Tokens},
 };
 
 pub struct Engine {
@@ -40,6 +41,8 @@ pub struct Engine {
     pub decisions: HashMap<String, Decision>,
     /// The proxies as of the last tick.
     pub last_feed: FeedSnapshot,
+    /// The tokens found at start (the API state takes them: they are read without this lock).
+    pub tokens: Tokens,
 }
 
 /// Whether a problem from `Config::check_added_customers` is about customer `id`.
@@ -57,10 +60,41 @@ impl Engine {
     /// by the caller after `install`.
     pub fn new(config: &Config, mut catalog: Catalog, dataplane: Option<Dataplane>, now: i64) -> Result<Engine> {
         let store = Store::open(&config.store.path)?;
+        let mut stored_tokens: HashMap<String, Option<TokenDigest>> = store.token_digests()?.into_iter().collect();
+        let mut tokens = Tokens::default();
+        tokens
+            .add(TokenDigest::of(&config.api_token()?), Principal::Operator)
+            .map_err(|e| Error::Record("(operator)".into(), format!("token: {e}")))?;
+        // The config file's customers: a token rotated through the API replaces the file's. A
+        // duplicate here is the config's mistake (the operator's token from token_file
+        // included), and the daemon says so instead of starting.
+        for c in config.customers() {
+            let digest = match stored_tokens.remove(&c.id) {
+                Some(Some(d)) => Some(d),
+                Some(None) => {
+                    tracing::warn!(customer = %c.id, "its stored token is unreadable: the config file's is used");
+                    c.token.as_deref().map(TokenDigest::of)
+                }
+                None => c.token.as_deref().map(TokenDigest::of),
+            };
+            if let Some(d) = digest {
+                tokens
+                    .add(d, Principal::Buyer(c.id.clone()))
+                    .map_err(|e| Error::Record(c.id.clone(), format!("token: {e}")))?;
+            }
+        }
         // Customers added through the API, unless the config file now defines the same id or
-        // a rule they no longer meet (then the file wins, and the log says so).
+        // a rule they no longer meet, or their token is taken (then the file wins, and the log
+        // says so): a bad stored customer is skipped, never a daemon that will not start.
         let mut api_customers = Vec::new();
-        for c in store.customers()? {
+        for (id, c) in store.customers()? {
+            let c = match c {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(customer = %id, "stored customer not loaded: {e}");
+                    continue;
+                }
+            };
             let mut candidate = api_customers.clone();
             candidate.push(c.clone());
             let problems: Vec<String> =
@@ -69,7 +103,18 @@ impl Engine {
                 tracing::warn!(customer = %c.id, ?problems, "stored customer not loaded: it conflicts with the config");
                 continue;
             }
-            catalog.insert_customer(c.clone(), None)?;
+            let digest = stored_tokens.get(&c.id).copied().flatten();
+            if digest.is_some_and(|d| tokens.contains(d)) {
+                tracing::warn!(customer = %c.id, "stored customer not loaded: its token is another's");
+                continue;
+            }
+            if let Err(e) = catalog.insert_customer(c.clone(), None) {
+                tracing::warn!(customer = %c.id, "stored customer not loaded: {e}");
+                continue;
+            }
+            if let Some(d) = digest {
+                tokens.add(d, Principal::Buyer(c.id.clone())).map_err(|e| Error::Record(c.id.clone(), e))?;
+            }
             api_customers.push(c);
         }
         catalog.publish();
@@ -119,6 +164,7 @@ impl Engine {
             answers_seen: HashMap::new(),
             decisions: HashMap::new(),
             last_feed: FeedSnapshot::default(),
+            tokens,
         };
         // The contracts in force now decide the fractions the data plane starts with.
         engine.sync_contracts(now, true)?;
@@ -247,19 +293,27 @@ impl Engine {
         Ok(record)
     }
 
-    /// Add a customer through the API: checked by the config file's rules, stored, then put
-    /// in the catalog and the data plane. Delegated zones are config-file only.
-    pub fn add_customer(&mut self, c: CustomerConfig, now: i64) -> Result<()> {
+    /// Add a customer through the API: checked by the config file's rules (and its token
+    /// against every token in `tokens`), stored with its token's digest, then put in the
+    /// catalog, the data plane and `tokens`. Delegated zones are config-file only.
+    pub fn add_customer(&mut self, c: CustomerConfig, tokens: &mut Tokens, now: i64) -> Result<()> {
         if !c.zones.is_empty() {
             return Err(
                 MarketError::BadRequest("zones (delegated sub-zones) are set in the config file only".into()).into()
             );
         }
         self.check_customers(&c, self.api_customers.iter().cloned().chain([c.clone()]).collect())?;
-        self.store.insert_customer(&c, now)?;
+        let digest = c.token.as_deref().map(TokenDigest::of);
+        if digest.is_some_and(|d| tokens.contains(d)) {
+            return Err(MarketError::BadRequest(format!("{}.token: is the same as another token", c.id)).into());
+        }
+        self.store.insert_customer(&c, digest, now)?;
         if let Err(e) = self.catalog.add_customer(c.clone(), self.dataplane.as_mut()) {
             let _ = self.store.delete_customer(&c.id);
             return Err(e);
+        }
+        if let Some(d) = digest {
+            tokens.add(d, Principal::Buyer(c.id.clone())).map_err(|e| Error::Record(c.id.clone(), e))?;
         }
         tracing::info!(customer = %c.id, names = ?c.names, "customer added through the API");
         self.api_customers.push(c);
@@ -295,6 +349,20 @@ impl Engine {
         let problems: Vec<String> =
             self.config.check_added_customers(&all).into_iter().filter(|p| is_about(p, &c.id)).collect();
         if problems.is_empty() { Ok(()) } else { Err(MarketError::BadRequest(problems.join("; ")).into()) }
+    }
+
+    /// Give a customer a new token (stored as its digest; the old one stops working at once).
+    pub fn rotate_token(&mut self, id: &str, token: &str, tokens: &mut Tokens, now: i64) -> Result<()> {
+        crate::tokens::check_token(token).map_err(MarketError::BadRequest)?;
+        let digest = TokenDigest::of(token);
+        let who = Principal::Buyer(id.to_owned());
+        if tokens.lookup(token).is_some_and(|p| p != who) {
+            return Err(MarketError::BadRequest("token: is the same as another token".into()).into());
+        }
+        self.store.set_token(id, digest, now)?;
+        tokens.replace(&who, digest).map_err(|e| MarketError::BadRequest(format!("token: {e}")))?;
+        tracing::info!(customer = %id, "token rotated through the API");
+        Ok(())
     }
 
     /// Change a proxy's capacity; it is kept across restarts.

@@ -29,6 +29,7 @@ pub mod ledger;
 pub mod market;
 pub mod metrics;
 pub mod store;
+pub mod tokens;
 
 pub use error::{Error, Result};
 

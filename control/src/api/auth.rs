@@ -13,12 +13,7 @@ use axum::{
 
 use super::{ApiError, AppState};
 
-/// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    Operator,
-    Buyer(String),
-}
+pub use crate::tokens::Principal;
 
 impl Principal {
     /// The buyer a request is limited to; `None` for the operator.
@@ -62,43 +57,16 @@ pub async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token (Authorization: Bearer ...)"))?;
-    let found = lookup(&state, given.trim());
+    let found = state.tokens.read().unwrap_or_else(|e| e.into_inner()).lookup(given.trim());
     let principal = found.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))?;
+    state.limits.check_write(&principal, req.method())?;
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
-}
-
-/// Who a token stands for. Every token is compared, so timing does not tell which one (if
-/// any) was close.
-fn lookup(state: &AppState, given: &str) -> Option<Principal> {
-    let tokens = state.tokens.read().unwrap_or_else(|e| e.into_inner());
-    let mut found = None;
-    for (token, principal) in tokens.iter() {
-        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            found = Some(principal.clone());
-        }
-    }
-    found
-}
-
-/// Compare without an early exit, so timing does not reveal how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constant_time_eq() {
-        assert!(super::constant_time_eq(b"abc", b"abc"));
-        assert!(!super::constant_time_eq(b"abc", b"abd"));
-        assert!(!super::constant_time_eq(b"abc", b"abcd"));
-    }
 
     #[test]
     fn buyers_act_only_for_themselves() {

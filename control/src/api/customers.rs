@@ -110,14 +110,15 @@ pub async fn create(
 ) -> Result<Json<CustomerView>, ApiError> {
     who.require_operator()?;
     let c: CustomerConfig = super::parse_json(&body)?;
-    let (id, token) = (c.id.clone(), c.token.clone());
+    if let Some(t) = &c.token {
+        crate::tokens::check_token(t).map_err(|e| ApiError::bad_request(format!("token: {e}")))?;
+    }
+    let id = c.id.clone();
     let st = state.clone();
     state
         .with_engine(move |engine| {
-            engine.add_customer(c, crate::engine::unix_now())?;
-            if let Some(t) = token {
-                st.tokens.write().unwrap_or_else(|e| e.into_inner()).push((t, Principal::Buyer(id.clone())));
-            }
+            let mut tokens = st.tokens.write().unwrap_or_else(|e| e.into_inner());
+            engine.add_customer(c, &mut tokens, crate::engine::unix_now())?;
             let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
             Ok(Json(view(engine, c)))
         })
@@ -194,6 +195,46 @@ pub async fn put_fraction(
             tracing::info!(customer = %id, fraction, ?mode, "fraction set through the API");
             let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
             Ok(Json(view(engine, c)))
+        })
+        .await
+}
+
+/// Body of PUT /v1/customers/{id}/token: the new token, or none to have one made.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub customer: String,
+    /// The new token: shown this once (only its digest is kept).
+    pub token: String,
+}
+
+/// Rotate a buyer's token: the operator for any buyer, a buyer for itself (another buyer's
+/// id is 404, as if it did not exist). The old token stops working at once.
+pub async fn put_token(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<TokenView>, ApiError> {
+    let req: TokenRequest = if body.is_empty() { TokenRequest::default() } else { super::parse_json(&body)? };
+    if who.scope().is_some_and(|me| me != id) {
+        return Err(unknown(&id));
+    }
+    let token = req.token.unwrap_or_else(crate::tokens::generate);
+    let st = state.clone();
+    state
+        .with_engine(move |engine| {
+            if engine.catalog.customer(&id).is_none() {
+                return Err(unknown(&id));
+            }
+            let mut tokens = st.tokens.write().unwrap_or_else(|e| e.into_inner());
+            engine.rotate_token(&id, &token, &mut tokens, crate::engine::unix_now())?;
+            Ok(Json(TokenView { customer: id, token }))
         })
         .await
 }

@@ -223,7 +223,9 @@ pub async fn withdraw_bid(
 ) -> Result<Json<BidRow>, ApiError> {
     change(&state, move |engine, now| {
         let (market, store, _) = engine.market()?;
-        if store.bid(bid)?.is_none_or(|b| b.auction_id != id) {
+        // Another buyer's bid is "not found" in the same words as one that does not exist.
+        let mine = |b: &crate::store::BidRow| who.scope().is_none_or(|s| s == b.customer);
+        if store.bid(bid)?.is_none_or(|b| b.auction_id != id || !mine(&b)) {
             return Err(MarketError::NotFound(format!("no bid {bid} in auction {id}")).into());
         }
         Ok(market.withdraw_bid(store, bid, who.scope(), now)?)

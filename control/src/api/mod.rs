@@ -6,6 +6,7 @@ mod auth;
 mod customers;
 mod error;
 mod ledger;
+pub mod limits;
 mod market;
 pub mod openapi;
 mod proxies;
@@ -19,7 +20,7 @@ use std::sync::{
 
 use axum::{
     Router,
-    extract::State,
+    extract::{DefaultBodyLimit, State},
     http::{StatusCode, header},
     middleware,
     response::IntoResponse,
@@ -35,6 +36,7 @@ use crate::{
     dataplane::StatsReader,
     engine::Engine,
     metrics::{EngineView, Metrics},
+    tokens::Tokens,
 };
 
 /// The OpenAPI document of /v1.
@@ -45,17 +47,23 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct AppState {
     pub engine: Mutex<Engine>,
     pub metrics: Metrics,
-    /// Every accepted token and who it stands for (buyers added through the API add theirs).
-    pub tokens: RwLock<Vec<(String, Principal)>>,
+    /// Every accepted token's digest and who it stands for (read by every request, changed
+    /// under the engine's lock by those that add or rotate one).
+    pub tokens: RwLock<Tokens>,
     pub ready: AtomicBool,
     /// Wakes the market scheduler when a change may move its next deadline.
     pub market_changed: Notify,
     /// The data plane's counters, read without the engine's lock (`None`: XDP is off).
     pub stats: Option<StatsReader>,
+    /// Requests in flight and buyers' write rates.
+    pub limits: limits::Limits,
 }
 
 impl AppState {
-    pub fn new(engine: Engine, tokens: Vec<(String, Principal)>) -> Arc<Self> {
+    pub fn new(mut engine: Engine) -> Arc<Self> {
+        let tokens = std::mem::take(&mut engine.tokens);
+        let api = &engine.config.api;
+        let limits = limits::Limits::new(api.write_rate, api.write_burst);
         let stats = engine.dataplane.as_ref().and_then(|dp| match dp.stats_reader() {
             Ok(r) => Some(r),
             Err(e) => {
@@ -65,6 +73,7 @@ impl AppState {
         });
         Arc::new(Self {
             stats,
+            limits,
             engine: Mutex::new(engine),
             metrics: Metrics::new(),
             tokens: RwLock::new(tokens),
@@ -99,6 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/customers/{id}", get(customers::get))
         .route("/customers/{id}/names", put(customers::put_names))
         .route("/customers/{id}/fraction", put(customers::put_fraction))
+        .route("/customers/{id}/token", put(customers::put_token))
         .route("/proxies", get(proxies::list))
         .route("/proxies/{name}/capacity", put(proxies::put_capacity))
         .route("/proxies/{name}/report", post(proxies::report))
@@ -113,15 +123,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/orders/{id}", get(market::get_order).delete(market::cancel_order))
         .route("/contracts", get(ledger::contracts))
         .route("/usage", get(ledger::usage))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        // The document is public: it describes the API, it holds nothing of anyone's.
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
-        .fallback(not_found)
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .fallback(not_found);
     Router::new()
         .nest("/v1", v1)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limits::MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::guard))
+        .layer(middleware::from_fn(limits::json_errors))
         .with_state(state)
 }
 

@@ -86,12 +86,7 @@ impl Api {
         let dir = tempfile_dir::Dir::new();
         let cfg = config(&dir.0);
         let engine = Engine::new(&cfg, Catalog::from_config(&cfg).unwrap(), None, unix_now()).unwrap();
-        let tokens = vec![
-            (OP.to_owned(), Principal::Operator),
-            (SHOP.to_owned(), Principal::Buyer("shop".into())),
-            (BLOG.to_owned(), Principal::Buyer("blog".into())),
-        ];
-        Api { state: AppState::new(engine, tokens), doc: openapi::document(), seen: BTreeSet::new(), _dir: dir }
+        Api { state: AppState::new(engine), doc: openapi::document(), seen: BTreeSet::new(), _dir: dir }
     }
 
     /// One request; the response is checked against the document when the path is documented.
@@ -139,7 +134,7 @@ impl Api {
         let e = self.state.engine();
         let s = &e.store;
         format!(
-            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
             s.auctions(false).unwrap(),
             s.orders(None, false).unwrap(),
             s.contracts(None).unwrap(),
@@ -147,7 +142,8 @@ impl Api {
             s.capacities().unwrap(),
             e.catalog.customers().iter().map(|c| (c.fraction, c.mode)).collect::<Vec<_>>(),
             e.catalog.customers().iter().map(|c| &c.config.names).collect::<Vec<_>>(),
-            s.customers().unwrap().iter().map(|c| &c.id).collect::<Vec<_>>()
+            s.customers().unwrap().iter().map(|c| &c.0).collect::<Vec<_>>(),
+            s.token_digests().unwrap().iter().map(|(c, d)| (c.clone(), d.map(|d| d.to_hex()))).collect::<Vec<_>>()
         )
     }
 }
@@ -176,6 +172,16 @@ async fn every_documented_operation_answers_as_documented() {
         )
         .await;
     assert_eq!(renamed["names"].as_array().map(Vec::len), Some(2));
+    // Token rotation: a buyer its own (made by the server), the operator any; the old token
+    // stops working at once, and a buyer cannot reach another's.
+    let made = api.ok("PUT", "/customers/news/token", "news-token", Some(json!({}))).await;
+    let new_token = made["token"].as_str().unwrap().to_owned();
+    assert_eq!(new_token.len(), 64);
+    assert_eq!(api.call("GET", "/customers", "news-token", None).await.0, 401, "the old token is dead");
+    assert_eq!(api.ok("GET", "/customers", &new_token, None).await["customers"][0]["id"], "news");
+    assert_eq!(api.call("PUT", "/customers/shop/token", &new_token, Some(json!({}))).await.0, 404);
+    api.ok("PUT", "/customers/news/token", OP, Some(json!({"token": "news-token"}))).await;
+    assert_eq!(api.call("GET", "/customers", &new_token, None).await.0, 401);
     api.ok("GET", "/proxies", OP, None).await;
     api.ok("PUT", "/proxies/edge-1/capacity", OP, Some(json!({"capacity_rps": 2000}))).await;
     let cap = api.ok("GET", "/capacity?periods=3", OP, None).await;
@@ -249,7 +255,7 @@ async fn every_documented_operation_answers_as_documented() {
     let cfg = config(&api._dir.0);
     let again = Engine::new(&cfg, Catalog::from_config(&cfg).unwrap(), None, unix_now()).unwrap();
     assert_eq!(again.catalog.customer("news").map(|c| c.config.names.len()), Some(2));
-    assert_eq!(again.api_customers[0].token.as_deref(), Some("news-token"));
+    assert_eq!(again.tokens.lookup("news-token"), Some(Principal::Buyer("news".into())));
 }
 
 #[tokio::test]
@@ -265,10 +271,28 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .call("POST", "/orders", SHOP, Some(json!({"period_start": p1 + 120, "quantity_rps": 5, "price": 0.1})))
         .await;
     let shop_order = o["order"]["id"].as_i64().unwrap();
+    let (_, b) = api
+        .call("POST", &format!("/auctions/{aid}/bids"), SHOP, Some(json!({"quantity_rps": 5, "max_price": 1.0})))
+        .await;
+    let shop_bid = b["id"].as_i64().unwrap();
+    // Another buyer's bid reads exactly like one that does not exist.
+    let (s1, theirs) = api.call("DELETE", &format!("/auctions/{aid}/bids/{shop_bid}"), BLOG, None).await;
+    let (s2, none) = api.call("DELETE", &format!("/auctions/{aid}/bids/{}", shop_bid + 1000), BLOG, None).await;
+    assert_eq!((s1, s2), (404, 404));
+    assert_eq!(
+        theirs["error"].as_str().unwrap().replace(&format!("bid {shop_bid} "), "bid N "),
+        none["error"].as_str().unwrap().replace(&format!("bid {} ", shop_bid + 1000), "bid N ")
+    );
     let before = api.snapshot();
     // (method, path, token, body, expected status, what the error must mention)
     type Case<'a> = (&'a str, String, &'a str, Option<Value>, u16, &'a str);
     let cases: Vec<Case> = vec![
+        ("PUT", "/customers/shop/token".into(), SHOP, Some(json!({"token": "short"})), 400, "8 to 256"),
+        ("PUT", "/customers/shop/token".into(), SHOP, Some(json!({"token": BLOG})), 400, "same as another token"),
+        ("PUT", "/customers/shop/token".into(), OP, Some(json!({"token": OP})), 400, "same as another token"),
+        ("PUT", "/customers/blog/token".into(), SHOP, Some(json!({})), 404, "no customer"),
+        ("PUT", "/customers/nobody/token".into(), OP, Some(json!({})), 404, "no customer"),
+        ("PUT", "/customers/shop/token".into(), SHOP, Some(json!({"tokn": "abcdefghij"})), 400, "unknown field"),
         (
             "POST",
             "/orders".into(),
@@ -510,4 +534,62 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let orders = api.ok("GET", "/orders", BLOG, None).await;
     assert!(orders["orders"].as_array().unwrap().iter().all(|o| o["owner"] == "blog"));
     assert_eq!(api.ok("GET", "/customers", BLOG, None).await["customers"].as_array().unwrap().len(), 1);
+}
+
+/// A request with no document check (for answers the document lists only generally).
+async fn raw(
+    state: &Arc<AppState>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Body,
+) -> axum::response::Response {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    router(state.clone()).oneshot(req.body(body).unwrap()).await.unwrap()
+}
+
+async fn json_of(resp: axum::response::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let bytes = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes))))
+}
+
+#[tokio::test]
+async fn limits_and_every_error_is_json() {
+    let api = Api::new();
+    let st = &api.state;
+    // A body over 64 KiB: 413, as JSON, and nothing stored.
+    let big = format!("{{\"names\": [\"{}\"]}}", "a".repeat(70 << 10));
+    let (status, v) = json_of(raw(st, "PUT", "/v1/customers/shop/names", Some(OP), Body::from(big)).await).await;
+    assert_eq!(status, 413, "{v}");
+    assert!(v["error"].is_string(), "{v}");
+    // Path and query rejections are JSON too.
+    let (status, v) = json_of(raw(st, "GET", "/v1/orders/abc", Some(OP), Body::empty()).await).await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("Invalid URL"), "{v}");
+    let (status, v) = json_of(raw(st, "GET", "/v1/capacity?periods=-1", Some(OP), Body::empty()).await).await;
+    assert_eq!(status, 400, "{v}");
+    // The document is public.
+    assert_eq!(raw(st, "GET", "/v1/openapi.json", None, Body::empty()).await.status().as_u16(), 200);
+    // Writes per buyer token: past the burst, 429 with Retry-After; another buyer and the
+    // operator are not held back, and reads are not limited.
+    let write =
+        |token: &'static str| raw(st, "PUT", "/v1/customers/shop/token", Some(token), Body::from(r#"{"token": "x"}"#));
+    let mut limited = None;
+    for _ in 0..300 {
+        let r = write(SHOP).await;
+        if r.status().as_u16() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("a buyer is limited past api.write_burst (200)");
+    assert!(r.headers().get("retry-after").is_some(), "Retry-After");
+    assert!(json_of(r).await.1["error"].as_str().unwrap().contains("too many writes"));
+    assert_eq!(write(BLOG).await.status().as_u16(), 404, "another buyer still gets through (to its 404)");
+    assert_eq!(write(OP).await.status().as_u16(), 400, "the operator is not limited");
+    assert_eq!(raw(st, "GET", "/v1/customers", Some(SHOP), Body::empty()).await.status().as_u16(), 200);
 }

@@ -131,6 +131,17 @@ impl Authority {
 
     fn reply(&self, catalog: &ZoneSnapshot, query: &Message, client: IpAddr) -> Message {
         let mut r = Message::response(query.metadata.id, query.metadata.op_code);
+        if query.metadata.op_code != OpCode::Query {
+            // NOTIMP with nothing of the request's but its id and opcode: AA, RD, RA, AD and CD
+            // are QUERY's flags, and another opcode's sections are not a question.
+            r.metadata.response_code = ResponseCode::NotImp;
+            if query.edns.is_some() {
+                let mut e = Edns::new();
+                e.set_max_payload(OUR_EDNS_UDP_SIZE);
+                r.set_edns(e);
+            }
+            return r;
+        }
         r.metadata.recursion_desired = query.metadata.recursion_desired;
         r.metadata.checking_disabled = query.metadata.checking_disabled;
         r.add_queries(query.queries.iter().cloned());
@@ -146,10 +157,6 @@ impl Authority {
                 return r;
             }
             r.set_edns(e);
-        }
-        if query.metadata.op_code != OpCode::Query {
-            r.metadata.response_code = ResponseCode::NotImp;
-            return r;
         }
         let [q] = query.queries.as_slice() else {
             r.metadata.response_code = ResponseCode::FormErr;
@@ -304,13 +311,15 @@ fn address_record(name: Name, ttl: u32, addr: IpAddr) -> Record {
     }
 }
 
-/// Encode a reply; over UDP, one that exceeds the client's size is replaced by its truncated
-/// form (question and OPT, TC set) so the client retries over TCP.
+/// Encode a reply; over UDP, one that exceeds min(the client's EDNS size, 1232) (512 without
+/// EDNS) is replaced by its truncated form (question and OPT, TC set) so the client retries
+/// over TCP. 1232 keeps replies unfragmented on any path (DNS flag day 2020): a large UDP
+/// reply to a spoofed source is what a reflector is made of.
 fn encode(query: &Message, reply: Message, transport: Transport) -> Option<Vec<u8>> {
     let bytes = reply.to_vec().ok()?;
     let limit = match (&query.edns, transport) {
         (_, Transport::Tcp) => usize::from(u16::MAX),
-        (Some(e), Transport::Udp) => usize::from(e.max_payload().max(PLAIN_UDP_LIMIT)),
+        (Some(e), Transport::Udp) => usize::from(e.max_payload().clamp(PLAIN_UDP_LIMIT, OUR_EDNS_UDP_SIZE)),
         (None, Transport::Udp) => usize::from(PLAIN_UDP_LIMIT),
     };
     if bytes.len() <= limit {
@@ -523,11 +532,14 @@ zones = ["shop.example."]"#,
         let m = ask(&a, &c, "cdn.example.net.", RecordType::NS, None, Transport::Tcp);
         assert!(!m.metadata.truncation);
         assert_eq!((m.answers.len(), m.additionals.len()), (20, 40));
-        // The client's EDNS size is the limit: 1232 is still too small, 4096 is enough.
-        let m = ask(&a, &c, "cdn.example.net.", RecordType::NS, Some((0, 1232)), Transport::Udp);
-        assert!(m.metadata.truncation && m.answers.is_empty());
-        let m = ask(&a, &c, "cdn.example.net.", RecordType::NS, Some((0, 4096)), Transport::Udp);
-        assert!(!m.metadata.truncation && m.answers.len() == 20);
+        // The limit is min(the client's EDNS size, 1232): this reply needs more than 1232 bytes, so
+        // even a client offering 4096 gets TC over UDP.
+        let whole = ask(&a, &c, "cdn.example.net.", RecordType::NS, None, Transport::Tcp).to_vec().unwrap();
+        assert!(whole.len() > 1232 && whole.len() < 4096, "{}", whole.len());
+        for size in [1232, 4096] {
+            let m = ask(&a, &c, "cdn.example.net.", RecordType::NS, Some((0, size)), Transport::Udp);
+            assert!(m.metadata.truncation && m.answers.is_empty(), "EDNS {size}");
+        }
     }
 
     #[test]
@@ -542,10 +554,18 @@ zones = ["shop.example."]"#,
         let mut response = junk.clone();
         response[2] = 0x80;
         assert!(a.answer(&c.snapshot(), &response, ip, Transport::Udp).is_none(), "responses are not answered");
+        // Another opcode: NOTIMP, none of QUERY's flags, no question copied.
         let mut q = Message::query();
         q.metadata.op_code = OpCode::Notify;
+        q.metadata.recursion_desired = true;
+        q.metadata.checking_disabled = true;
+        q.metadata.authentic_data = true;
         q.add_query(Query::query(Name::from_ascii("cdn.example.net.").unwrap(), RecordType::SOA));
-        let m = Message::from_vec(&a.answer(&c.snapshot(), &q.to_vec().unwrap(), ip, Transport::Udp).unwrap()).unwrap();
-        assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+        let bytes = a.answer(&c.snapshot(), &q.to_vec().unwrap(), ip, Transport::Udp).unwrap();
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!((m.metadata.response_code, m.metadata.op_code), (ResponseCode::NotImp, OpCode::Notify));
+        assert_eq!(bytes[2] & 0x87, 0x80, "QR only: no AA, TC or RD");
+        assert_eq!(bytes[3] & 0xb0, 0, "no RA, AD or CD");
+        assert!(m.queries.is_empty(), "no question copied");
     }
 }

@@ -10,14 +10,22 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 pub use self::rows::*;
-use crate::config::CustomerConfig;
 use crate::market::{
     book::{Side, Tif},
     units::Price,
 };
+use crate::{config::CustomerConfig, tokens::TokenDigest};
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Version 2: tokens kept as SHA-256 digests, for every customer whose token the API set.
+const SCHEMA_V2: &str = "
+CREATE TABLE customer_tokens (
+    customer    TEXT PRIMARY KEY,
+    digest      TEXT NOT NULL UNIQUE,
+    updated_at  INTEGER NOT NULL
+);";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,8 +63,11 @@ impl Store {
         if version == 0 {
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.pragma_update(None, "user_version", 1)?;
             tx.commit()?;
+        }
+        if version < 2 {
+            migrate_v2(&mut conn)?;
         }
         Ok(Store { conn })
     }
@@ -116,25 +127,51 @@ impl Store {
 
     // --- customers added through the API ----------------------------------------------------
 
-    pub fn customers(&self) -> StoreResult<Vec<CustomerConfig>> {
-        let mut stmt = self.conn.prepare("SELECT config, token FROM customers ORDER BY created_at, id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+    /// The customers added through the API, oldest first: each as stored, or why it cannot be
+    /// read (the caller skips it and says so).
+    pub fn customers(&self) -> StoreResult<Vec<(String, Result<CustomerConfig, String>)>> {
+        let mut stmt = self.conn.prepare("SELECT id, config FROM customers ORDER BY created_at, id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
-            let (json, token) = row?;
-            let mut c: CustomerConfig =
-                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("customer {json}: {e}")))?;
-            c.token = token;
-            out.push(c);
+            let (id, json) = row?;
+            let c = serde_json::from_str::<CustomerConfig>(&json).map_err(|e| format!("its stored config: {e}"));
+            out.push((id, c));
         }
         Ok(out)
     }
 
-    pub fn insert_customer(&mut self, c: &CustomerConfig, now: i64) -> StoreResult<()> {
+    /// Add a customer, with the digest of its token, in one transaction.
+    pub fn insert_customer(&mut self, c: &CustomerConfig, token: Option<TokenDigest>, now: i64) -> StoreResult<()> {
         let json = serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO customers (id, config, token, created_at, updated_at) VALUES (?1, ?2, NULL, ?3, ?3)",
+            params![c.id, json, now],
+        )?;
+        if let Some(d) = token {
+            tx.execute(
+                "INSERT INTO customer_tokens (customer, digest, updated_at) VALUES (?1, ?2, ?3)",
+                params![c.id, d.to_hex(), now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The token digests the API set (added customers, rotations), by customer.
+    pub fn token_digests(&self) -> StoreResult<Vec<(String, Option<TokenDigest>)>> {
+        let mut stmt = self.conn.prepare("SELECT customer, digest FROM customer_tokens ORDER BY customer")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|r| r.map(|(c, d)| (c, TokenDigest::from_hex(&d))).map_err(StoreError::from)).collect()
+    }
+
+    /// A customer's new token (rotation); it replaces the config file's, if any.
+    pub fn set_token(&mut self, customer: &str, digest: TokenDigest, now: i64) -> StoreResult<()> {
         self.conn.execute(
-            "INSERT INTO customers (id, config, token, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![c.id, json, c.token, now],
+            "INSERT INTO customer_tokens (customer, digest, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (customer) DO UPDATE SET digest = ?2, updated_at = ?3",
+            params![customer, digest.to_hex(), now],
         )?;
         Ok(())
     }
@@ -147,7 +184,10 @@ impl Store {
     }
 
     pub fn delete_customer(&mut self, id: &str) -> StoreResult<()> {
-        self.conn.execute("DELETE FROM customers WHERE id = ?1", [id])?;
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM customer_tokens WHERE customer = ?1", [id])?;
+        tx.execute("DELETE FROM customers WHERE id = ?1", [id])?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -382,6 +422,26 @@ impl Store {
     }
 }
 
+/// Version 1 kept API customers' tokens as text: they become digests, and the text goes.
+fn migrate_v2(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(SCHEMA_V2)?;
+    let plain: Vec<(String, String, i64)> = {
+        let mut stmt = tx.prepare("SELECT id, token, updated_at FROM customers WHERE token IS NOT NULL")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
+    };
+    for (id, token, at) in plain {
+        tx.execute(
+            "INSERT OR IGNORE INTO customer_tokens (customer, digest, updated_at) VALUES (?1, ?2, ?3)",
+            params![id, TokenDigest::of(&token).to_hex(), at],
+        )?;
+    }
+    tx.execute("UPDATE customers SET token = NULL", [])?;
+    tx.pragma_update(None, "user_version", 2)?;
+    tx.commit()?;
+    Ok(())
+}
+
 fn insert_contracts(tx: &Transaction<'_>, contracts: &[NewContract]) -> StoreResult<Vec<i64>> {
     let mut ids = Vec::with_capacity(contracts.len());
     for c in contracts {
@@ -435,6 +495,29 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(s.capacities().unwrap(), [("edge-1".to_owned(), 100)]);
         assert!(s.check().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn version_1_tokens_become_digests() {
+        let dir = tempdir();
+        let path = dir.join("s.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO customers (id, config, token, created_at, updated_at) VALUES ('news', '{}', 'news-secret', 1, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.token_digests().unwrap(), [("news".to_owned(), Some(TokenDigest::of("news-secret")))]);
+        let left: Option<String> = s.conn.query_row("SELECT token FROM customers", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, None, "the token's text is gone");
+        // The unreadable stored config is reported, not fatal.
+        assert!(s.customers().unwrap()[0].1.is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 
