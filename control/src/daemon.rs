@@ -48,6 +48,7 @@ enum Exit {
 }
 
 pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
+    raise_fd_limit();
     let mut signals = Signals::new()?;
     // A planned restart: the running daemon hands its sockets over, with what is queued in
     // them, and stops writing before we read the store.
@@ -126,6 +127,19 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
         (Exit::Signal, None) => tracing::info!("stopped"),
     }
     Ok(())
+}
+
+/// A daemon facing the internet holds many TCP connections: the soft descriptor limit goes up
+/// to the hard one (the TCP caps keep the count below it).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a valid out-parameter, then the same struct back.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// Load the program on the pinned maps (taken over, migrated or new), put the catalog in

@@ -5,5 +5,6 @@
 pub mod authority;
 pub mod server;
 pub mod snapshot;
+pub mod tcp;
 
 pub use authority::{Authority, Transport};

@@ -1,11 +1,9 @@
-//! UDP and TCP listeners (RFC 1035 §4.2, RFC 7766: length-prefixed messages, several queries
-//! per connection, an idle timeout).
+//! The userspace server's listeners: UDP here, TCP in [`super::tcp`].
 
-use std::{net::SocketAddr, os::fd::OwnedFd, sync::Arc, time::Duration};
+use std::{net::SocketAddr, os::fd::OwnedFd, sync::Arc};
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, UdpSocket},
     sync::watch,
 };
 
@@ -14,11 +12,6 @@ use crate::{
     api::AppState,
     handover::{Inherited, Kind, Phase, Registry, draining},
 };
-
-/// A TCP connection with no complete query for this long is closed (RFC 7766 §6.2.3).
-const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Concurrent TCP connections per listener; more wait in the kernel's backlog.
-const MAX_TCP_CONNECTIONS: usize = 1024;
 
 /// Receive buffer of each UDP socket: room for bursts of a few thousand queries.
 const UDP_RCVBUF: usize = 8 << 20;
@@ -55,7 +48,7 @@ pub fn serve(
         };
         registry.add(Kind::Tcp, addr, &tcp).map_err(std::io::Error::other)?;
         tracing::info!(%addr, udp_sockets, taken_over, "userspace DNS listening (UDP and TCP)");
-        tokio::spawn(serve_tcp(tcp, cx.clone(), phase.clone()));
+        tokio::spawn(super::tcp::serve(tcp, cx.clone(), phase.clone()));
     }
     Ok(())
 }
@@ -108,7 +101,7 @@ pub struct DnsContext {
     pub state: Arc<AppState>,
 }
 
-fn answer(cx: &DnsContext, request: &[u8], peer: SocketAddr, t: Transport) -> Option<Vec<u8>> {
+pub(super) fn answer(cx: &DnsContext, request: &[u8], peer: SocketAddr, t: Transport) -> Option<Vec<u8>> {
     let reply = cx.authority.answer(&cx.zone.load(), request, peer.ip(), t);
     if reply.is_some() {
         cx.state.metrics.count_userspace_answer();
@@ -136,63 +129,6 @@ async fn serve_udp(socket: UdpSocket, cx: Arc<DnsContext>, mut phase: watch::Rec
             && let Err(e) = socket.send_to(&reply, peer).await
         {
             tracing::debug!(%peer, "UDP send: {e}");
-        }
-    }
-}
-
-async fn serve_tcp(listener: TcpListener, cx: Arc<DnsContext>, mut phase: watch::Receiver<Phase>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = draining(&mut phase) => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("TCP accept: {e}");
-                continue;
-            }
-        };
-        let (cx, phase) = (cx.clone(), phase.clone());
-        tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, peer, &cx, phase).await {
-                tracing::debug!(%peer, "TCP connection: {e}");
-            }
-            drop(permit);
-        });
-    }
-}
-
-async fn serve_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    cx: &DnsContext,
-    mut phase: watch::Receiver<Phase>,
-) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        // Draining: the query in hand is answered, then the connection closes (the client
-        // reconnects to the daemon that took the listener over).
-        let read = tokio::select! {
-            r = tokio::time::timeout(TCP_IDLE, stream.read_u16()) => r,
-            _ = draining(&mut phase) => return Ok(()),
-        };
-        let len = match read {
-            Ok(Ok(len)) => usize::from(len),
-            // Idle, closed by the client, or an error: the connection ends.
-            _ => return Ok(()),
-        };
-        if len < 12 {
-            return Ok(());
-        }
-        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf[..len])).await.map_err(std::io::Error::other)??;
-        if let Some(reply) = answer(cx, &buf[..len], peer, Transport::Tcp) {
-            let mut out = Vec::with_capacity(reply.len() + 2);
-            out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-            out.extend_from_slice(&reply);
-            stream.write_all(&out).await?;
         }
     }
 }
