@@ -111,14 +111,20 @@ pub(super) fn answer(cx: &DnsContext, request: &[u8], peer: SocketAddr, t: Trans
 
 async fn serve_udp(socket: UdpSocket, cx: Arc<DnsContext>, mut phase: watch::Receiver<Phase>) {
     let mut buf = vec![0u8; 65_535];
+    // Bound to a wildcard address, a reply must leave from the address the query came to
+    // (a host with several addresses): the kernel tells it, and we set it on the reply.
+    let wildcard = socket.local_addr().is_ok_and(|a| a.ip().is_unspecified());
+    if wildcard && let Err(e) = udp_dst::enable(&socket) {
+        tracing::warn!("UDP: no destination addresses (IP_PKTINFO): {e}");
+    }
     loop {
         // What is queued when the daemon drains stays in the socket for the daemon that took
-        // it over (recv_from is cancel-safe: a datagram is either returned or left queued).
+        // it over (a receive is cancel-safe: a datagram is either returned or left queued).
         let received = tokio::select! {
-            r = socket.recv_from(&mut buf) => r,
+            r = udp_dst::recv(&socket, &mut buf, wildcard) => r,
             _ = draining(&mut phase) => return,
         };
-        let (n, peer) = match received {
+        let (n, peer, dst) = match received {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("UDP receive: {e}");
@@ -126,9 +132,113 @@ async fn serve_udp(socket: UdpSocket, cx: Arc<DnsContext>, mut phase: watch::Rec
             }
         };
         if let Some(reply) = answer(&cx, &buf[..n], peer, Transport::Udp)
-            && let Err(e) = socket.send_to(&reply, peer).await
+            && let Err(e) = udp_dst::send(&socket, &reply, peer, dst).await
         {
             tracing::debug!(%peer, "UDP send: {e}");
         }
+    }
+}
+
+/// Datagrams with their destination address (IP_PKTINFO, IPV6_RECVPKTINFO), and replies sent
+/// from it (the same cmsg on `sendmsg`).
+mod udp_dst {
+    use std::{
+        io::{self, IoSlice, IoSliceMut},
+        net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+        os::fd::AsRawFd,
+    };
+
+    use nix::sys::socket::{
+        ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, sendmsg, setsockopt, sockopt,
+    };
+    use tokio::{io::Interest, net::UdpSocket};
+
+    pub fn enable(socket: &UdpSocket) -> io::Result<()> {
+        if socket.local_addr()?.is_ipv4() {
+            setsockopt(socket, sockopt::Ipv4PacketInfo, &true)?;
+        } else {
+            setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)?;
+        }
+        Ok(())
+    }
+
+    fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+        if let Some(v4) = a.as_sockaddr_in() {
+            return Some(SocketAddr::from((v4.ip(), v4.port())));
+        }
+        a.as_sockaddr_in6().map(|v6| SocketAddr::from((v6.ip(), v6.port())))
+    }
+
+    /// (length, peer, the address the datagram was sent to when `with_dst`).
+    pub async fn recv(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        with_dst: bool,
+    ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+        if !with_dst {
+            let (n, peer) = socket.recv_from(buf).await?;
+            return Ok((n, peer, None));
+        }
+        socket
+            .async_io(Interest::READABLE, || {
+                let mut iov = [IoSliceMut::new(buf)];
+                let mut space = nix::cmsg_space!(libc::in6_pktinfo);
+                let msg =
+                    recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_DONTWAIT)?;
+                let peer = msg.address.as_ref().and_then(to_std).ok_or_else(|| io::Error::other("no peer address"))?;
+                let mut dst = None;
+                for c in msg.cmsgs()? {
+                    match c {
+                        ControlMessageOwned::Ipv4PacketInfo(pi) => {
+                            dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr))))
+                        }
+                        ControlMessageOwned::Ipv6PacketInfo(pi) => {
+                            dst = Some(IpAddr::V6(Ipv6Addr::from(pi.ipi6_addr.s6_addr)))
+                        }
+                        _ => {}
+                    }
+                }
+                Ok((msg.bytes, peer, dst))
+            })
+            .await
+    }
+
+    /// Send `data` to `peer`, from `src` when given.
+    pub async fn send(socket: &UdpSocket, data: &[u8], peer: SocketAddr, src: Option<IpAddr>) -> io::Result<usize> {
+        let Some(src) = src else { return socket.send_to(data, peer).await };
+        let to = SockaddrStorage::from(peer);
+        socket
+            .async_io(Interest::WRITABLE, || {
+                let iov = [IoSlice::new(data)];
+                let sent = match src {
+                    IpAddr::V4(a) => {
+                        let pi = libc::in_pktinfo {
+                            ipi_ifindex: 0,
+                            ipi_spec_dst: libc::in_addr { s_addr: u32::from(a).to_be() },
+                            ipi_addr: libc::in_addr { s_addr: 0 },
+                        };
+                        sendmsg(
+                            socket.as_raw_fd(),
+                            &iov,
+                            &[ControlMessage::Ipv4PacketInfo(&pi)],
+                            MsgFlags::MSG_DONTWAIT,
+                            Some(&to),
+                        )
+                    }
+                    IpAddr::V6(a) => {
+                        let pi =
+                            libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: a.octets() }, ipi6_ifindex: 0 };
+                        sendmsg(
+                            socket.as_raw_fd(),
+                            &iov,
+                            &[ControlMessage::Ipv6PacketInfo(&pi)],
+                            MsgFlags::MSG_DONTWAIT,
+                            Some(&to),
+                        )
+                    }
+                };
+                Ok(sent?)
+            })
+            .await
     }
 }
