@@ -5,6 +5,7 @@
 
 mod bench;
 mod deploy;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -37,6 +38,16 @@ enum Task {
         /// The small scenarios (those `test` asserts) instead.
         #[arg(long)]
         small: bool,
+    },
+    /// The fuzz targets (cargo-fuzz, libFuzzer): the userspace server over UDP and TCP, and the
+    /// config parser. Writes target/fuzz/results.json.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// One target only (answer_udp, answer_tcp, config).
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Install and start Spillway on a Linux edge host over ssh.
     Deploy(deploy::DeployArgs),
@@ -77,6 +88,26 @@ fn main() -> Result<()> {
             }
             cargo(&root, &args)
         }
+        Task::Fuzz { seconds, target } => {
+            setup::run()?;
+            setup::cargo_fuzz()?;
+            let targets: Vec<&str> = match &target {
+                Some(t) => vec![t.as_str()],
+                None => fuzz::TARGETS.to_vec(),
+            };
+            let done = fuzz::run(&root, &targets, fuzz::Budget::Seconds(seconds))?;
+            let total: u64 = done.iter().map(|(_, n)| n).sum();
+            let json = serde_json::json!({
+                "seconds_per_target": seconds,
+                "targets": done.iter().map(|(t, n)| serde_json::json!({"target": t, "executions": n})).collect::<Vec<_>>(),
+                "total_executions": total,
+            });
+            let out = root.join("target/fuzz");
+            std::fs::create_dir_all(&out)?;
+            std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
+            eprintln!("fuzz: {total} executions in all, no crash (target/fuzz/results.json)");
+            Ok(())
+        }
         Task::Deploy(args) => deploy::run(&root, &args),
     }
 }
@@ -101,6 +132,9 @@ fn test(root: &Path) -> Result<()> {
     if !status.success() {
         bail!("tests failed");
     }
+    // Each fuzz target for a short, fixed count (the long runs are `cargo xtask fuzz`).
+    setup::cargo_fuzz()?;
+    fuzz::run(root, fuzz::TARGETS, fuzz::Budget::Runs(20_000))?;
     Ok(())
 }
 

@@ -80,6 +80,22 @@ fn bpf_linker() -> Result<()> {
     )
 }
 
+/// cargo-fuzz, for the fuzz targets (they build with nightly).
+pub fn cargo_fuzz() -> Result<()> {
+    let ok = Command::new("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz (about two minutes)");
+    run_cmd(Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--locked"]))
+}
+
 fn run_cmd(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("{cmd:?}"))?;
     if !status.success() {

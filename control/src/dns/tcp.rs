@@ -194,20 +194,16 @@ async fn serve_connection(
             _ = tokio::time::sleep_until(end_of_life) => return Ok(()),
         };
         let len = match read {
-            Ok(Ok(len)) => usize::from(len),
+            Ok(Ok(len)) => len,
             // Idle, closed by the client, or an error: the connection ends.
             _ => return Ok(()),
         };
-        if len < 12 {
-            return Ok(());
-        }
+        let Some(len) = message_len(len) else { return Ok(()) };
         tokio::time::timeout(limits.idle, stream.read_exact(&mut buf[..len]))
             .await
             .map_err(std::io::Error::other)??;
         if let Some(reply) = super::server::answer(cx, &buf[..len], peer, Transport::Tcp) {
-            let mut out = Vec::with_capacity(reply.len() + 2);
-            out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-            out.extend_from_slice(&reply);
+            let Some(out) = frame(&reply) else { return Ok(()) };
             tokio::select! {
                 w = tokio::time::timeout(limits.write, stream.write_all(&out)) => w.map_err(std::io::Error::other)??,
                 _ = me.close.notified() => return Ok(()),
@@ -215,6 +211,21 @@ async fn serve_connection(
         }
         me.table.touch(me.id);
     }
+}
+
+/// A message's length from its 2-byte prefix; `None` for one shorter than a DNS header, which
+/// ends the connection.
+pub fn message_len(prefix: u16) -> Option<usize> {
+    (prefix >= 12).then_some(usize::from(prefix))
+}
+
+/// A reply with its length prefix (RFC 1035 §4.2.2); `None` if it cannot have one.
+pub fn frame(reply: &[u8]) -> Option<Vec<u8>> {
+    let len = u16::try_from(reply.len()).ok()?;
+    let mut out = Vec::with_capacity(reply.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(reply);
+    Some(out)
 }
 
 #[cfg(test)]
