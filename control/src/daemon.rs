@@ -376,6 +376,11 @@ async fn scrape_loop(state: Arc<AppState>, proxy: String, url: String, phase: wa
         match recorded {
             Ok(true) => prev = Some((at, counters)),
             Ok(false) => {}
+            // Counts no report may carry are dropped; a store that failed counts them again.
+            Err(e @ Error::Market(crate::market::MarketError::BadRequest(_))) => {
+                tracing::warn!(%proxy, "scrape dropped: {e}");
+                prev = Some((at, counters));
+            }
             Err(e) => tracing::error!(%proxy, "recording a scrape (counted again in the next one): {e}"),
         }
     }

@@ -183,7 +183,7 @@ impl Engine {
     /// fraction in force (`all`: every buyer, at start).
     pub fn sync_contracts(&mut self, now: i64, all: bool) -> Result<()> {
         let Some(market) = &mut self.market else { return Ok(()) };
-        let t = market.contract_transitions(&mut self.store, now).map_err(Error::from)?;
+        let t = market.contract_transitions(&mut self.store, now);
         let ids: Vec<String> = if all {
             self.catalog.customers().iter().map(|c| c.config.id.clone()).collect()
         } else {
@@ -204,12 +204,15 @@ impl Engine {
         Ok(())
     }
 
-    /// The market's regular work, then the contracts' transitions.
+    /// The market's regular work, then the contracts' transitions: these run even when the
+    /// market's work failed, so contracts switch on time in the data plane.
     pub fn tick(&mut self, now: i64) -> Result<()> {
-        if let Some(market) = &mut self.market {
-            market.tick(&mut self.store, &self.capacity, now).map_err(Error::from)?;
-        }
-        self.sync_contracts(now, false)
+        let market = match &mut self.market {
+            Some(market) => market.tick(&mut self.store, &self.capacity, now).map_err(Error::from),
+            None => Ok(()),
+        };
+        self.sync_contracts(now, false)?;
+        market
     }
 
     /// One controller tick at `now` (seconds, with fraction): every buyer's answers since the
@@ -282,6 +285,14 @@ impl Engine {
         interval_s: Option<f64>,
         at: f64,
     ) -> Result<crate::store::ReportRecord> {
+        // The same checks for pushed and scraped reports.
+        let sum = served.values().try_fold(own_requests, |a, &b| a.checked_add(b));
+        if sum.is_none_or(|s| s > i64::MAX as u64 / 2) {
+            return Err(MarketError::BadRequest("request counts are too large".into()).into());
+        }
+        if interval_s.is_some_and(|s| !(s.is_finite() && s > 0.0 && s <= 3600.0)) {
+            return Err(MarketError::BadRequest("interval_s must be above 0 and at most 3600".into()).into());
+        }
         let now = at.floor() as i64;
         let interval = self.capacity.history().interval_of(now);
         let contracts = self.market.as_ref().map(Market::contracts).unwrap_or_default();

@@ -34,12 +34,16 @@ impl ApiError {
 
 impl From<MarketError> for ApiError {
     fn from(e: MarketError) -> Self {
+        let e = match e {
+            MarketError::Store(s) => return s.into(),
+            other => other,
+        };
         let status = match &e {
             MarketError::BadRequest(_) => StatusCode::BAD_REQUEST,
             MarketError::NotFound(_) => StatusCode::NOT_FOUND,
             MarketError::Forbidden(_) => StatusCode::FORBIDDEN,
             MarketError::Conflict(_) => StatusCode::CONFLICT,
-            MarketError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            MarketError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
     }
@@ -49,14 +53,27 @@ impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
         match e {
             crate::Error::Market(m) => m.into(),
+            crate::Error::Store(s) => s.into(),
             other => ApiError::internal(other),
         }
     }
 }
 
+/// A sum past i64 is the request's fault (400); any other store error (a full disk, an I/O
+/// error) is 503: the transaction was rolled back, nothing changed, try again later.
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
+        match e {
+            crate::store::StoreError::Overflow(_) => ApiError::bad_request(e.to_string()),
+            other => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the store cannot take the change now (nothing was changed): {other}"),
+                );
+                e.retry_after = Some(1);
+                e
+            }
+        }
     }
 }
 

@@ -119,6 +119,9 @@ pub struct Level {
     pub quantity_rps: u64,
 }
 
+/// Contract transitions as (contract id, time).
+type Marks = Vec<(i64, i64)>;
+
 pub struct Market {
     params: MarketParams,
     books: BTreeMap<i64, Book>,
@@ -128,6 +131,8 @@ pub struct Market {
     /// Contracts not yet ended.
     contracts: Vec<ContractRow>,
     next_order_id: i64,
+    /// Activations and ends (contract, time) in force but not yet in the store.
+    unrecorded: (Marks, Marks),
 }
 
 impl Market {
@@ -141,6 +146,7 @@ impl Market {
             open_auctions: store.auctions(true)?,
             contracts: store.unfinished_contracts()?,
             next_order_id: store.max_order_id()? + 1,
+            unrecorded: Default::default(),
         };
         for o in store.orders(None, true)? {
             m.restore(o);
@@ -634,38 +640,57 @@ impl Market {
     /// The market's regular work at `now`: clear auctions whose bidding closed, expire
     /// orders of ended periods, and bring the network's asks up to date over the horizon.
     pub fn tick(&mut self, store: &mut Store, cap: &Capacity, now: i64) -> MarketResult<()> {
+        // Each step on its own: one auction or period the store refuses does not hold up the
+        // others; the first error is returned after all were tried.
+        let mut first_error = None;
         let due: Vec<i64> = self.open_auctions.iter().filter(|a| a.closes_at <= now).map(|a| a.id).collect();
         for id in due {
-            self.clear_auction(store, cap, id, now)?;
+            if let Err(e) = self.clear_auction(store, cap, id, now) {
+                tracing::error!(auction = id, "clearing: {e}");
+                first_error.get_or_insert(e);
+            }
         }
-        self.expire(store, now)?;
+        if let Err(e) = self.expire(store, now) {
+            tracing::error!("expiring orders: {e}");
+            first_error.get_or_insert(e);
+        }
         for period in self.periods(now).collect::<Vec<_>>() {
-            self.refresh_period(store, cap, period, now)?;
+            if let Err(e) = self.refresh_period(store, cap, period, now) {
+                tracing::error!(period, "the network's ask: {e}");
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
-    /// Record contract activations and ends due at `now`, and forget ended contracts.
-    pub fn contract_transitions(&mut self, store: &mut Store, now: i64) -> MarketResult<Transitions> {
+    /// Contract activations and ends due at `now`: applied to memory at once (so the data
+    /// plane switches on time whatever the store does), then recorded in the store. A record
+    /// that fails to land is kept and tried again at every call until it does.
+    pub fn contract_transitions(&mut self, store: &mut Store, now: i64) -> Transitions {
         let t = contracts::due(&self.contracts, now);
-        if t.activate.is_empty() && t.end.is_empty() {
-            return Ok(t);
-        }
-        let activated: Vec<(i64, i64)> = t.activate.iter().map(|&id| (id, now)).collect();
-        let ended: Vec<(i64, i64)> = t.end.iter().map(|&id| (id, now)).collect();
-        store.mark_contracts(&activated, &ended)?;
         for c in &mut self.contracts {
             if t.activate.contains(&c.id) {
                 c.activated_at = Some(now);
+                self.unrecorded.0.push((c.id, now));
                 tracing::info!(contract = c.id, customer = %c.customer, rps = c.rps, "contract active");
             }
             if t.end.contains(&c.id) {
                 c.ended_at = Some(now);
+                self.unrecorded.1.push((c.id, now));
                 tracing::info!(contract = c.id, customer = %c.customer, "contract ended");
             }
         }
         self.contracts.retain(|c| c.ended_at.is_none());
-        Ok(t)
+        if !self.unrecorded.0.is_empty() || !self.unrecorded.1.is_empty() {
+            match store.mark_contracts(&self.unrecorded.0, &self.unrecorded.1) {
+                Ok(()) => self.unrecorded = Default::default(),
+                Err(e) => tracing::error!(
+                    pending = self.unrecorded.0.len() + self.unrecorded.1.len(),
+                    "recording contract transitions (in force in the data plane; retried): {e}"
+                ),
+            }
+        }
+        t
     }
 
     /// When the market next has work: an auction closing or a contract boundary.

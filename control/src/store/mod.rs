@@ -35,6 +35,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot open the store {path}: {source}")]
     Open { path: String, source: rusqlite::Error },
+    #[error("{0} would pass the largest integer (2^63 - 1)")]
+    Overflow(String),
     #[error("store {path}: schema version {found} is newer than this binary's ({SCHEMA_VERSION})")]
     TooNew { path: String, found: i64 },
 }
@@ -106,6 +108,12 @@ impl Store {
             }
         }
         Ok(problems)
+    }
+
+    /// Tests: make every write fail (as a full or broken disk would), or allow them again.
+    #[cfg(test)]
+    pub fn set_read_only(&self, on: bool) {
+        self.conn.pragma_update(None, "query_only", on).expect("pragma");
     }
 
     // --- proxies -------------------------------------------------------------------------
@@ -206,28 +214,45 @@ impl Store {
         let served =
             serde_json::to_string(&report.served.iter().map(|s| (&s.customer, s.requests)).collect::<Vec<_>>())
                 .unwrap_or_default();
+        let own_requests = add(0, report.own_requests, "own_requests")?;
         tx.execute(
             "INSERT INTO proxy_reports (proxy, at, own_requests, served) VALUES (?1, ?2, ?3, ?4)",
-            params![report.proxy, report.at, report.own_requests as i64, served],
+            params![report.proxy, report.at, own_requests, served],
         )?;
+        // Sums are added here, checked: SQLite would turn an integer past i64 into a REAL.
+        let own: Option<i64> = tx
+            .query_row("SELECT requests FROM own_usage WHERE interval_start = ?1", [report.interval_start], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let own = add(own.unwrap_or(0), report.own_requests, "the network's own requests in the interval")?;
         tx.execute(
             "INSERT INTO own_usage (interval_start, requests) VALUES (?1, ?2)
-             ON CONFLICT (interval_start) DO UPDATE SET requests = requests + ?2",
-            params![report.interval_start, report.own_requests as i64],
+             ON CONFLICT (interval_start) DO UPDATE SET requests = ?2",
+            params![report.interval_start, own],
         )?;
         for s in &report.served {
+            let cur: Option<(i64, i64, i64)> = tx
+                .query_row(
+                    "SELECT requests, uncontracted_requests, charge_micros FROM usage
+                     WHERE customer = ?1 AND interval_start = ?2",
+                    params![s.customer, report.interval_start],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let (r0, u0, c0) = cur.unwrap_or_default();
+            let what = |k: &str| format!("{}'s {k} in the interval", s.customer);
+            let (r1, u1, c1) = (
+                add(r0, s.requests, &what("requests"))?,
+                add(u0, s.uncontracted, &what("uncontracted requests"))?,
+                add(c0, s.charge_micros, &what("charge"))?,
+            );
             tx.execute(
                 "INSERT INTO usage (customer, interval_start, requests, uncontracted_requests, charge_micros)
                  VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (customer, interval_start) DO UPDATE SET requests = requests + ?3,
-                   uncontracted_requests = uncontracted_requests + ?4, charge_micros = charge_micros + ?5",
-                params![
-                    s.customer,
-                    report.interval_start,
-                    s.requests as i64,
-                    s.uncontracted as i64,
-                    s.charge_micros as i64
-                ],
+                 ON CONFLICT (customer, interval_start) DO UPDATE SET requests = ?3,
+                   uncontracted_requests = ?4, charge_micros = ?5",
+                params![s.customer, report.interval_start, r1, u1, c1],
             )?;
         }
         tx.commit()?;
@@ -323,9 +348,9 @@ impl Store {
                 params![a.bid_id, a.state, a.filled as i64, (a.filled > 0).then_some(settle.price.0 as i64), a.reason],
             )?;
         }
-        let ids = insert_contracts(&tx, &settle.contracts)?;
+        let created = insert_contracts(&tx, &settle.contracts)?;
         tx.commit()?;
-        self.contracts_by_id(&ids)
+        Ok(created)
     }
 
     // --- the book ------------------------------------------------------------------------
@@ -364,9 +389,9 @@ impl Store {
                 params![u.id, u.remaining_rps as i64, u.state, u.closed_at],
             )?;
         }
-        let ids = insert_contracts(&tx, &change.contracts)?;
+        let created = insert_contracts(&tx, &change.contracts)?;
         tx.commit()?;
-        self.contracts_by_id(&ids)
+        Ok(created)
     }
 
     pub fn order(&self, id: i64) -> StoreResult<Option<OrderRow>> {
@@ -415,11 +440,11 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
 
-    fn contracts_by_id(&self, ids: &[i64]) -> StoreResult<Vec<ContractRow>> {
-        let mut stmt = self.conn.prepare(&format!("{} WHERE id = ?1", ContractRow::SELECT))?;
-        ids.iter().map(|id| Ok(stmt.query_row([id], ContractRow::from_row)?)).collect()
-    }
+/// `sum + more`, or an overflow error naming `what`.
+fn add(sum: i64, more: u64, what: &str) -> StoreResult<i64> {
+    i64::try_from(more).ok().and_then(|m| sum.checked_add(m)).ok_or_else(|| StoreError::Overflow(what.to_owned()))
 }
 
 /// Version 1 kept API customers' tokens as text: they become digests, and the text goes.
@@ -442,8 +467,10 @@ fn migrate_v2(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-fn insert_contracts(tx: &Transaction<'_>, contracts: &[NewContract]) -> StoreResult<Vec<i64>> {
-    let mut ids = Vec::with_capacity(contracts.len());
+/// Insert contracts; returns them as written, built from what the transaction wrote (memory
+/// follows the commit, never a second read that may fail).
+fn insert_contracts(tx: &Transaction<'_>, contracts: &[NewContract]) -> StoreResult<Vec<ContractRow>> {
+    let mut rows = Vec::with_capacity(contracts.len());
     for c in contracts {
         tx.execute(
             "INSERT INTO contracts (customer, period_start, period_end, rps, price_micros, source, auction_id,
@@ -462,9 +489,23 @@ fn insert_contracts(tx: &Transaction<'_>, contracts: &[NewContract]) -> StoreRes
                 c.created_at
             ],
         )?;
-        ids.push(tx.last_insert_rowid());
+        rows.push(ContractRow {
+            id: tx.last_insert_rowid(),
+            customer: c.customer.clone(),
+            period_start: c.period_start,
+            period_end: c.period_end,
+            rps: c.rps,
+            price: c.price,
+            source: c.source.to_owned(),
+            auction_id: c.auction_id,
+            bid_id: c.bid_id,
+            ask_id: c.ask_id,
+            created_at: c.created_at,
+            activated_at: None,
+            ended_at: None,
+        });
     }
-    Ok(ids)
+    Ok(rows)
 }
 
 pub fn tif_str(tif: Tif) -> &'static str {
@@ -495,6 +536,33 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(s.capacities().unwrap(), [("edge-1".to_owned(), 100)]);
         assert!(s.check().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn usage_sums_never_pass_i64() {
+        let dir = tempdir();
+        let mut s = Store::open(&dir.join("s.db")).unwrap();
+        let report = |own: u64, served: u64| ReportRecord {
+            proxy: "edge-1".into(),
+            at: 10,
+            interval_start: 0,
+            own_requests: own,
+            served: vec![ServedRecord {
+                customer: "shop".into(),
+                requests: served,
+                uncontracted: served,
+                charge_micros: 0,
+            }],
+        };
+        s.record_report(&report(1 << 62, 1 << 62)).unwrap();
+        let e = s.record_report(&report(1 << 62, 1)).unwrap_err();
+        assert!(matches!(e, StoreError::Overflow(_)), "{e}");
+        assert!(matches!(s.record_report(&report(u64::MAX, 0)).unwrap_err(), StoreError::Overflow(_)));
+        // Nothing of the refused reports was written.
+        assert_eq!(s.usage(None, 0, i64::MAX).unwrap()[0].requests, 1 << 62);
+        let n: i64 = s.conn.query_row("SELECT COUNT(*) FROM proxy_reports", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 
