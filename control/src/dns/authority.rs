@@ -144,7 +144,11 @@ impl Authority {
         }
         r.metadata.recursion_desired = query.metadata.recursion_desired;
         r.metadata.checking_disabled = query.metadata.checking_disabled;
-        r.add_queries(query.queries.iter().cloned());
+        // The question is copied only when there is one: a FORMERR for several echoes none
+        // (they could make the reply far larger than the query).
+        if query.queries.len() == 1 {
+            r.add_queries(query.queries.iter().cloned());
+        }
         if let Some(edns) = &query.edns {
             let mut e = Edns::new();
             e.set_max_payload(OUR_EDNS_UDP_SIZE);
@@ -327,6 +331,12 @@ fn encode(query: &Message, reply: Message, transport: Transport) -> Option<Vec<u
     }
     let mut t = reply.truncate();
     t.metadata.message_type = MessageType::Response;
+    let bytes = t.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    // Even question and OPT do not fit: the header alone, TC set.
+    t.queries.clear();
     t.to_vec().ok()
 }
 
@@ -540,6 +550,28 @@ zones = ["shop.example."]"#,
             let m = ask(&a, &c, "cdn.example.net.", RecordType::NS, Some((0, size)), Transport::Udp);
             assert!(m.metadata.truncation && m.answers.is_empty(), "EDNS {size}");
         }
+    }
+
+    /// Found by the answer_udp fuzz target: six long questions made a 1 255-byte UDP reply.
+    #[test]
+    fn several_questions_never_make_a_large_reply() {
+        let (a, c) = setup();
+        let crash = include_bytes!("fuzz-six-questions.bin");
+        let reply = a.answer(&c.snapshot(), crash, "192.0.2.1".parse().unwrap(), Transport::Udp).unwrap();
+        assert!(reply.len() <= 512, "{} bytes", reply.len());
+        let mut q = Message::query();
+        for i in 0..6 {
+            let long = format!("{}.{}.{}.cdn.example.net.", "a".repeat(60), "b".repeat(60), i);
+            q.add_query(Query::query(Name::from_ascii(&long).unwrap(), RecordType::A));
+        }
+        let m = udp_bytes(&a, &c, &q.to_vec().unwrap());
+        assert_eq!((m.metadata.response_code, m.queries.len()), (ResponseCode::FormErr, 0));
+    }
+
+    fn udp_bytes(a: &Authority, c: &Catalog, request: &[u8]) -> Message {
+        let reply = a.answer(&c.snapshot(), request, "192.0.2.1".parse().unwrap(), Transport::Udp).unwrap();
+        assert!(reply.len() <= 512, "{} bytes", reply.len());
+        Message::from_vec(&reply).unwrap()
     }
 
     #[test]
