@@ -78,7 +78,12 @@ fn main() -> Result<()> {
             }
             cargo(&root, &["bench", "-q", "-p", "spillway", "--bench", "userspace"])?;
             bench::record_criterion(&root)?;
-            cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "dns-bench"])
+            cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "dns-bench"])?;
+            // The userspace server's latency with the market idle and busy, in one run.
+            cargo(
+                &root,
+                &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "dns-bench", "--", "--market-load"],
+            )
         }
         Task::Sim { small } => {
             setup::run()?;

@@ -616,7 +616,125 @@ fn chart(path: &Path, servers: &[Value]) -> Result<(), String> {
     root.present().map_err(|e| e.to_string())
 }
 
+/// Buyers placing orders in the market-load comparison.
+const BUYERS: usize = 10;
+/// Orders per second the market takes during the loaded run.
+const ORDER_RATE: u64 = 1000;
+/// The fixed query rate of both runs (the userspace server's limit here is about 70 k).
+const MARKET_LOAD_QPS: f64 = 30_000.0;
+
+fn market_config() -> String {
+    let mut c =
+        spillway_config(None).replace("token = \"bench\"", "token = \"bench\"\nwrite_rate = 500\nwrite_burst = 500");
+    c.push_str(
+        "\n[market]\nperiod_s = 3600\nhorizon_periods = 24\nreserve_price = 1.0\ninterval_s = 60\nassumed_own_load = 0.2\n",
+    );
+    for i in 0..BUYERS {
+        c.push_str(&format!(
+            "\n[[customer]]\nid = \"buyer{i}\"\nnames = [\"buyer{i}.{ZONE_APEX}\"]\norigin_addresses = [\"203.0.113.20\"]\n\
+             overflow = \"origin\"\nfraction = 0.5\ntoken = \"buyer-token-{i}\"\n"
+        ));
+    }
+    c
+}
+
+/// Resting bids (below the network's ask, so nothing trades) from every buyer's token, at
+/// ORDER_RATE in all, until `stop`: (acknowledged, refused).
+fn order_load(stop: Arc<AtomicBool>) -> (u64, u64) {
+    let period =
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 3600 + 1) * 3600;
+    let threads: Vec<_> = (0..BUYERS)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                let url = spillway_tests::daemon::api_url("/v1/orders");
+                let body = json!({"period_start": period, "quantity_rps": 1, "price": 0.5}).to_string();
+                let every = Duration::from_secs_f64(BUYERS as f64 / ORDER_RATE as f64);
+                let (mut ok, mut refused) = (0, 0);
+                let start = Instant::now();
+                let mut n = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(format!("buyer-token-{i}"))
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send();
+                    match r {
+                        Ok(r) if r.status().is_success() => ok += 1,
+                        _ => refused += 1,
+                    }
+                    n += 1;
+                    std::thread::sleep((start + every * n).saturating_duration_since(Instant::now()));
+                }
+                (ok, refused)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().expect("order thread")).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// The userspace server under dnsperf at a fixed rate, idle and then while the market takes
+/// ORDER_RATE orders/s from buyer tokens: latency from the probe, qps from dnsperf.
+fn market_load() -> Result<Value, String> {
+    let topo = Topology::new();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("queries.txt");
+    std::fs::write(&file, queries()).map_err(|e| e.to_string())?;
+    let _d = Daemon::start(&topo, &market_config())?;
+    let mut runs = Vec::new();
+    for loaded in [false, true] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ((run, lat), orders) = std::thread::scope(|s| {
+            let flag = stop.clone();
+            let orders = loaded.then(|| s.spawn(|| topo.client.run(move || order_load(flag))));
+            let r = probed(&topo, || dnsperf(&topo, &file, Some(MARKET_LOAD_QPS)));
+            stop.store(true, Ordering::Relaxed);
+            (r, orders.map(|h| h.join().expect("orders")))
+        });
+        let (ok, refused) = orders.unwrap_or((0, 0));
+        let label = if loaded { "market taking orders" } else { "idle market" };
+        println!(
+            "  {label:<22} qps {:>8.0}  loss {:>6.3}%  {}  orders acknowledged {ok} ({:.0}/s), refused {refused}",
+            run.qps,
+            run.loss_pct(),
+            lat.describe(),
+            ok as f64 / f64::from(RUN_S)
+        );
+        runs.push(json!({
+            "market": label, "qps": run.qps, "loss_pct": run.loss_pct(),
+            "latency_p50_ms": lat.p50_ms, "latency_p99_ms": lat.p99_ms, "latency_probe_samples": lat.samples,
+            "orders_acknowledged": ok, "orders_refused": refused, "orders_per_s": ok as f64 / f64::from(RUN_S),
+        }));
+    }
+    let p99 = |i: usize| runs[i]["latency_p99_ms"].as_f64();
+    let ratio = match (p99(0), p99(1)) {
+        (Some(idle), Some(busy)) if idle > 0.0 => Some(busy / idle),
+        _ => None,
+    };
+    println!("  p99 under market load / idle p99: {}", ratio.map_or("-".into(), |r| format!("{r:.2}x")));
+    Ok(json!({"offered_qps": MARKET_LOAD_QPS, "runs": runs, "p99_ratio": ratio}))
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--market-load") {
+        let _ = spillway_bin();
+        let result = match market_load() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("dns-bench: {e}");
+                std::process::exit(1);
+            }
+        };
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/results.json");
+        std::fs::create_dir_all(out.parent().expect("dir")).expect("target/bench");
+        let mut doc: Value =
+            std::fs::read_to_string(&out).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(json!({}));
+        doc["market_load"] = result;
+        std::fs::write(&out, serde_json::to_string_pretty(&doc).expect("json")).expect("write results");
+        return;
+    }
     for tool in ["dnsperf", "kxdpgun", "knotd", "nsd"] {
         if std::process::Command::new("which").arg(tool).output().map(|o| !o.status.success()).unwrap_or(true) {
             eprintln!("dns-bench: {tool} is missing (cargo xtask bench installs it)");
