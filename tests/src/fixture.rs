@@ -96,3 +96,35 @@ pub fn run(dp: &Dataplane, program: &'static str, frame: &[u8]) -> (u32, Vec<u8>
     let r = test_run(fd, &TestRunOptions::new(frame)).expect("BPF_PROG_TEST_RUN");
     (r.return_value, r.data_out)
 }
+
+/// A config for the real daemon in a [`crate::netns::Topology`]: zone `cdn.example.net.`, the
+/// API on the server's address (token `t`), the store in the daemon's directory, one proxy
+/// (198.51.100.10), then `extra` (customers, sections) as TOML.
+pub fn daemon_config(listen: &[&str], xdp_interface: Option<&str>, extra: &str) -> String {
+    let quoted = |v: &[&str]| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    let xdp = xdp_interface.map(|i| [i]);
+    format!(
+        r#"
+[server]
+zones = ["cdn.example.net."]
+nameservers = ["ns1.cdn.example.net."]
+listen = [{listen}]
+xdp_interfaces = [{xdp}]
+
+[api]
+listen = "{api}:8053"
+token = "t"
+
+[store]
+path = "@DIR@/spillway.db"
+
+[[proxy]]
+name = "edge-1"
+addresses = ["198.51.100.10"]
+capacity_rps = 20000
+{extra}"#,
+        listen = quoted(listen),
+        xdp = xdp.as_ref().map_or(String::new(), |x| quoted(x)),
+        api = crate::netns::SERVER_ADDR4,
+    )
+}

@@ -10,6 +10,7 @@ use spillway_common::maps::MAP_LAYOUT_VERSION;
 use spillway_tests::{
     daemon::{Daemon, wait_ready},
     dnswire::{Query, TYPE_A},
+    fixture,
     load::{Class, QueryLoad},
     netns::{Proc, SERVER_ADDR4, Topology, spillway_bin},
     require_privileges,
@@ -25,27 +26,7 @@ fn upgrade_bin() -> Option<PathBuf> {
 }
 
 fn config(server_if: &str) -> String {
-    format!(
-        r#"
-[server]
-zones = ["cdn.example.net."]
-nameservers = ["ns1.cdn.example.net."]
-listen = ["{SERVER_ADDR4}:53"]
-xdp_interfaces = ["{server_if}"]
-xdp_mode = "native"
-
-[api]
-listen = "{SERVER_ADDR4}:8053"
-token = "t"
-
-[store]
-path = "@DIR@/spillway.db"
-
-[[proxy]]
-name = "edge-1"
-addresses = ["198.51.100.10"]
-capacity_rps = 20000
-
+    let shop = r#"
 [[customer]]
 id = "shop"
 names = ["shop.cdn.example.net."]
@@ -53,8 +34,8 @@ origin_addresses = ["203.0.113.10"]
 overflow = "origin"
 fraction = 1.0
 ttl = 30
-"#
-    )
+"#;
+    fixture::daemon_config(&[&format!("{SERVER_ADDR4}:53")], Some(server_if), shop)
 }
 
 /// The program attached to `iface` in the server namespace: (id, tag).

@@ -12,6 +12,7 @@ use std::{
 use spillway_tests::{
     daemon::Daemon,
     dnswire::{Query, TYPE_A},
+    fixture,
     netns::{SERVER_ADDR4, Topology},
     require_privileges,
 };
@@ -21,25 +22,7 @@ const GREEDY_SOURCE: &str = "192.0.2.3";
 const GOOD_SOURCE: &str = "192.0.2.4";
 
 fn config() -> String {
-    format!(
-        r#"
-[server]
-zones = ["cdn.example.net."]
-listen = ["{SERVER_ADDR4}:53"]
-
-[api]
-listen = "{SERVER_ADDR4}:8053"
-token = "t"
-
-[store]
-path = "@DIR@/spillway.db"
-
-[[proxy]]
-name = "edge-1"
-addresses = ["198.51.100.10"]
-capacity_rps = 1000
-"#
-    )
+    fixture::daemon_config(&[&format!("{SERVER_ADDR4}:53")], None, "")
 }
 
 fn connect_from(source: &str) -> std::io::Result<TcpStream> {

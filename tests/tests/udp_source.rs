@@ -10,6 +10,7 @@ use std::{
 use spillway_tests::{
     daemon::Daemon,
     dnswire::{Query, TYPE_A},
+    fixture,
     netns::{SERVER_ADDR4, SERVER_ADDR6, Topology},
     require_privileges,
 };
@@ -18,25 +19,7 @@ const SECOND4: &str = "192.0.2.54";
 const SECOND6: &str = "2001:db8::54";
 
 fn config() -> String {
-    format!(
-        r#"
-[server]
-zones = ["cdn.example.net."]
-listen = ["0.0.0.0:53", "[::]:53"]
-
-[api]
-listen = "{SERVER_ADDR4}:8053"
-token = "t"
-
-[store]
-path = "@DIR@/spillway.db"
-
-[[proxy]]
-name = "edge-1"
-addresses = ["198.51.100.10"]
-capacity_rps = 1000
-"#
-    )
+    fixture::daemon_config(&["0.0.0.0:53", "[::]:53"], None, "")
 }
 
 #[test]
