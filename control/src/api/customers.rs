@@ -157,8 +157,15 @@ pub async fn put_names(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FractionRequest {
+    #[serde(default, deserialize_with = "present")]
     pub fraction: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
     pub mode: Option<Mode>,
+}
+
+/// A field that may be left out but not sent as `null` (the document says which are which).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// What a request asks for, once checked: the fraction and mode to put in force.
