@@ -76,13 +76,17 @@ fn proxy_reports_move_the_fraction_in_the_xdp_map() {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| resolvers_asking(&topo, &stop));
+        let _stop = StopOnDrop(&stop);
         // The proxy says it serves 800 rps for shop, eight times what was bought.
         for _ in 0..8 {
             report(&topo, 800);
             std::thread::sleep(Duration::from_millis(1000));
         }
-        let low = came_down(&topo);
-        // The reports stop: unknown, not zero. The fraction holds; it does not rise.
+        came_down(&topo);
+        // The reports stop: once the last one is stale (report_stale_s), served is unknown,
+        // not zero. The fraction holds; it does not rise.
+        std::thread::sleep(Duration::from_millis(3000));
+        let low = fraction(&topo);
         for _ in 0..6 {
             std::thread::sleep(Duration::from_millis(1000));
             let f = fraction(&topo);
@@ -124,6 +128,7 @@ fn scraped_proxy_counters_move_the_fraction() {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| resolvers_asking(&topo, &stop));
+        let _stop = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_secs(8));
         came_down(&topo);
         stop.store(true, Ordering::Relaxed);
@@ -149,6 +154,16 @@ fn buy_now(topo: &Topology) {
 }
 
 /// Resolvers asking all along (the controller's cache model needs answers).
+/// Sets the flag when dropped: a failed assertion ends the resolvers' loop too, so the test
+/// fails instead of waiting for that thread forever.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn resolvers_asking(topo: &Topology, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         dig(topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]);
@@ -156,8 +171,8 @@ fn resolvers_asking(topo: &Topology, stop: &AtomicBool) {
 }
 
 /// After the proxies said they serve 800 rps for a 100 rps purchase: the fraction is down,
-/// the API and /metrics show why, and dig's answers follow. Returns the fraction.
-fn came_down(topo: &Topology) -> f64 {
+/// the API and /metrics show why, and dig's answers follow.
+fn came_down(topo: &Topology) {
     let low = fraction(topo);
     assert!(low < 0.25, "the fraction should have come down from 0.5, is {low}");
     let shop = api_ok(topo, "GET", "/v1/customers/shop", OP, None);
@@ -171,5 +186,4 @@ fn came_down(topo: &Topology) -> f64 {
     let answers: Vec<String> = (0..20).flat_map(|_| dig(topo, &["@192.0.2.53", "shop.cdn.example.net", "A"])).collect();
     let proxied = answers.iter().filter(|a| a.as_str() == PROXY).count();
     assert!(proxied <= 12, "{proxied} of 20 answers still went to the proxies at fraction {low}");
-    low
 }
