@@ -61,15 +61,19 @@ fn nightly() -> Result<()> {
     Ok(())
 }
 
-fn bpf_linker() -> Result<()> {
-    let ok = Command::new("bpf-linker")
-        .arg("--version")
+/// True if `program args...` runs and succeeds (the tool is there).
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
-        .unwrap_or(false);
-    if ok {
+        .unwrap_or(false)
+}
+
+fn bpf_linker() -> Result<()> {
+    if runs("bpf-linker", &["--version"]) {
         return Ok(());
     }
     eprintln!("setup: building bpf-linker against LLVM 22 (about a minute)");
@@ -82,14 +86,7 @@ fn bpf_linker() -> Result<()> {
 
 /// cargo-fuzz, for the fuzz targets (they build with nightly).
 pub fn cargo_fuzz() -> Result<()> {
-    let ok = Command::new("cargo")
-        .args(["+nightly", "fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if ok {
+    if runs("cargo", &["+nightly", "fuzz", "--version"]) {
         return Ok(());
     }
     eprintln!("setup: installing cargo-fuzz (about two minutes)");
