@@ -129,6 +129,29 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
+/// How much lower than the DNS threads the API, market, controller and store threads run
+/// (their nice value): when the CPUs are short, an answer goes before an order.
+pub const BACKGROUND_NICE: libc::c_int = 5;
+
+/// The runtime of everything but DNS (which has threads of its own, see
+/// [`dns::server::serve`]): the API, the market, the controller, the scrapes and the store's
+/// blocking writes. Its threads run at [`BACKGROUND_NICE`].
+pub fn background_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("spillway-bg")
+        .on_thread_start(|| {
+            // SAFETY: plain syscalls on the calling thread (a tid is a PRIO_PROCESS who on Linux).
+            unsafe {
+                let tid = libc::gettid();
+                if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE) != 0 {
+                    tracing::debug!("setpriority: {}", std::io::Error::last_os_error());
+                }
+            }
+        })
+        .build()
+}
+
 /// A daemon facing the internet holds many TCP connections: the soft descriptor limit goes up
 /// to the hard one (the TCP caps keep the count below it).
 fn raise_fd_limit() {
@@ -377,7 +400,7 @@ async fn scrape_loop(state: Arc<AppState>, proxy: String, url: String, phase: wa
             Ok(true) => prev = Some((at, counters)),
             Ok(false) => {}
             // Counts no report may carry are dropped; a store that failed counts them again.
-            Err(e @ Error::Market(crate::market::MarketError::BadRequest(_))) => {
+            Err(e @ Error::Market(crate::market::MarketError::Invalid(_))) => {
                 tracing::warn!(%proxy, "scrape dropped: {e}");
                 prev = Some((at, counters));
             }

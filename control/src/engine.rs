@@ -288,10 +288,10 @@ impl Engine {
         // The same checks for pushed and scraped reports.
         let sum = served.values().try_fold(own_requests, |a, &b| a.checked_add(b));
         if sum.is_none_or(|s| s > i64::MAX as u64 / 2) {
-            return Err(MarketError::BadRequest("request counts are too large".into()).into());
+            return Err(MarketError::Invalid("request counts are too large".into()).into());
         }
         if interval_s.is_some_and(|s| !(s.is_finite() && s > 0.0 && s <= 3600.0)) {
-            return Err(MarketError::BadRequest("interval_s must be above 0 and at most 3600".into()).into());
+            return Err(MarketError::Invalid("interval_s must be above 0 and at most 3600".into()).into());
         }
         let now = at.floor() as i64;
         let interval = self.capacity.history().interval_of(now);
@@ -310,14 +310,15 @@ impl Engine {
     pub fn add_customer(&mut self, c: CustomerConfig, tokens: &mut Tokens, now: i64) -> Result<()> {
         if !c.zones.is_empty() {
             return Err(
-                MarketError::BadRequest("zones (delegated sub-zones) are set in the config file only".into()).into()
+                MarketError::Invalid("zones (delegated sub-zones) are set in the config file only".into()).into()
             );
         }
-        self.check_customers(&c, self.api_customers.iter().cloned().chain([c.clone()]).collect())?;
+        // A token already in use is a conflict (409), whatever else is wrong.
         let digest = c.token.as_deref().map(TokenDigest::of);
         if digest.is_some_and(|d| tokens.contains(d)) {
-            return Err(MarketError::BadRequest(format!("{}.token: is the same as another token", c.id)).into());
+            return Err(MarketError::Conflict(format!("{}.token: is the same as another token", c.id)).into());
         }
+        self.check_customers(&c, self.api_customers.iter().cloned().chain([c.clone()]).collect())?;
         self.store.insert_customer(&c, digest, now)?;
         if let Err(e) = self.catalog.add_customer(c.clone(), self.dataplane.as_mut()) {
             let _ = self.store.delete_customer(&c.id);
@@ -359,19 +360,19 @@ impl Engine {
     fn check_customers(&self, c: &CustomerConfig, all: Vec<CustomerConfig>) -> Result<()> {
         let problems: Vec<String> =
             self.config.check_added_customers(&all).into_iter().filter(|p| is_about(p, &c.id)).collect();
-        if problems.is_empty() { Ok(()) } else { Err(MarketError::BadRequest(problems.join("; ")).into()) }
+        if problems.is_empty() { Ok(()) } else { Err(MarketError::Invalid(problems.join("; ")).into()) }
     }
 
     /// Give a customer a new token (stored as its digest; the old one stops working at once).
     pub fn rotate_token(&mut self, id: &str, token: &str, tokens: &mut Tokens, now: i64) -> Result<()> {
-        crate::tokens::check_token(token).map_err(MarketError::BadRequest)?;
+        crate::tokens::check_token(token).map_err(MarketError::Invalid)?;
         let digest = TokenDigest::of(token);
         let who = Principal::Buyer(id.to_owned());
         if tokens.lookup(token).is_some_and(|p| p != who) {
-            return Err(MarketError::BadRequest("token: is the same as another token".into()).into());
+            return Err(MarketError::Conflict("token: is the same as another token".into()).into());
         }
         self.store.set_token(id, digest, now)?;
-        tokens.replace(&who, digest).map_err(|e| MarketError::BadRequest(format!("token: {e}")))?;
+        tokens.replace(&who, digest).map_err(|e| MarketError::Invalid(format!("token: {e}")))?;
         tracing::info!(customer = %id, "token rotated through the API");
         Ok(())
     }

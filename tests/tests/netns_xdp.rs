@@ -123,8 +123,8 @@ fn xdp_answers_and_api_fraction_change() {
         (Some(TOKEN), r#"{"fraction": "high"}"#, 400, "invalid JSON"),
         (Some(TOKEN), r#"{"fraction": 1.0"#, 400, "invalid JSON"),
         (Some(TOKEN), r#"{"fraktion": 1.0}"#, 400, "unknown field"),
-        (Some(TOKEN), r#"{}"#, 400, "send"),
-        (Some(TOKEN), r#"{"fraction": 0.5, "mode": "auto"}"#, 400, "manual"),
+        (Some(TOKEN), r#"{}"#, 422, "send"),
+        (Some(TOKEN), r#"{"fraction": 0.5, "mode": "auto"}"#, 422, "manual"),
     ] {
         let (status, text) = put(token, body);
         assert_eq!(status, want, "{body}: {text}");

@@ -56,7 +56,10 @@ enum Task {
 fn main() -> Result<()> {
     let root = workspace_root();
     match Cli::parse().command {
-        Task::Setup => setup::run(),
+        Task::Setup => {
+            setup::run()?;
+            setup::schemathesis(&root).map(drop)
+        }
         Task::Test => {
             setup::run()?;
             test(&root)
@@ -127,11 +130,13 @@ fn test(root: &Path) -> Result<()> {
     let bin = root.join("target/debug");
     std::fs::copy(bin.join("spillway"), bin.join("spillway-upgrade")).context("copying the upgrade binary")?;
     cargo(root, &["build", "-p", "spillway"])?;
+    let schemathesis = setup::schemathesis(root)?;
     let status = Command::new(env!("CARGO"))
         .current_dir(root)
         .args(["test"])
         // Privileged tests fail instead of skipping.
         .env("SPILLWAY_REQUIRE_PRIVILEGED", "1")
+        .env("SPILLWAY_SCHEMATHESIS", schemathesis)
         .status()
         .context("cargo test")?;
     if !status.success() {

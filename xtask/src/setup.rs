@@ -1,6 +1,9 @@
 //! `cargo xtask setup`: idempotent installation of what a fresh machine of this kind lacks.
 
-use std::process::{Command, Stdio};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -91,6 +94,28 @@ pub fn cargo_fuzz() -> Result<()> {
     }
     eprintln!("setup: installing cargo-fuzz (about two minutes)");
     run_cmd(Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--locked"]))
+}
+
+/// The schemathesis release the API test is pinned to (its checks change between releases).
+pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// schemathesis (PyPI), in a virtualenv of its own under target/tools (nothing is installed
+/// for the whole machine); returns its executable.
+pub fn schemathesis(root: &Path) -> Result<PathBuf> {
+    let venv = root.join("target/tools/schemathesis");
+    let exe = venv.join("bin/schemathesis");
+    let version = Command::new(&exe).arg("--version").output();
+    if version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(SCHEMATHESIS_VERSION)) {
+        return Ok(exe);
+    }
+    eprintln!("setup: installing schemathesis {SCHEMATHESIS_VERSION} in {}", venv.display());
+    run_cmd(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
+    run_cmd(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}")),
+    )?;
+    Ok(exe)
 }
 
 fn run_cmd(cmd: &mut Command) -> Result<()> {

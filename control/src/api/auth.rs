@@ -41,7 +41,7 @@ impl Principal {
                 Err(ApiError::new(StatusCode::FORBIDDEN, format!("a buyer's token cannot act for {other:?}")))
             }
             (Principal::Operator, Some(id)) => Ok(id.to_owned()),
-            (Principal::Operator, None) => Err(ApiError::bad_request("the operator must name the \"customer\"")),
+            (Principal::Operator, None) => Err(ApiError::invalid("the operator must name the \"customer\"")),
         }
     }
 }
@@ -74,7 +74,7 @@ mod tests {
         assert_eq!(b.acting_for(None).unwrap(), "shop");
         assert_eq!(b.acting_for(Some("blog")).unwrap_err().status, StatusCode::FORBIDDEN);
         assert_eq!(Principal::Operator.acting_for(Some("blog")).unwrap(), "blog");
-        assert_eq!(Principal::Operator.acting_for(None).unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(Principal::Operator.acting_for(None).unwrap_err().status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(b.require_operator().is_err());
     }
 }

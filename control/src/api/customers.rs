@@ -111,7 +111,7 @@ pub async fn create(
     who.require_operator()?;
     let c: CustomerConfig = super::parse_json(&body)?;
     if let Some(t) = &c.token {
-        crate::tokens::check_token(t).map_err(|e| ApiError::bad_request(format!("token: {e}")))?;
+        crate::tokens::check_token(t).map_err(|e| ApiError::invalid(format!("token: {e}")))?;
     }
     let id = c.id.clone();
     let st = state.clone();
@@ -178,11 +178,11 @@ fn resolve(req: &FractionRequest, current: &Customer, auto: f64) -> Result<(f64,
             Ok((f, Mode::Manual))
         }
         (Some(_), Some(Mode::Auto)) => {
-            Err(ApiError::bad_request("a fraction sets manual mode; send {\"mode\": \"auto\"} alone to hand it back"))
+            Err(ApiError::invalid("a fraction sets manual mode; send {\"mode\": \"auto\"} alone to hand it back"))
         }
         (None, Some(Mode::Auto)) => Ok((auto, Mode::Auto)),
         (None, Some(Mode::Manual)) => Ok((current.fraction, Mode::Manual)),
-        (None, None) => Err(ApiError::bad_request("send {\"fraction\": x} with x in [0, 1], or {\"mode\": \"auto\"}")),
+        (None, None) => Err(ApiError::invalid("send {\"fraction\": x} with x in [0, 1], or {\"mode\": \"auto\"}")),
     }
 }
 

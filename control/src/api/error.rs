@@ -27,6 +27,12 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// The request fits the document, but a rule across its fields (or of the config, or of
+    /// the market) refuses it.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+
     pub fn internal(e: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
@@ -39,7 +45,7 @@ impl From<MarketError> for ApiError {
             other => other,
         };
         let status = match &e {
-            MarketError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            MarketError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             MarketError::NotFound(_) => StatusCode::NOT_FOUND,
             MarketError::Forbidden(_) => StatusCode::FORBIDDEN,
             MarketError::Conflict(_) => StatusCode::CONFLICT,
@@ -59,12 +65,12 @@ impl From<crate::Error> for ApiError {
     }
 }
 
-/// A sum past i64 is the request's fault (400); any other store error (a full disk, an I/O
+/// A sum past i64 is the request's fault (422); any other store error (a full disk, an I/O
 /// error) is 503: the transaction was rolled back, nothing changed, try again later.
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::Overflow(_) => ApiError::bad_request(e.to_string()),
+            crate::store::StoreError::Overflow(_) => ApiError::invalid(e.to_string()),
             other => {
                 let mut e = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -70,7 +70,7 @@ pub async fn usage(
     let customer = scoped(&who, q.customer)?;
     let (from, to) = (q.from.unwrap_or(0), q.to.unwrap_or(i64::MAX));
     if from > to {
-        return Err(ApiError::bad_request(format!("from {from} is after to {to}")));
+        return Err(ApiError::invalid(format!("from {from} is after to {to}")));
     }
     let csv = match q.format.as_deref() {
         None | Some("json") => false,

@@ -279,7 +279,8 @@ pub async fn place_order(
 ) -> Result<Json<OrderResult>, ApiError> {
     let req: PlaceOrderRequest = parse_json(&body)?;
     if req.side == Side::Ask {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
             "only bids are placed through the API: the network's asks follow its unused capacity",
         ));
     }

@@ -1,6 +1,7 @@
 //! Checking requests and responses against `openapi.json`: the tests hold the API to its
-//! document. A small validator for the subset the document uses: `$ref`, `allOf`, object
-//! `properties`/`required`, arrays, `enum`, `nullable` and the JSON types.
+//! document. A small validator for the subset the document uses: `$ref`, `allOf`, `anyOf`,
+//! object `properties`/`required`, arrays, `enum`, `minimum`/`maximum`, the `ipv4` and `ipv6`
+//! formats, `nullable` and the JSON types.
 
 use serde_json::Value;
 
@@ -93,6 +94,26 @@ pub fn validate(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<
         && value.as_f64().is_some_and(|v| v < min)
     {
         return Err(format!("{at} = {value} is below the minimum {min}"));
+    }
+    if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+        && value.as_f64().is_some_and(|v| v > max)
+    {
+        return Err(format!("{at} = {value} is above the maximum {max}"));
+    }
+    if let (Some(format), Some(text)) = (schema.get("format").and_then(Value::as_str), value.as_str()) {
+        let fits = match format {
+            "ipv4" => text.parse::<std::net::Ipv4Addr>().is_ok(),
+            "ipv6" => text.parse::<std::net::Ipv6Addr>().is_ok(),
+            _ => true,
+        };
+        if !fits {
+            return Err(format!("{at} = {value} is not {format}"));
+        }
+    }
+    if let Some(any) = schema.get("anyOf").and_then(Value::as_array)
+        && !any.iter().any(|s| validate(doc, s, value, at).is_ok())
+    {
+        return Err(format!("{at} = {value} fits none of {any:?}"));
     }
     if let Some(obj) = value.as_object() {
         for key in schema.get("required").and_then(Value::as_array).into_iter().flatten() {

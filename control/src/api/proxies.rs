@@ -120,7 +120,7 @@ fn record(engine: &mut crate::engine::Engine, name: &str, req: ReportRequest) ->
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no proxy named {name:?}")));
     }
     if let Some(unknown) = req.served.keys().find(|c| engine.catalog.customer(c).is_none()) {
-        return Err(ApiError::bad_request(format!("served: no customer with id {unknown:?}")));
+        return Err(ApiError::invalid(format!("served: no customer with id {unknown:?}")));
     }
     let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     let r = engine.record_report(name, req.own_requests, &req.served, req.interval_s, at)?;

@@ -292,9 +292,9 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     // (method, path, token, body, expected status, what the error must mention)
     type Case<'a> = (&'a str, String, &'a str, Option<Value>, u16, &'a str);
     let cases: Vec<Case> = vec![
-        ("PUT", "/customers/shop/token".into(), SHOP, Some(json!({"token": "short"})), 400, "8 to 256"),
-        ("PUT", "/customers/shop/token".into(), SHOP, Some(json!({"token": BLOG})), 400, "same as another token"),
-        ("PUT", "/customers/shop/token".into(), OP, Some(json!({"token": OP})), 400, "same as another token"),
+        ("PUT", "/customers/shop/token".into(), SHOP, Some(json!({"token": "short"})), 422, "8 to 256"),
+        ("PUT", "/customers/shop/token".into(), SHOP, Some(json!({"token": BLOG})), 409, "same as another token"),
+        ("PUT", "/customers/shop/token".into(), OP, Some(json!({"token": OP})), 409, "same as another token"),
         ("PUT", "/customers/blog/token".into(), SHOP, Some(json!({})), 404, "no customer"),
         ("PUT", "/customers/nobody/token".into(), OP, Some(json!({})), 404, "no customer"),
         ("PUT", "/customers/shop/token".into(), SHOP, Some(json!({"tokn": "abcdefghij"})), 400, "unknown field"),
@@ -311,7 +311,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "/orders".into(),
             SHOP,
             Some(json!({"period_start": p1, "quantity_rps": 0, "price": 1.0})),
-            400,
+            422,
             "at least 1",
         ),
         (
@@ -319,7 +319,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "/orders".into(),
             SHOP,
             Some(json!({"period_start": p1, "quantity_rps": 1_000_000_000_000u64, "price": 1.0})),
-            400,
+            422,
             "whole capacity",
         ),
         (
@@ -327,7 +327,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "/orders".into(),
             SHOP,
             Some(json!({"period_start": p1 - 3600, "quantity_rps": 5, "price": 1.0})),
-            400,
+            409,
             "past",
         ),
         (
@@ -335,7 +335,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "/orders".into(),
             SHOP,
             Some(json!({"period_start": p1 + 7, "quantity_rps": 5, "price": 1.0})),
-            400,
+            422,
             "boundary",
         ),
         (
@@ -343,7 +343,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "/orders".into(),
             SHOP,
             Some(json!({"period_start": p1 + 86400, "quantity_rps": 5, "price": 1.0})),
-            400,
+            409,
             "horizon",
         ),
         (
@@ -359,7 +359,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "/orders".into(),
             SHOP,
             Some(json!({"period_start": p1, "quantity_rps": 5, "price": 1.0, "side": "ask"})),
-            400,
+            403,
             "only bids",
         ),
         (
@@ -383,7 +383,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "/orders".into(),
             OP,
             Some(json!({"period_start": p1, "quantity_rps": 5, "price": 1.0})),
-            400,
+            422,
             "must name",
         ),
         ("POST", "/orders".into(), SHOP, Some(json!("{not json")), 400, "invalid JSON"),
@@ -414,13 +414,13 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "no auction",
         ),
         ("POST", "/auctions".into(), SHOP, Some(json!({"period_start": p1, "closes_at": p1})), 403, "operator"),
-        ("POST", "/auctions".into(), OP, Some(json!({"period_start": p1 - 60, "closes_at": p1})), 400, ""),
+        ("POST", "/auctions".into(), OP, Some(json!({"period_start": p1 - 60, "closes_at": p1})), 409, "has started"),
         (
             "POST",
             "/auctions".into(),
             OP,
             Some(json!({"period_start": p1 + 60, "closes_at": p1 + 120})),
-            400,
+            422,
             "closes_at",
         ),
         (
@@ -441,7 +441,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             Some(
                 json!({"id": "shop", "names": ["x.cdn.example.net."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1}),
             ),
-            400,
+            422,
             "already defined",
         ),
         (
@@ -451,7 +451,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             Some(
                 json!({"id": "n2", "names": ["shop.cdn.example.net."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1}),
             ),
-            400,
+            422,
             "already a name of customer",
         ),
         (
@@ -461,7 +461,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             Some(
                 json!({"id": "n3", "names": ["n3.other.org."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1}),
             ),
-            400,
+            422,
             "not inside server.zones",
         ),
         (
@@ -469,7 +469,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "/customers".into(),
             OP,
             Some(json!({"id": "n4", "names": ["n4.cdn.example.net."], "overflow": "origin", "fraction": 0.1})),
-            400,
+            422,
             "needs at least one origin",
         ),
         (
@@ -479,7 +479,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             Some(
                 json!({"id": "n5", "names": ["n5.cdn.example.net."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1, "zones": ["n5.example."]}),
             ),
-            400,
+            422,
             "config file only",
         ),
         (
@@ -489,7 +489,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             Some(
                 json!({"id": "n6", "names": ["n6.cdn.example.net."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1, "token": OP}),
             ),
-            400,
+            409,
             "same as another token",
         ),
         (
@@ -520,7 +520,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         ("PUT", "/proxies/edge-1/capacity".into(), OP, Some(json!({"capacity_rps": 0})), 400, "between"),
         ("PUT", "/proxies/nosuch/capacity".into(), OP, Some(json!({"capacity_rps": 5})), 404, "no proxy"),
-        ("POST", "/proxies/edge-1/report".into(), OP, Some(json!({"served": {"nosuch": 5}})), 400, "no customer"),
+        ("POST", "/proxies/edge-1/report".into(), OP, Some(json!({"served": {"nosuch": 5}})), 422, "no customer"),
         ("POST", "/proxies/edge-1/report".into(), SHOP, Some(json!({"served": {"shop": 5}})), 403, "operator"),
         ("GET", "/contracts?customer=blog".into(), SHOP, None, 403, "cannot act for"),
         ("GET", "/usage?customer=blog".into(), SHOP, None, 403, "cannot act for"),
@@ -528,13 +528,16 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ("GET", "/customers".into(), "wrong", None, 401, "invalid token"),
         ("GET", "/customers".into(), "", None, 401, "missing bearer"),
     ];
+    let mut wrong = Vec::new();
     for (method, path, token, body, status, needle) in cases {
         let (got, v) = api.call(method, &path, token, body.clone()).await;
         let msg = v["error"].as_str().unwrap_or_default().to_owned();
-        assert_eq!(got, status, "{method} {path} {body:?}: {v}");
-        assert!(msg.contains(needle), "{method} {path}: error {msg:?} should mention {needle:?}");
+        if got != status || !msg.contains(needle) {
+            wrong.push(format!("{method} {path} {body:?}: {got} {v} (expected {status}, mentioning {needle:?})"));
+        }
         assert_eq!(api.snapshot(), before, "{method} {path} changed the state");
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     // A buyer sees only its own orders.
     let orders = api.ok("GET", "/orders", BLOG, None).await;
     assert!(orders["orders"].as_array().unwrap().iter().all(|o| o["owner"] == "blog"));
@@ -595,6 +598,6 @@ async fn limits_and_every_error_is_json() {
     assert!(r.headers().get("retry-after").is_some(), "Retry-After");
     assert!(json_of(r).await.1["error"].as_str().unwrap().contains("too many writes"));
     assert_eq!(write(BLOG).await.status().as_u16(), 404, "another buyer still gets through (to its 404)");
-    assert_eq!(write(OP).await.status().as_u16(), 400, "the operator is not limited");
+    assert_eq!(write(OP).await.status().as_u16(), 422, "the operator is not limited (it must name a customer)");
     assert_eq!(raw(st, "GET", "/v1/customers", Some(SHOP), Body::empty()).await.status().as_u16(), 200);
 }

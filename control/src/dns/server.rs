@@ -19,8 +19,13 @@ const UDP_RCVBUF: usize = 8 << 20;
 /// Serve UDP and TCP on every address until the daemon drains. Sockets a previous daemon
 /// handed over (`inherited`) are served as they are, with the queries already queued in them;
 /// the rest are bound: UDP gets one socket per CPU with SO_REUSEPORT (the kernel spreads
-/// queries over them by flow), each served by its own task, and a large receive buffer.
-/// Every socket is recorded in `registry`, for the next handover.
+/// queries over them by flow) and a large receive buffer. Every socket is recorded in
+/// `registry`, for the next handover.
+///
+/// Each socket is served on a thread of its own (`dns-udp-N`, `dns-tcp-N`, each a
+/// current-thread runtime), never on the runtime that serves the API, the market and the
+/// store: a burst of orders cannot queue an answer behind HTTP or JSON work. The threads end
+/// when the daemon drains.
 pub fn serve(
     addrs: &[SocketAddr],
     cx: Arc<DnsContext>,
@@ -29,44 +34,70 @@ pub fn serve(
     phase: &watch::Receiver<Phase>,
 ) -> std::io::Result<()> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (mut udp_threads, mut tcp_threads) = (0usize, 0usize);
     for &addr in addrs {
         let passed = inherited.take(Kind::Udp, addr);
         let taken_over = !passed.is_empty();
-        let udp: Vec<UdpSocket> = if taken_over {
-            passed.into_iter().map(udp_from_fd).collect::<std::io::Result<_>>()?
+        let udp: Vec<std::net::UdpSocket> = if taken_over {
+            passed.into_iter().map(std::net::UdpSocket::from).collect()
         } else {
             (0..workers).map(|_| udp_socket(addr)).collect::<std::io::Result<_>>()?
         };
         let udp_sockets = udp.len();
         for socket in udp {
             registry.add(Kind::Udp, addr, &socket).map_err(std::io::Error::other)?;
-            tokio::spawn(serve_udp(socket, cx.clone(), phase.clone()));
+            let (cx, phase) = (cx.clone(), phase.clone());
+            on_own_thread(format!("dns-udp-{udp_threads}"), async move {
+                match udp_from_std(socket) {
+                    Ok(s) => serve_udp(s, cx, phase).await,
+                    Err(e) => tracing::error!(%addr, "UDP socket: {e}"),
+                }
+            })?;
+            udp_threads += 1;
         }
         let tcp = match inherited.take(Kind::Tcp, addr).pop() {
-            Some(fd) => tcp_from_fd(fd)?,
+            Some(fd) => std::net::TcpListener::from(fd),
             None => tcp_listener(addr)?,
         };
         registry.add(Kind::Tcp, addr, &tcp).map_err(std::io::Error::other)?;
         tracing::info!(%addr, udp_sockets, taken_over, "userspace DNS listening (UDP and TCP)");
-        tokio::spawn(super::tcp::serve(tcp, cx.clone(), phase.clone()));
+        let (cx, phase) = (cx.clone(), phase.clone());
+        on_own_thread(format!("dns-tcp-{tcp_threads}"), async move {
+            match tcp_from_std(tcp) {
+                Ok(l) => super::tcp::serve(l, cx, phase).await,
+                Err(e) => tracing::error!(%addr, "TCP listener: {e}"),
+            }
+        })?;
+        tcp_threads += 1;
     }
     Ok(())
 }
 
-fn udp_from_fd(fd: OwnedFd) -> std::io::Result<UdpSocket> {
-    let s = std::net::UdpSocket::from(fd);
+/// Run `task` on a new thread with a current-thread runtime of its own; the thread ends with
+/// the task.
+fn on_own_thread(name: String, task: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name(name).spawn(move || rt.block_on(task))?;
+    Ok(())
+}
+
+/// Sockets are registered with the runtime that serves them, on its own thread.
+fn udp_from_std(s: std::net::UdpSocket) -> std::io::Result<UdpSocket> {
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s)
 }
 
-pub fn tcp_from_fd(fd: OwnedFd) -> std::io::Result<TcpListener> {
-    let s = std::net::TcpListener::from(fd);
+fn tcp_from_std(s: std::net::TcpListener) -> std::io::Result<TcpListener> {
     s.set_nonblocking(true)?;
     TcpListener::from_std(s)
 }
 
+pub fn tcp_from_fd(fd: OwnedFd) -> std::io::Result<TcpListener> {
+    tcp_from_std(std::net::TcpListener::from(fd))
+}
+
 /// IPv6 sockets are IPv6 only, so "0.0.0.0:53" and "[::]:53" can both be listed.
-fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
@@ -76,10 +107,10 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;
-    TcpListener::from_std(s.into())
+    Ok(s.into())
 }
 
-fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_port(true)?;
@@ -90,7 +121,7 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let _ = s.set_recv_buffer_size(UDP_RCVBUF);
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
+    Ok(s.into())
 }
 
 /// What every listener task shares: the rules, the catalog's published snapshot (read without a

@@ -42,8 +42,10 @@ pub const MAX_RPS: u64 = 1_000_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MarketError {
+    /// The request fits the API's document but breaks a rule it cannot state (a rule across
+    /// fields, or of the config): 422.
     #[error("{0}")]
-    BadRequest(String),
+    Invalid(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -202,17 +204,17 @@ impl Market {
     pub fn check_period(&self, start: i64, now: i64) -> MarketResult<i64> {
         let p = self.params.period_s;
         if start.rem_euclid(p) != 0 {
-            return Err(MarketError::BadRequest(format!(
+            return Err(MarketError::Invalid(format!(
                 "period_start {start} is not a period boundary (a multiple of period_s = {p})"
             )));
         }
         let end = start + p;
         if end <= now {
-            return Err(MarketError::BadRequest(format!("period [{start}, {end}) is in the past (now {now})")));
+            return Err(MarketError::Conflict(format!("period [{start}, {end}) is in the past (now {now})")));
         }
         let last = self.period_of(now) + self.params.horizon_periods * p;
         if start > last {
-            return Err(MarketError::BadRequest(format!(
+            return Err(MarketError::Conflict(format!(
                 "period_start {start} is beyond the market horizon (last period starts at {last})"
             )));
         }
@@ -249,10 +251,10 @@ impl Market {
     fn check_quantity(cap: &Capacity, q: u64) -> MarketResult<()> {
         let total = cap.total_rps();
         if q == 0 {
-            return Err(MarketError::BadRequest("quantity_rps must be at least 1".into()));
+            return Err(MarketError::Invalid("quantity_rps must be at least 1".into()));
         }
         if q > MAX_RPS || q > total {
-            return Err(MarketError::BadRequest(format!(
+            return Err(MarketError::Invalid(format!(
                 "quantity_rps {q} is more than the network's whole capacity ({total} rps)"
             )));
         }
@@ -270,13 +272,13 @@ impl Market {
     ) -> MarketResult<AuctionRow> {
         let end = self.check_period(req.period_start, now)?;
         if req.period_start <= now {
-            return Err(MarketError::BadRequest(format!(
+            return Err(MarketError::Conflict(format!(
                 "an auction is for a future period; period {} has started",
                 req.period_start
             )));
         }
         if req.closes_at <= now || req.closes_at > req.period_start {
-            return Err(MarketError::BadRequest(format!(
+            return Err(MarketError::Invalid(format!(
                 "closes_at {} must be after now ({now}) and no later than period_start {}",
                 req.closes_at, req.period_start
             )));

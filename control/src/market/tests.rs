@@ -47,15 +47,15 @@ fn book_sells_the_unused_capacity_at_the_ask_and_no_more() {
     // Past periods and misaligned ones are refused.
     assert!(matches!(
         m.place_order(&mut store, &cap, &order(999 * P, "x", 1, 1, Tif::Gtc), now),
-        Err(MarketError::BadRequest(_))
+        Err(MarketError::Conflict(_))
     ));
     assert!(matches!(
         m.place_order(&mut store, &cap, &order(p + 1, "x", 1, 1, Tif::Gtc), now),
-        Err(MarketError::BadRequest(_))
+        Err(MarketError::Invalid(_))
     ));
     assert!(matches!(
         m.place_order(&mut store, &cap, &order(p, "x", 5000, 1, Tif::Gtc), now),
-        Err(MarketError::BadRequest(_))
+        Err(MarketError::Invalid(_))
     ));
     assert!(store.check().unwrap().is_empty(), "{:?}", store.check());
     let _ = std::fs::remove_dir_all(dir);
