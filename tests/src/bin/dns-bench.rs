@@ -92,6 +92,24 @@ fn queries() -> String {
 }
 
 /// CPU seconds used so far by a process and all its descendants (NSD forks its servers).
+/// CPU seconds of the daemon's threads, split by name: its DNS threads (`dns-udp-N`,
+/// `dns-tcp-N`) and all the others (API, market, store, main).
+fn thread_cpu_s(pid: u32) -> (f64, f64) {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (mut dns, mut rest) = (0.0, 0.0);
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return (0.0, 0.0) };
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some((head, rest_f)) = stat.rsplit_once(')') else { continue };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let f: Vec<&str> = rest_f.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let s = (num(11) + num(12)) as f64 / tick;
+        if comm.starts_with("dns-") { dns += s } else { rest += s }
+    }
+    (dns, rest)
+}
+
 fn cpu_s(pid: u32) -> f64 {
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     // pid -> (ppid, utime + stime)
@@ -682,17 +700,23 @@ fn market_load() -> Result<Value, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let file = dir.path().join("queries.txt");
     std::fs::write(&file, queries()).map_err(|e| e.to_string())?;
-    let _d = Daemon::start(&topo, &market_config())?;
+    let d = Daemon::start(&topo, &market_config())?;
+    let pid = d.proc.pid();
     let mut runs = Vec::new();
     for loaded in [false, true] {
         let stop = Arc::new(AtomicBool::new(false));
-        let ((run, lat), orders) = std::thread::scope(|s| {
-            let flag = stop.clone();
-            let orders = loaded.then(|| s.spawn(|| topo.client.run(move || order_load(flag))));
-            let r = probed(&topo, || dnsperf(&topo, &file, Some(MARKET_LOAD_QPS)));
-            stop.store(true, Ordering::Relaxed);
-            (r, orders.map(|h| h.join().expect("orders")))
+        let threads0 = thread_cpu_s(pid);
+        let (((run, lat), orders), cost) = costed(&topo, Some(pid), || {
+            std::thread::scope(|s| {
+                let flag = stop.clone();
+                let orders = loaded.then(|| s.spawn(|| topo.client.run(move || order_load(flag))));
+                let r = probed(&topo, || dnsperf(&topo, &file, Some(MARKET_LOAD_QPS)));
+                stop.store(true, Ordering::Relaxed);
+                (r, orders.map(|h| h.join().expect("orders")))
+            })
         });
+        let threads1 = thread_cpu_s(pid);
+        let (dns_cpu, other_cpu) = (threads1.0 - threads0.0, threads1.1 - threads0.1);
         let (ok, refused) = orders.unwrap_or((0, 0));
         let label = if loaded { "market taking orders" } else { "idle market" };
         println!(
@@ -702,7 +726,10 @@ fn market_load() -> Result<Value, String> {
             lat.describe(),
             ok as f64 / f64::from(RUN_S)
         );
+        println!("    {}  (DNS threads {dns_cpu:.2} s, other threads {other_cpu:.2} s)", cost.describe());
         runs.push(json!({
+            "daemon_cpu_s": cost.cpu_s, "dns_threads_cpu_s": dns_cpu, "other_threads_cpu_s": other_cpu,
+            "busy_share_per_cpu": cost.cpus.iter().map(CpuTimes::busy_share).collect::<Vec<_>>(),
             "market": label, "qps": run.qps, "loss_pct": run.loss_pct(),
             "latency_p50_ms": lat.p50_ms, "latency_p99_ms": lat.p99_ms, "latency_probe_samples": lat.samples,
             "orders_acknowledged": ok, "orders_refused": refused, "orders_per_s": ok as f64 / f64::from(RUN_S),
