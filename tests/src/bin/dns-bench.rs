@@ -640,6 +640,11 @@ const BUYERS: usize = 10;
 const ORDER_RATE: u64 = 1000;
 /// The fixed query rate of both runs (the userspace server's limit here is about 70 k).
 const MARKET_LOAD_QPS: f64 = 30_000.0;
+/// The query rate of `--market-load`: `--qps N`, else [`MARKET_LOAD_QPS`].
+fn market_load_qps() -> f64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2).find(|w| w[0] == "--qps").and_then(|w| w[1].parse().ok()).unwrap_or(MARKET_LOAD_QPS)
+}
 
 fn market_config() -> String {
     let mut c =
@@ -657,14 +662,17 @@ fn market_config() -> String {
 }
 
 /// Resting bids (below the network's ask, so nothing trades) from every buyer's token, at
-/// ORDER_RATE in all, until `stop`: (acknowledged, refused).
-fn order_load(stop: Arc<AtomicBool>) -> (u64, u64) {
+/// ORDER_RATE in all, until `stop`: (acknowledged, refused). The client threads run at `nice`
+/// (0: the generators' own priority; more: buyers elsewhere, whose CPU is not this host's).
+fn order_load(stop: Arc<AtomicBool>, nice: i32) -> (u64, u64) {
     let period =
         (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 3600 + 1) * 3600;
     let threads: Vec<_> = (0..BUYERS)
         .map(|i| {
             let stop = stop.clone();
             std::thread::spawn(move || {
+                // SAFETY: a syscall on the calling thread.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
                 let client = reqwest::blocking::Client::new();
                 let url = spillway_tests::daemon::api_url("/v1/orders");
                 let body = json!({"period_start": period, "quantity_rps": 1, "price": 0.5}).to_string();
@@ -703,14 +711,16 @@ fn market_load() -> Result<Value, String> {
     let d = Daemon::start(&topo, &market_config())?;
     let pid = d.proc.pid();
     let mut runs = Vec::new();
-    for loaded in [false, true] {
+    // Idle; taking orders from clients at the generators' priority; and from clients at nice
+    // 10, as if the buyers were elsewhere (on one host, their CPU competes with the daemon's).
+    for (loaded, clients_nice) in [(false, 0), (true, 0), (true, 10)] {
         let stop = Arc::new(AtomicBool::new(false));
         let threads0 = thread_cpu_s(pid);
         let (((run, lat), orders), cost) = costed(&topo, Some(pid), || {
             std::thread::scope(|s| {
                 let flag = stop.clone();
-                let orders = loaded.then(|| s.spawn(|| topo.client.run(move || order_load(flag))));
-                let r = probed(&topo, || dnsperf(&topo, &file, Some(MARKET_LOAD_QPS)));
+                let orders = loaded.then(|| s.spawn(|| topo.client.run(move || order_load(flag, clients_nice))));
+                let r = probed(&topo, || dnsperf(&topo, &file, Some(market_load_qps())));
                 stop.store(true, Ordering::Relaxed);
                 (r, orders.map(|h| h.join().expect("orders")))
             })
@@ -718,7 +728,11 @@ fn market_load() -> Result<Value, String> {
         let threads1 = thread_cpu_s(pid);
         let (dns_cpu, other_cpu) = (threads1.0 - threads0.0, threads1.1 - threads0.1);
         let (ok, refused) = orders.unwrap_or((0, 0));
-        let label = if loaded { "market taking orders" } else { "idle market" };
+        let label = match (loaded, clients_nice) {
+            (false, _) => "idle market".to_owned(),
+            (true, 0) => "market taking orders".to_owned(),
+            (true, n) => format!("orders, clients nice {n}"),
+        };
         println!(
             "  {label:<22} qps {:>8.0}  loss {:>6.3}%  {}  orders acknowledged {ok} ({:.0}/s), refused {refused}",
             run.qps,
@@ -728,6 +742,7 @@ fn market_load() -> Result<Value, String> {
         );
         println!("    {}  (DNS threads {dns_cpu:.2} s, other threads {other_cpu:.2} s)", cost.describe());
         runs.push(json!({
+            "order_clients_nice": clients_nice,
             "daemon_cpu_s": cost.cpu_s, "dns_threads_cpu_s": dns_cpu, "other_threads_cpu_s": other_cpu,
             "busy_share_per_cpu": cost.cpus.iter().map(CpuTimes::busy_share).collect::<Vec<_>>(),
             "market": label, "qps": run.qps, "loss_pct": run.loss_pct(),
@@ -736,12 +751,16 @@ fn market_load() -> Result<Value, String> {
         }));
     }
     let p99 = |i: usize| runs[i]["latency_p99_ms"].as_f64();
-    let ratio = match (p99(0), p99(1)) {
+    let ratio = |i: usize| match (p99(0), p99(i)) {
         (Some(idle), Some(busy)) if idle > 0.0 => Some(busy / idle),
         _ => None,
     };
-    println!("  p99 under market load / idle p99: {}", ratio.map_or("-".into(), |r| format!("{r:.2}x")));
-    Ok(json!({"offered_qps": MARKET_LOAD_QPS, "runs": runs, "p99_ratio": ratio}))
+    let show = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
+    println!("  p99 under market load / idle p99: {} (order clients nice 10: {})", show(ratio(1)), show(ratio(2)));
+    Ok(json!({
+        "offered_qps": market_load_qps(), "runs": runs,
+        "p99_ratio": ratio(1), "p99_ratio_clients_nice10": ratio(2),
+    }))
 }
 
 fn main() {
