@@ -54,6 +54,14 @@ pub struct ServerConfig {
     /// the daemon stops and the next one takes over without a gap.
     #[serde(default = "default_bpffs_dir")]
     pub bpffs_dir: PathBuf,
+    /// CPUs the userspace DNS threads run on (one UDP socket and thread per CPU listed);
+    /// empty = any CPU, one socket per CPU.
+    #[serde(default)]
+    pub dns_cpus: Vec<usize>,
+    /// CPUs of everything else: the API, the market, the controller, the scrapes and the
+    /// store's writes; empty = any CPU. With `dns_cpus`, it keeps a CPU for DNS alone.
+    #[serde(default)]
+    pub background_cpus: Vec<usize>,
     /// Addresses of in-zone nameserver names (glue), e.g. `{ "ns1.cdn.example.net." = ["192.0.2.53"] }`.
     #[serde(default)]
     pub glue: std::collections::BTreeMap<String, Vec<IpAddr>>,
@@ -393,6 +401,21 @@ impl Config {
                 v.push(None, &format!("server.xdp_interfaces[{i}]"), format!("{ifname:?} is listed twice"));
             }
         }
+        let cpus = crate::affinity::cpus_configured();
+        for (key, list) in [("server.dns_cpus", &s.dns_cpus), ("server.background_cpus", &s.background_cpus)] {
+            let mut seen = HashSet::new();
+            for (i, &c) in list.iter().enumerate() {
+                if c >= cpus {
+                    v.push(
+                        None,
+                        &format!("{key}[{i}]"),
+                        format!("CPU {c} does not exist (this host has {cpus}: 0 to {})", cpus - 1),
+                    );
+                } else if !seen.insert(c) {
+                    v.push(None, &format!("{key}[{i}]"), format!("CPU {c} is listed twice"));
+                }
+            }
+        }
         if !s.bpffs_dir.is_absolute() || s.bpffs_dir.to_str().is_none_or(|p| p.contains(['\n', '\0'])) {
             v.push(None, "server.bpffs_dir", format!("{} must be an absolute path", s.bpffs_dir.display()));
         }
@@ -719,6 +742,19 @@ ttl = 30
         for key in ["market.period_s", "market.reserve_price", "market.assumed_own_load", "market.forecast_weeks"] {
             assert!(e.contains(key), "{key} not reported: {e}");
         }
+    }
+
+    #[test]
+    fn cpu_lists_name_real_cpus_once() {
+        let with = |dns: &str, bg: &str| {
+            EXAMPLE.replacen("[server]", &format!("[server]\ndns_cpus = {dns}\nbackground_cpus = {bg}"), 1)
+        };
+        let c = Config::parse(&with("[0]", "[0]"), "x.toml").unwrap();
+        assert_eq!((c.server.dns_cpus, c.server.background_cpus), (vec![0], vec![0]));
+        let e = Config::parse(&with("[0, 0]", "[100000]"), "x.toml").unwrap_err().to_string();
+        assert!(e.contains("server.dns_cpus[1]: CPU 0 is listed twice"), "{e}");
+        assert!(e.contains("server.background_cpus[0]: CPU 100000 does not exist"), "{e}");
+        assert!(Config::parse(EXAMPLE, "x.toml").unwrap().server.dns_cpus.is_empty(), "any CPU by default");
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
             zone,
             state: state.clone(),
         });
-        dns::server::serve(&config.server.listen, cx, &mut inherited, &registry, &phase)?;
+        dns::server::serve(&config.server.listen, &config.server.dns_cpus, cx, &mut inherited, &registry, &phase)?;
     }
     let listener = match inherited.take(Kind::Api, config.api.listen).pop() {
         Some(fd) => tcp_from_fd(fd)?,
@@ -135,12 +135,15 @@ pub const BACKGROUND_NICE: libc::c_int = 5;
 
 /// The runtime of everything but DNS (which has threads of its own, see
 /// [`dns::server::serve`]): the API, the market, the controller, the scrapes and the store's
-/// blocking writes. Its threads run at [`BACKGROUND_NICE`].
-pub fn background_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// blocking writes. Its threads run at [`BACKGROUND_NICE`], on `cpus` (any when empty).
+pub fn background_runtime(cpus: Vec<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("spillway-bg")
-        .on_thread_start(|| {
+        .on_thread_start(move || {
+            if let Err(e) = crate::affinity::pin_current_thread(&cpus) {
+                tracing::warn!(?cpus, "server.background_cpus: {e}");
+            }
             // SAFETY: plain syscalls on the calling thread (a tid is a PRIO_PROCESS who on Linux).
             unsafe {
                 let tid = libc::gettid();

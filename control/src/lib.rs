@@ -12,6 +12,7 @@
 //! - [`daemon`]: `spillway run`; [`handover`]: planned restarts that pass the sockets on;
 //!   [`ctl`]: `spillway ctl`.
 
+pub mod affinity;
 pub mod api;
 pub mod capacity;
 pub mod catalog;

@@ -103,7 +103,7 @@ fn main() -> ExitCode {
         Command::Run { config, detach_on_exit } => {
             let opts = spillway::daemon::RunOptions { detach_on_exit };
             let result = Config::load(&config).map_err(anyhow::Error::from).and_then(|c| {
-                let rt = spillway::daemon::background_runtime()?;
+                let rt = spillway::daemon::background_runtime(c.server.background_cpus.clone())?;
                 rt.block_on(spillway::daemon::run(c, opts)).map_err(anyhow::Error::from)
             });
             match result {

@@ -82,11 +82,12 @@ fn main() -> Result<()> {
             cargo(&root, &["bench", "-q", "-p", "spillway", "--bench", "userspace"])?;
             bench::record_criterion(&root)?;
             cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "dns-bench"])?;
-            // The userspace server's latency with the market idle and busy, in one run.
-            cargo(
-                &root,
-                &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "dns-bench", "--", "--market-load"],
-            )
+            // The userspace server's latency with the market idle and busy, in one run; then
+            // again with a CPU kept for DNS.
+            let market_load =
+                ["run", "--release", "-q", "-p", "spillway-tests", "--bin", "dns-bench", "--", "--market-load"];
+            cargo(&root, &market_load)?;
+            cargo(&root, &[&market_load[..], &["--reserve-dns-cpu"]].concat())
         }
         Task::Sim { small } => {
             setup::run()?;

@@ -19,7 +19,8 @@ const UDP_RCVBUF: usize = 8 << 20;
 /// Serve UDP and TCP on every address until the daemon drains. Sockets a previous daemon
 /// handed over (`inherited`) are served as they are, with the queries already queued in them;
 /// the rest are bound: UDP gets one socket per CPU with SO_REUSEPORT (the kernel spreads
-/// queries over them by flow) and a large receive buffer. Every socket is recorded in
+/// queries over them by flow) and a large receive buffer; with `cpus` (`server.dns_cpus`),
+/// one socket per CPU listed, and every DNS thread runs on those CPUs only. Every socket is recorded in
 /// `registry`, for the next handover.
 ///
 /// Each socket is served on a thread of its own (`dns-udp-N`, `dns-tcp-N`, each a
@@ -28,12 +29,14 @@ const UDP_RCVBUF: usize = 8 << 20;
 /// when the daemon drains.
 pub fn serve(
     addrs: &[SocketAddr],
+    cpus: &[usize],
     cx: Arc<DnsContext>,
     inherited: &mut Inherited,
     registry: &Registry,
     phase: &watch::Receiver<Phase>,
 ) -> std::io::Result<()> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers =
+        if cpus.is_empty() { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cpus.len() };
     let (mut udp_threads, mut tcp_threads) = (0usize, 0usize);
     for &addr in addrs {
         let passed = inherited.take(Kind::Udp, addr);
@@ -47,7 +50,7 @@ pub fn serve(
         for socket in udp {
             registry.add(Kind::Udp, addr, &socket).map_err(std::io::Error::other)?;
             let (cx, phase) = (cx.clone(), phase.clone());
-            on_own_thread(format!("dns-udp-{udp_threads}"), async move {
+            on_own_thread(format!("dns-udp-{udp_threads}"), cpus, async move {
                 match udp_from_std(socket) {
                     Ok(s) => serve_udp(s, cx, phase).await,
                     Err(e) => tracing::error!(%addr, "UDP socket: {e}"),
@@ -62,7 +65,7 @@ pub fn serve(
         registry.add(Kind::Tcp, addr, &tcp).map_err(std::io::Error::other)?;
         tracing::info!(%addr, udp_sockets, taken_over, "userspace DNS listening (UDP and TCP)");
         let (cx, phase) = (cx.clone(), phase.clone());
-        on_own_thread(format!("dns-tcp-{tcp_threads}"), async move {
+        on_own_thread(format!("dns-tcp-{tcp_threads}"), cpus, async move {
             match tcp_from_std(tcp) {
                 Ok(l) => super::tcp::serve(l, cx, phase).await,
                 Err(e) => tracing::error!(%addr, "TCP listener: {e}"),
@@ -73,11 +76,21 @@ pub fn serve(
     Ok(())
 }
 
-/// Run `task` on a new thread with a current-thread runtime of its own; the thread ends with
-/// the task.
-fn on_own_thread(name: String, task: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+/// Run `task` on a new thread (on `cpus`, any when empty) with a current-thread runtime of its
+/// own; the thread ends with the task.
+fn on_own_thread(
+    name: String,
+    cpus: &[usize],
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name(name).spawn(move || rt.block_on(task))?;
+    let cpus = cpus.to_vec();
+    std::thread::Builder::new().name(name).spawn(move || {
+        if let Err(e) = crate::affinity::pin_current_thread(&cpus) {
+            tracing::warn!(?cpus, "server.dns_cpus: {e}");
+        }
+        rt.block_on(task)
+    })?;
     Ok(())
 }
 

@@ -262,6 +262,11 @@ struct Latency {
 /// namespace, waiting up to 200 ms for the answer, until `stop`. dnsperf 2.10 prints only the
 /// mean and deviation and kxdpgun no latency at all; the probe measures both loads alike.
 fn probe(stop: Arc<AtomicBool>) -> Latency {
+    // With a CPU kept for DNS, the probe (a client's round trip, light) runs there too: on
+    // the generators' CPU its own wake-ups would be what it measures.
+    if reserve_dns_cpu() {
+        pin_to(DNS_CPU);
+    }
     let sock = UdpSocket::bind("0.0.0.0:0").expect("probe socket");
     sock.connect((SERVER_ADDR4, 53)).expect("probe connect");
     sock.set_read_timeout(Some(Duration::from_millis(200))).expect("probe timeout");
@@ -640,6 +645,24 @@ const BUYERS: usize = 10;
 const ORDER_RATE: u64 = 1000;
 /// The fixed query rate of both runs (the userspace server's limit here is about 70 k).
 const MARKET_LOAD_QPS: f64 = 30_000.0;
+/// `--reserve-dns-cpu`: the daemon's DNS threads on CPU 0 (`server.dns_cpus`), its other
+/// threads and every generator on CPU 1, as an operator would keep a CPU for DNS.
+fn reserve_dns_cpu() -> bool {
+    std::env::args().any(|a| a == "--reserve-dns-cpu")
+}
+const DNS_CPU: usize = 0;
+const OTHER_CPU: usize = 1;
+
+/// Keep the calling thread, and the threads and processes it starts, on `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; `cpu` is far below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// The query rate of `--market-load`: `--qps N`, else [`MARKET_LOAD_QPS`].
 fn market_load_qps() -> f64 {
     let args: Vec<String> = std::env::args().collect();
@@ -704,11 +727,21 @@ fn order_load(stop: Arc<AtomicBool>, nice: i32) -> (u64, u64) {
 /// The userspace server under dnsperf at a fixed rate, idle and then while the market takes
 /// ORDER_RATE orders/s from buyer tokens: latency from the probe, qps from dnsperf.
 fn market_load() -> Result<Value, String> {
+    let reserved = reserve_dns_cpu();
+    if reserved {
+        // Before anything starts: dnsperf, the order clients and the daemon inherit it.
+        pin_to(OTHER_CPU);
+    }
     let topo = Topology::new();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let file = dir.path().join("queries.txt");
     std::fs::write(&file, queries()).map_err(|e| e.to_string())?;
-    let d = Daemon::start(&topo, &market_config())?;
+    let mut config = market_config();
+    if reserved {
+        let cpus = format!("[server]\ndns_cpus = [{DNS_CPU}]\nbackground_cpus = [{OTHER_CPU}]");
+        config = config.replacen("[server]", &cpus, 1);
+    }
+    let d = Daemon::start(&topo, &config)?;
     let pid = d.proc.pid();
     let mut runs = Vec::new();
     // Idle; taking orders from clients at the generators' priority; and from clients at nice
@@ -758,7 +791,7 @@ fn market_load() -> Result<Value, String> {
     let show = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
     println!("  p99 under market load / idle p99: {} (order clients nice 10: {})", show(ratio(1)), show(ratio(2)));
     Ok(json!({
-        "offered_qps": market_load_qps(), "runs": runs,
+        "offered_qps": market_load_qps(), "reserved_dns_cpu": reserved, "runs": runs,
         "p99_ratio": ratio(1), "p99_ratio_clients_nice10": ratio(2),
     }))
 }
@@ -777,7 +810,7 @@ fn main() {
         std::fs::create_dir_all(out.parent().expect("dir")).expect("target/bench");
         let mut doc: Value =
             std::fs::read_to_string(&out).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(json!({}));
-        doc["market_load"] = result;
+        doc[if reserve_dns_cpu() { "market_load_reserved_cpu" } else { "market_load" }] = result;
         std::fs::write(&out, serde_json::to_string_pretty(&doc).expect("json")).expect("write results");
         return;
     }
