@@ -655,11 +655,8 @@ const OTHER_CPU: usize = 1;
 
 /// Keep the calling thread, and the threads and processes it starts, on `cpu`.
 fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; `cpu` is far below CPU_SETSIZE.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    if let Err(e) = spillway::affinity::pin_current_thread(&[cpu]) {
+        eprintln!("dns-bench: keeping to CPU {cpu}: {e}");
     }
 }
 
