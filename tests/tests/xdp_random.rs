@@ -175,7 +175,8 @@ fn random_and_mutated_packets() {
         }
     }
 
-    let total = 100_000;
+    // `cargo xtask fuzz` sends a million (SPILLWAY_XDP_FUZZ_PACKETS).
+    let total: u64 = std::env::var("SPILLWAY_XDP_FUZZ_PACKETS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let mut tx = 0;
     let mut failures = Vec::new();
     for i in 0..total {

@@ -6,7 +6,13 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result, bail};
 
-pub const TARGETS: &[&str] = &["answer_udp", "answer_tcp", "config"];
+pub const TARGETS: &[&str] = &["answer_udp", "answer_tcp", "config", XDP_PACKETS];
+
+/// Not a libFuzzer target: the XDP program under BPF_PROG_TEST_RUN with random and mutated
+/// frames (`tests/tests/xdp_random.rs`, which `cargo test` runs for 100 000).
+pub const XDP_PACKETS: &str = "xdp_packets";
+/// How many frames `cargo xtask fuzz` sends it, whatever `--seconds`.
+pub const XDP_PACKET_COUNT: u64 = 1_000_000;
 
 /// How long each target runs.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +30,10 @@ pub fn run(root: &Path, targets: &[&str], budget: Budget) -> Result<Vec<(String,
     for t in targets {
         if !TARGETS.contains(t) {
             bail!("no fuzz target {t:?} (there are {TARGETS:?})");
+        }
+        if *t == XDP_PACKETS {
+            done.push((t.to_string(), xdp_packets(root, XDP_PACKET_COUNT)?));
+            continue;
         }
         let corpus = dir.join("corpus").join(t);
         std::fs::create_dir_all(&corpus).context("fuzz corpus directory")?;
@@ -56,4 +66,22 @@ pub fn run(root: &Path, targets: &[&str], budget: Budget) -> Result<Vec<(String,
         done.push((t.to_string(), runs));
     }
     Ok(done)
+}
+
+/// The XDP program on `count` random and mutated frames (needs root: BPF_PROG_TEST_RUN). Any
+/// frame that draws XDP_ABORTED, XDP_DROP or a malformed reply fails it, with the seed.
+fn xdp_packets(root: &Path, count: u64) -> Result<u64> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(["test", "--release", "-p", "spillway-tests", "--test", "xdp_random", "random_and_mutated_packets"])
+        .args(["--", "--exact", "--nocapture"])
+        .env("SPILLWAY_XDP_FUZZ_PACKETS", count.to_string())
+        .env("SPILLWAY_REQUIRE_PRIVILEGED", "1")
+        .status()
+        .context("cargo test xdp_random")?;
+    if !status.success() {
+        bail!("fuzz target {XDP_PACKETS} failed (its output above has the seed to replay)");
+    }
+    eprintln!("fuzz: {XDP_PACKETS}: {count} frames, none aborted, dropped or malformed");
+    Ok(count)
 }
