@@ -13,7 +13,7 @@ use spillway::{
     dataplane::{Dataplane, LoadOptions, program},
 };
 
-use crate::netns::{BpfFs, Proc, SERVER_ADDR4, Topology, spillway_bin};
+use crate::netns::{BpfFs, NetNs, Proc, SERVER_ADDR4, Topology, spillway_bin};
 
 /// Where the daemons started here listen for the API (in the server namespace).
 pub fn api_url(path: &str) -> String {
@@ -64,6 +64,15 @@ impl Daemon {
 fn spawn_run(topo: &Topology, bin: &Path, config: &Path, log: PathBuf) -> Proc {
     let argv = [bin.to_str().expect("binary path"), "run", "--config", config.to_str().expect("config path")];
     topo.server.spawn(&argv, log)
+}
+
+/// Write `config` to `dir`/spillway.toml and start `spillway run` on it inside `ns` (its log in
+/// `dir`/log), without waiting: for daemons on a namespace's own loopback.
+pub fn run_in(ns: &NetNs, dir: &Path, config: &str) -> Proc {
+    let path = dir.join("spillway.toml");
+    std::fs::write(&path, config).expect("write config");
+    let bin = spillway_bin();
+    ns.spawn(&[bin.to_str().expect("utf-8"), "run", "--config", path.to_str().expect("utf-8")], dir.join("log"))
 }
 
 /// Wait up to 20 s for /readyz to answer 200 while `proc` runs.

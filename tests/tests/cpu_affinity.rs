@@ -4,10 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use spillway_tests::{
-    netns::{NetNs, spillway_bin},
-    require_privileges,
-};
+use spillway_tests::{daemon::run_in, netns::NetNs, require_privileges};
 
 /// Each thread of `pid`: (name, the CPUs it may run on, as the kernel lists them).
 fn threads(pid: u32) -> Vec<(String, String)> {
@@ -33,11 +30,8 @@ fn dns_threads_and_the_rest_keep_to_their_cpus() {
     let dns = cpus - 1;
     let ns = NetNs::new("spw-cpu");
     let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = dir.path().join("spillway.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [server]
 zones = ["cdn.example.net."]
 listen = ["127.0.0.1:5353"]
@@ -56,15 +50,9 @@ origin_addresses = ["203.0.113.10"]
 overflow = "origin"
 fraction = 0.0
 "#,
-            d = dir.path().display()
-        ),
-    )
-    .expect("write config");
-    let bin = spillway_bin();
-    let mut daemon = ns.spawn(
-        &[bin.to_str().expect("utf-8"), "run", "--config", cfg.to_str().expect("utf-8")],
-        dir.path().join("log"),
+        d = dir.path().display()
     );
+    let mut daemon = run_in(&ns, dir.path(), &config);
     // Answering, so every listener thread is up.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -3,22 +3,15 @@
 
 use std::time::Duration;
 
-use spillway_tests::{
-    netns::{NetNs, spillway_bin},
-    require_privileges,
-};
+use spillway_tests::{daemon::run_in, netns::NetNs, require_privileges};
 
 #[test]
 fn missing_interface_is_a_clear_error() {
     require_privileges!();
     let ns = NetNs::new("spw-e");
     let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = dir.path().join("spillway.toml");
-    let store = dir.path().join("spillway.db");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [server]
 zones = ["cdn.example.net."]
 xdp_interfaces = ["lo", "nosuch0"]
@@ -27,17 +20,11 @@ xdp_mode = "skb"
 listen = "127.0.0.1:8053"
 token = "t"
 [store]
-path = "{}"
+path = "{}/spillway.db"
 "#,
-            store.display()
-        ),
-    )
-    .expect("write config");
-    let bin = spillway_bin();
-    let mut proc = ns.spawn(
-        &[bin.to_str().expect("utf-8"), "run", "--config", cfg.to_str().expect("utf-8")],
-        dir.path().join("log"),
+        dir.path().display()
     );
+    let mut proc = run_in(&ns, dir.path(), &config);
     // It must end by itself, without a signal.
     let status = proc.wait_exit(Duration::from_secs(10)).expect("exits by itself");
     let log = proc.log_text();

@@ -5,11 +5,7 @@
 
 use std::{path::Path, process::Command};
 
-use spillway_tests::{
-    netns::{NetNs, spillway_bin},
-    privileged::REQUIRE_ENV,
-    require_privileges,
-};
+use spillway_tests::{daemon::run_in, netns::NetNs, privileged::REQUIRE_ENV, require_privileges};
 
 const OPERATOR: &str = "operator-token-st";
 const BUYER: &str = "shop-token-st";
@@ -76,13 +72,7 @@ fn the_api_fits_its_document_for_a_buyer_and_for_the_operator() {
     let Some(st) = schemathesis() else { return };
     let ns = NetNs::new("spw-st");
     let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = dir.path().join("spillway.toml");
-    std::fs::write(&cfg, config(dir.path())).expect("write config");
-    let bin = spillway_bin();
-    let mut daemon = ns.spawn(
-        &["env", "RUST_LOG=warn", bin.to_str().expect("utf-8"), "run", "--config", cfg.to_str().expect("utf-8")],
-        dir.path().join("log"),
-    );
+    let mut daemon = run_in(&ns, dir.path(), &config(dir.path()));
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemathesis/schemathesis.toml");
 
     // The buyer's run leaves out its own token rotation: the rest of the run would only see
