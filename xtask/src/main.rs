@@ -84,11 +84,11 @@ fn main() -> Result<()> {
             bench::record_criterion(&root)?;
             cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "dns-bench"])?;
             // The userspace server's latency with the market idle and busy, in one run; then
-            // again with a CPU kept for DNS.
+            // again with a CPU kept for DNS, at a rate one CPU carries with the generator.
             let market_load =
                 ["run", "--release", "-q", "-p", "spillway-tests", "--bin", "dns-bench", "--", "--market-load"];
             cargo(&root, &market_load)?;
-            cargo(&root, &[&market_load[..], &["--reserve-dns-cpu"]].concat())
+            cargo(&root, &[&market_load[..], &["--reserve-dns-cpu", "--qps", "10000"]].concat())
         }
         Task::Sim { small } => {
             setup::run()?;
