@@ -12,4 +12,5 @@ pub mod decision;
 pub mod dns;
 pub mod maps;
 pub mod name;
+pub mod rrl;
 pub mod stats;

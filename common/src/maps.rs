@@ -13,15 +13,32 @@ pub const PROXIES_MAP: &str = "PROXIES";
 pub const CUSTOMER_STATS_MAP: &str = "CUSTOMER_STATS";
 /// Per-CPU counters per [`crate::stats::XdpOutcome`].
 pub const XDP_STATS_MAP: &str = "XDP_STATS";
+/// The addresses the program answers for, per family: address -> 1. Empty: it answers nothing.
+pub const LOCAL_ADDRS_V4_MAP: &str = "LOCAL_ADDRS_V4";
+pub const LOCAL_ADDRS_V6_MAP: &str = "LOCAL_ADDRS_V6";
+/// Response rate limiting: key 0 -> [`crate::rrl::RrlParams`].
+pub const RRL_CONFIG_MAP: &str = "RRL_CONFIG";
+/// Response rate limiting: [`crate::rrl::RrlKey`] -> [`crate::rrl::RrlBucket`] (LRU).
+pub const RRL_STATE_MAP: &str = "RRL_STATE";
+/// Prefixes exempt from rate limiting (LPM tries, value 1).
+pub const RRL_EXEMPT_V4_MAP: &str = "RRL_EXEMPT_V4";
+pub const RRL_EXEMPT_V6_MAP: &str = "RRL_EXEMPT_V6";
+/// Per-CPU counters per [`crate::rrl::RrlAction`].
+pub const RRL_STATS_MAP: &str = "RRL_STATS";
+
+/// Destination addresses the program answers for, per family.
+pub const MAX_LOCAL_ADDRS: u32 = 4096;
+/// Subnets and classes whose response rates are kept.
+pub const MAX_RRL_BUCKETS: u32 = 1 << 18;
 
 /// The meaning of the maps' keys and records. Bump it when a key or record changes meaning
 /// without changing size (the name hash, a field's use): pinned maps of another version are
 /// then migrated, never reused. Sizes and entries are compared by the loader anyway.
 #[cfg(not(feature = "layout-next"))]
-pub const MAP_LAYOUT_VERSION: u32 = 1;
+pub const MAP_LAYOUT_VERSION: u32 = 2;
 /// One version ahead, for the binary the upgrade test migrates to (`spillway/upgrade-test`).
 #[cfg(feature = "layout-next")]
-pub const MAP_LAYOUT_VERSION: u32 = 2;
+pub const MAP_LAYOUT_VERSION: u32 = 3;
 
 pub const MAX_NAMES: u32 = 1 << 20;
 pub const MAX_CUSTOMERS: u32 = 1 << 16;
@@ -151,6 +168,9 @@ mod pod {
     unsafe impl aya::Pod for CustomerRecord {}
     unsafe impl aya::Pod for ProxySet {}
     unsafe impl aya::Pod for CustomerCounters {}
+    unsafe impl aya::Pod for crate::rrl::RrlParams {}
+    unsafe impl aya::Pod for crate::rrl::RrlKey {}
+    unsafe impl aya::Pod for crate::rrl::RrlBucket {}
 }
 
 const _: () = assert!(core::mem::size_of::<CustomerRecord>().is_multiple_of(8));

@@ -32,9 +32,19 @@ pub enum XdpOutcome {
     PassGrowFailed,
     /// The reply would exceed the client's UDP size: userspace sets TC.
     PassTooBig,
+    /// To a multicast or broadcast MAC address.
+    PassNotUnicast,
+    /// To an address not in the loader's set (`server.xdp_addresses`, else the host's).
+    PassNotLocal,
+    /// From UDP source port 0, where no reply can go.
+    PassSourcePort,
+    /// Over the response rate of the client's subnet: dropped (XDP_DROP).
+    RrlDropped,
+    /// Over the response rate, and its turn to slip: answered truncated (TC=1, no records).
+    RrlSlipped,
 }
 
-pub const XDP_OUTCOMES: u32 = XdpOutcome::PassTooBig as u32 + 1;
+pub const XDP_OUTCOMES: u32 = XdpOutcome::RrlSlipped as u32 + 1;
 
 impl XdpOutcome {
     pub const ALL: [XdpOutcome; XDP_OUTCOMES as usize] = [
@@ -54,6 +64,11 @@ impl XdpOutcome {
         Self::PassNoData,
         Self::PassGrowFailed,
         Self::PassTooBig,
+        Self::PassNotUnicast,
+        Self::PassNotLocal,
+        Self::PassSourcePort,
+        Self::RrlDropped,
+        Self::RrlSlipped,
     ];
 
     /// Label used in metrics.
@@ -75,10 +90,27 @@ impl XdpOutcome {
             Self::PassNoData => "no_data",
             Self::PassGrowFailed => "grow_failed",
             Self::PassTooBig => "too_big",
+            Self::PassNotUnicast => "not_unicast",
+            Self::PassNotLocal => "not_local",
+            Self::PassSourcePort => "source_port",
+            Self::RrlDropped => "rrl_dropped",
+            Self::RrlSlipped => "rrl_slipped",
         }
     }
 
+    /// The outcome of counter index `i`.
+    #[inline(always)]
+    pub fn from_index(i: u32) -> Option<Self> {
+        Self::ALL.get(i as usize).copied()
+    }
+
+    /// An answer with records (not a slip).
     pub const fn is_answer(self) -> bool {
         (self as u32) <= Self::AnsweredCname as u32
+    }
+
+    /// Passed on to the kernel (and so to userspace) untouched.
+    pub const fn is_pass(self) -> bool {
+        !self.is_answer() && !matches!(self, Self::RrlDropped | Self::RrlSlipped)
     }
 }

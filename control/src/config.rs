@@ -29,6 +29,9 @@ pub struct Config {
     /// The traffic controller (runs with the market); defaults when absent.
     #[serde(default)]
     pub controller: ControllerConfig,
+    /// Response rate limiting, in XDP and in userspace; on unless `enabled = false`.
+    #[serde(default)]
+    pub rrl: RrlConfig,
     #[serde(default, rename = "proxy")]
     pub proxies: Vec<Spanned<ProxyConfig>>,
     #[serde(default, rename = "customer")]
@@ -62,9 +65,80 @@ pub struct ServerConfig {
     /// store's writes; empty = any CPU. With `dns_cpus`, it keeps a CPU for DNS alone.
     #[serde(default)]
     pub background_cpus: Vec<usize>,
+    /// Destination addresses the XDP program answers for; empty = the host's addresses (as
+    /// they are when the daemon starts). Queries to any other address go to the kernel.
+    #[serde(default)]
+    pub xdp_addresses: Vec<IpAddr>,
     /// Addresses of in-zone nameserver names (glue), e.g. `{ "ns1.cdn.example.net." = ["192.0.2.53"] }`.
     #[serde(default)]
     pub glue: std::collections::BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// Response rate limiting (`[rrl]`), on the model of BIND's and Knot's: see
+/// `spillway_common::rrl`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RrlConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// UDP responses a second per client /24 (IPv6: /56) and class (per name and type for
+    /// answers and NODATA).
+    #[serde(default = "default_rrl_rate")]
+    pub rate: u32,
+    /// Seconds of debt a flood builds up at most.
+    #[serde(default = "default_rrl_window")]
+    pub window_s: u32,
+    /// Every `slip`-th limited response goes out truncated (TC=1); 0 = none, 1 = all.
+    #[serde(default = "default_rrl_slip")]
+    pub slip: u32,
+    /// Prefixes never limited (besides 127.0.0.0/8 and ::1, always exempt), e.g. "10.0.0.0/8".
+    #[serde(default)]
+    pub exempt: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_rrl_rate() -> u32 {
+    200
+}
+fn default_rrl_window() -> u32 {
+    15
+}
+fn default_rrl_slip() -> u32 {
+    2
+}
+
+impl Default for RrlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rate: default_rrl_rate(),
+            window_s: default_rrl_window(),
+            slip: default_rrl_slip(),
+            exempt: Vec::new(),
+        }
+    }
+}
+
+impl RrlConfig {
+    /// The parameters of the shared rule (rate 0 when off).
+    pub fn params(&self) -> spillway_common::rrl::RrlParams {
+        spillway_common::rrl::RrlParams {
+            rate: if self.enabled { self.rate } else { 0 },
+            window_s: self.window_s,
+            slip: self.slip,
+            _pad: 0,
+        }
+    }
+
+    /// The exempt prefixes, localhost's included (validated: none fails to parse).
+    pub fn exempt_nets(&self) -> Vec<ipnet::IpNet> {
+        let mut nets: Vec<ipnet::IpNet> = self.exempt.iter().filter_map(|e| e.parse().ok()).collect();
+        nets.push("127.0.0.0/8".parse().expect("valid"));
+        nets.push("::1/128".parse().expect("valid"));
+        nets
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -414,6 +488,39 @@ impl Config {
                 } else if !seen.insert(c) {
                     v.push(None, &format!("{key}[{i}]"), format!("CPU {c} is listed twice"));
                 }
+            }
+        }
+        let mut seen_addr = HashSet::new();
+        for (i, a) in s.xdp_addresses.iter().enumerate() {
+            if a.is_unspecified() || a.is_multicast() {
+                v.push(None, &format!("server.xdp_addresses[{i}]"), format!("{a} is not a unicast address"));
+            } else if !seen_addr.insert(a) {
+                v.push(None, &format!("server.xdp_addresses[{i}]"), format!("{a} is listed twice"));
+            }
+        }
+        if s.xdp_addresses.len() > spillway_common::maps::MAX_LOCAL_ADDRS as usize {
+            v.push(
+                None,
+                "server.xdp_addresses",
+                format!("at most {} addresses", spillway_common::maps::MAX_LOCAL_ADDRS),
+            );
+        }
+        let r = &self.rrl;
+        if r.rate == 0 || r.rate > 1_000_000 {
+            v.push(None, "rrl.rate", format!("{} is outside 1..=1000000 (set enabled = false to turn it off)", r.rate));
+        }
+        if r.window_s == 0 || r.window_s > 3600 {
+            v.push(None, "rrl.window_s", format!("{} is outside 1..=3600", r.window_s));
+        }
+        if r.slip > 10 {
+            v.push(None, "rrl.slip", format!("{} is outside 0..=10", r.slip));
+        }
+        if r.exempt.len() + 2 > spillway_common::rrl::MAX_RRL_EXEMPT as usize {
+            v.push(None, "rrl.exempt", format!("at most {} prefixes", spillway_common::rrl::MAX_RRL_EXEMPT - 2));
+        }
+        for (i, e) in r.exempt.iter().enumerate() {
+            if let Err(err) = e.parse::<ipnet::IpNet>() {
+                v.push(None, &format!("rrl.exempt[{i}]"), format!("{e:?} is not a prefix like 192.0.2.0/24: {err}"));
             }
         }
         if !s.bpffs_dir.is_absolute() || s.bpffs_dir.to_str().is_none_or(|p| p.contains(['\n', '\0'])) {

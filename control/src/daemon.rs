@@ -91,6 +91,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
             authority: Authority::new(&config, serial_base),
             zone,
             state: state.clone(),
+            rrl: dns::rrl::Limiter::new(&config.rrl),
         });
         dns::server::serve(&config.server.listen, &config.server.dns_cpus, cx, &mut inherited, &registry, &phase)?;
     }
@@ -185,6 +186,7 @@ fn start_dataplane(config: &Config, catalog: &Catalog) -> Result<Dataplane> {
     }
     // Maps first, then attach: the first packet already finds every record.
     catalog.install(&mut dp)?;
+    crate::dataplane::guard::install(&mut dp, config)?;
     if let Some(logger) = dp.take_logger() {
         spawn_ebpf_logger(logger);
     }

@@ -2,7 +2,13 @@
 //! counters at scrape time.
 
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
-use spillway_common::{decision::Target, stats::XdpOutcome};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use spillway_common::{
+    decision::Target,
+    rrl::{RRL_ACTIONS, RrlAction},
+    stats::XdpOutcome,
+};
 
 use crate::{dataplane::StatsReader, engine::Engine, error::Result};
 
@@ -54,6 +60,7 @@ pub const CUSTOMER_CONTRACTED_RPS: &str = "spillway_customer_contracted_rps";
 pub const CUSTOMER_SERVED_RPS: &str = "spillway_customer_served_rps";
 pub const CUSTOMER_SETPOINT_RPS: &str = "spillway_customer_setpoint_rps";
 pub const CONTROLLER_SCALE: &str = "spillway_controller_scale";
+pub const RRL_TOTAL: &str = "spillway_rrl_total";
 
 pub const PATH_XDP: &str = "xdp";
 pub const PATH_USERSPACE: &str = "userspace";
@@ -68,6 +75,9 @@ pub struct Metrics {
     setpoint: GaugeVec,
     scale: prometheus::Gauge,
     xdp_packets: IntCounterVec,
+    rrl: IntCounterVec,
+    /// The userspace server's rate-limit actions (the XDP program's are in its map).
+    rrl_userspace: [AtomicU64; RRL_ACTIONS as usize],
 }
 
 impl Default for Metrics {
@@ -122,17 +132,46 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let rrl = IntCounterVec::new(
+            Opts::new(
+                RRL_TOTAL,
+                "UDP responses by what the response rate limit did: sent within the rate, dropped, \
+                 slipped (sent truncated), exempt (over the rate, from an exempt prefix); XDP and userspace.",
+            ),
+            &["action"],
+        )
+        .expect("valid metric");
+        for a in RrlAction::ALL {
+            rrl.with_label_values(&[a.label()]);
+        }
         // Both paths are always exported, even before their first answer.
         dns_queries.with_label_values(&[PATH_XDP]);
         dns_queries.with_label_values(&[PATH_USERSPACE]);
-        for c in [&dns_queries, &answers, &xdp_packets] {
+        for c in [&dns_queries, &answers, &xdp_packets, &rrl] {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
         for g in [&fraction, &contracted, &served, &setpoint] {
             registry.register(Box::new(g.clone())).expect("unique metric");
         }
         registry.register(Box::new(scale.clone())).expect("unique metric");
-        Self { registry, dns_queries, answers, fraction, contracted, served, setpoint, scale, xdp_packets }
+        Self {
+            registry,
+            dns_queries,
+            answers,
+            fraction,
+            contracted,
+            served,
+            setpoint,
+            scale,
+            xdp_packets,
+            rrl,
+            rrl_userspace: Default::default(),
+        }
+    }
+
+    /// What the userspace server's rate limit did with one reply.
+    pub fn count_rrl(&self, action: RrlAction) {
+        self.rrl_userspace[action as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One more query answered by the userspace server.
@@ -146,15 +185,23 @@ impl Metrics {
         self.served.reset();
         self.setpoint.reset();
         let mut xdp_answered = 0;
+        let mut rrl: [u64; RRL_ACTIONS as usize] =
+            std::array::from_fn(|i| self.rrl_userspace[i].load(Ordering::Relaxed));
         if let Some(stats) = stats {
+            for (total, xdp) in rrl.iter_mut().zip(stats.rrl_stats()?) {
+                *total += xdp;
+            }
             let counts = stats.xdp_stats()?;
             for outcome in XdpOutcome::ALL {
                 let n = counts[outcome as usize];
                 set_counter(&self.xdp_packets.with_label_values(&[outcome.label()]), n);
-                if outcome.is_answer() {
+                if outcome.is_answer() || outcome == XdpOutcome::RrlSlipped {
                     xdp_answered += n;
                 }
             }
+        }
+        for a in RrlAction::ALL {
+            set_counter(&self.rrl.with_label_values(&[a.label()]), rrl[a as usize]);
         }
         set_counter(&self.dns_queries.with_label_values(&[PATH_XDP]), xdp_answered);
         for c in &engine.customers {

@@ -2,8 +2,8 @@
 //! with XDP_TX, and passes everything else to the kernel (and so to the userspace server).
 //!
 //! Entry points are thin wrappers: `spillway_dns` maps the `try_` function's result to an action
-//! and counts it. Every `Err` is a pass reason, so the only actions are XDP_TX and XDP_PASS;
-//! XDP_ABORTED is never returned.
+//! and counts it. Every `Err` is a pass reason, so the only actions are XDP_TX, XDP_PASS and
+//! XDP_DROP (an answer over the rate limit); XDP_ABORTED is never returned.
 #![no_std]
 #![no_main]
 
@@ -12,12 +12,14 @@ mod maps;
 mod packet;
 mod parse;
 mod respond;
+mod rrl;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::xdp, programs::XdpContext};
 use spillway_common::{
     decision::{OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_window},
     dns::TYPE_AAAA,
     maps::ProxySet,
+    rrl::RrlAction,
     stats::XdpOutcome,
 };
 
@@ -47,23 +49,29 @@ pub fn spillway_dns(ctx: XdpContext) -> u32 {
         core::ptr::read_volatile(&PROGRAM_VARIANT)
     };
     let outcome = match try_spillway_dns(&ctx) {
-        Ok(target) => match target {
-            Target::Proxy => XdpOutcome::AnsweredProxy,
-            Target::Origin => XdpOutcome::AnsweredOrigin,
-            Target::Cname => XdpOutcome::AnsweredCname,
-        },
+        Ok(outcome) => outcome,
         Err(reason) => reason,
     };
     if let Some(counter) = XDP_STATS.get_ptr_mut(outcome as u32) {
         unsafe { *counter += 1 };
     }
-    if outcome.is_answer() { xdp_action::XDP_TX } else { xdp_action::XDP_PASS }
+    match outcome {
+        XdpOutcome::RrlDropped => xdp_action::XDP_DROP,
+        XdpOutcome::RrlSlipped => xdp_action::XDP_TX,
+        o if o.is_answer() => xdp_action::XDP_TX,
+        _ => xdp_action::XDP_PASS,
+    }
 }
 
+/// `Ok`: what was sent (an answer or a slip) or dropped; `Err`: why the packet is passed on.
 #[inline(always)]
-fn try_spillway_dns(ctx: &XdpContext) -> Result<Target, XdpOutcome> {
+fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
     let replay = unsafe { core::ptr::read_volatile(&BENCH_REPLAY) } != 0;
-    let q = parse::stash(parse::parse_query(ctx, replay)?)?;
+    let parsed = parse::parse_to_scratch(ctx, replay);
+    if parsed != parse::PARSED {
+        return Err(XdpOutcome::from_index(parsed).unwrap_or(XdpOutcome::PassMalformed));
+    }
+    let q = parse::stashed()?;
     let name = unsafe { NAMES.get(&q.key) }.ok_or(XdpOutcome::PassUnknownName)?;
     let customer = name.customer;
     let rec = unsafe { CUSTOMERS.get(&customer) }.ok_or(XdpOutcome::PassUnknownName)?;
@@ -73,42 +81,59 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<Target, XdpOutcome> {
     let origin_len = if v6 { rec.origin_v6_len } else { rec.origin_v4_len };
     let rand = unsafe { bpf_get_prandom_u32() };
     let target = choose_target(rec, rand, proxy_len, origin_len).ok_or(XdpOutcome::PassNoData)?;
+    let slip = match rrl::limit(ctx, q) {
+        RrlAction::Send | RrlAction::Exempt => false,
+        RrlAction::Drop => return Ok(XdpOutcome::RrlDropped),
+        RrlAction::Slip => true,
+    };
     let counters = CUSTOMER_STATS.get_ptr_mut(customer);
 
-    let answer = match target {
-        Target::Proxy => {
-            let (start, count) = proxy_window(proxy_len, unsafe { bpf_get_prandom_u32() });
-            Answer::Proxies { start, count }
-        }
-        Target::Cname => Answer::Cname,
-        Target::Origin => {
-            let rr_cursor = match counters {
-                Some(c) => unsafe {
-                    let cursor = (*c).rr_cursor;
-                    (*c).rr_cursor = cursor.wrapping_add(1);
-                    cursor
-                },
-                None => 0,
-            };
-            let draw = OriginDraw { rr_cursor, rand: unsafe { bpf_get_prandom_u32() }, client_key: q.client_key };
-            let mut addr = [0u8; 16];
-            if v6 {
-                let cum = &rec.origin_v6_cum_weight;
-                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v6(&rec.origin_v6[i & 7]));
-                addr = rec.origin_v6[i & 7];
-            } else {
-                let cum = &rec.origin_v4_cum_weight;
-                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v4(&rec.origin_v4[i & 7]));
-                addr[..4].copy_from_slice(&rec.origin_v4[i & 7]);
+    // One write_reply call for both (it is inlined: two calls would be two copies).
+    let answer = if slip {
+        Answer::Slip
+    } else {
+        match target {
+            Target::Proxy => {
+                let (start, count) = proxy_window(proxy_len, unsafe { bpf_get_prandom_u32() });
+                Answer::Proxies { start, count }
             }
-            Answer::Origin { addr }
+            Target::Cname => Answer::Cname,
+            Target::Origin => {
+                let rr_cursor = match counters {
+                    Some(c) => unsafe {
+                        let cursor = (*c).rr_cursor;
+                        (*c).rr_cursor = cursor.wrapping_add(1);
+                        cursor
+                    },
+                    None => 0,
+                };
+                let draw = OriginDraw { rr_cursor, rand: unsafe { bpf_get_prandom_u32() }, client_key: q.client_key };
+                let mut addr = [0u8; 16];
+                if v6 {
+                    let cum = &rec.origin_v6_cum_weight;
+                    let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v6(&rec.origin_v6[i & 7]));
+                    addr = rec.origin_v6[i & 7];
+                } else {
+                    let cum = &rec.origin_v4_cum_weight;
+                    let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v4(&rec.origin_v4[i & 7]));
+                    addr[..4].copy_from_slice(&rec.origin_v4[i & 7]);
+                }
+                Answer::Origin { addr }
+            }
         }
     };
     write_reply(ctx, q, rec, proxies, &answer)?;
+    if slip {
+        return Ok(XdpOutcome::RrlSlipped);
+    }
     if let Some(c) = counters {
         unsafe { (*c).answers[target as usize & 3] += 1 };
     }
-    Ok(target)
+    Ok(match target {
+        Target::Proxy => XdpOutcome::AnsweredProxy,
+        Target::Origin => XdpOutcome::AnsweredOrigin,
+        Target::Cname => XdpOutcome::AnsweredCname,
+    })
 }
 
 /// The cost floor for benchmarks: bounce every packet back untouched.

@@ -4,11 +4,15 @@ use crate::parse::Query;
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use spillway_common::{
-    maps::{CustomerCounters, CustomerRecord, MAX_CUSTOMERS, MAX_NAMES, NameKey, NameValue, ProxySet},
+    maps::{
+        CustomerCounters, CustomerRecord, MAX_CUSTOMERS, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_RRL_BUCKETS, NameKey,
+        NameValue, ProxySet,
+    },
     name::NAME_WORDS,
+    rrl::{MAX_RRL_EXEMPT, RRL_ACTIONS, RrlBucket, RrlKey, RrlParams},
     stats::XDP_OUTCOMES,
 };
 
@@ -28,6 +32,29 @@ pub static CUSTOMER_STATS: PerCpuArray<CustomerCounters> = PerCpuArray::with_max
 #[map(name = "XDP_STATS")]
 pub static XDP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(XDP_OUTCOMES, 0);
 
+#[map(name = "LOCAL_ADDRS_V4")]
+pub static LOCAL_ADDRS_V4: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, BPF_F_NO_PREALLOC);
+
+#[map(name = "LOCAL_ADDRS_V6")]
+pub static LOCAL_ADDRS_V6: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, BPF_F_NO_PREALLOC);
+
+#[map(name = "RRL_CONFIG")]
+pub static RRL_CONFIG: Array<RrlParams> = Array::with_max_entries(1, 0);
+
+/// Shared by every CPU, so a flood spread over queues meets one budget; concurrent updates of
+/// one bucket may lose a count now and then, which errs by a response, not by a rate.
+#[map(name = "RRL_STATE")]
+pub static RRL_STATE: LruHashMap<RrlKey, RrlBucket> = LruHashMap::with_max_entries(MAX_RRL_BUCKETS, 0);
+
+#[map(name = "RRL_EXEMPT_V4")]
+pub static RRL_EXEMPT_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_RRL_EXEMPT, 0);
+
+#[map(name = "RRL_EXEMPT_V6")]
+pub static RRL_EXEMPT_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_RRL_EXEMPT, 0);
+
+#[map(name = "RRL_STATS")]
+pub static RRL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(RRL_ACTIONS, 0);
+
 /// Per-CPU scratch space (see [`Scratch`]).
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -45,6 +72,9 @@ pub struct Scratch {
     pub _pad: u32,
     /// The question name, zero-padded to whole words, for hashing (see `parse::hash_name`).
     pub name: [u64; NAME_WORDS],
+    /// The rate limit's bucket key, and a new bucket before it is inserted.
+    pub rrl_key: RrlKey,
+    pub rrl_bucket: RrlBucket,
     /// The answer records, built here and copied into the packet with one
     /// `bpf_xdp_store_bytes`.
     pub answers: [u8; ANSWERS_BUF],

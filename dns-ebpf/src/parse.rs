@@ -16,7 +16,7 @@ use spillway_common::{
 
 use crate::{
     csum::Csum,
-    maps::SCRATCH,
+    maps::{LOCAL_ADDRS_V4, LOCAL_ADDRS_V6, SCRATCH},
     packet::{read, read_be16, read_be32, read_u8},
 };
 
@@ -75,7 +75,14 @@ impl Query {
 /// BPF_PROG_TEST_RUN's repeat, which feeds each run the previous run's output, times the full
 /// path.
 #[inline(always)]
-pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> {
+fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), XdpOutcome> {
+    // Group bit of the destination MAC: multicast or broadcast, never answered (a reply to
+    // a frame every host received would come from every host).
+    // (Two bytes: for a one-byte read at 0, LLVM writes the bound check as `data >= data_end`,
+    // which the verifier does not take as a range.)
+    if read_be16(ctx, 0).map_err(|_| PassNotIp)? & 0x0100 != 0 {
+        return Err(PassNotUnicast);
+    }
     let mut l3 = ETH_HLEN;
     let mut ethertype = read_be16(ctx, 12).map_err(|_| PassNotIp)?;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
@@ -112,6 +119,9 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
             if total_len < IPV4_HLEN {
                 return Err(PassMalformed);
             }
+            if unsafe { LOCAL_ADDRS_V4.get(&dst) }.is_none() {
+                return Err(PassNotLocal);
+            }
             (false, l3 + IPV4_HLEN, total_len - IPV4_HLEN, subnet_key_v4(src))
         }
         ETH_P_IPV6 => {
@@ -128,6 +138,9 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
             let dst: [u8; 16] = read(ctx, l3 + 24)?;
             addr_sum.add_bytes16(&src);
             addr_sum.add_bytes16(&dst);
+            if unsafe { LOCAL_ADDRS_V6.get(&dst) }.is_none() {
+                return Err(PassNotLocal);
+            }
             (true, l3 + IPV6_HLEN, payload_len, subnet_key_v6(src))
         }
         _ => return Err(PassNotIp),
@@ -137,6 +150,9 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
     let dport = read_be16(ctx, l4 + 2)?;
     if dport != DNS_PORT {
         return Err(PassNotDns);
+    }
+    if sport == 0 {
+        return Err(PassSourcePort);
     }
     let udp_len = read_be16(ctx, l4 + 4)? as usize;
     let udp_csum = read_be16(ctx, l4 + 6)?;
@@ -241,23 +257,26 @@ pub fn parse_query(ctx: &XdpContext, replay: bool) -> Result<Query, XdpOutcome> 
     let mut port_sum = Csum::new();
     port_sum.add16(sport);
     port_sum.add16(dport);
-    Ok(Query {
-        l3,
-        ipv6,
-        dns,
-        qname_len,
-        qtype,
-        key,
-        flags,
-        edns,
-        edns_udp_size,
-        edns_do,
-        client_key,
-        addr_sum,
-        port_sum: port_sum.fold(),
-        id,
-        name_sum,
-    })
+    // Field by field into the slot: a whole `Query` built first would be a second copy on
+    // the stack.
+    unsafe {
+        (*out).l3 = l3;
+        (*out).ipv6 = ipv6;
+        (*out).dns = dns;
+        (*out).qname_len = qname_len;
+        (*out).qtype = qtype;
+        (*out).key = key;
+        (*out).flags = flags;
+        (*out).edns = edns;
+        (*out).edns_udp_size = edns_udp_size;
+        (*out).edns_do = edns_do;
+        (*out).client_key = client_key;
+        (*out).addr_sum = addr_sum;
+        (*out).port_sum = port_sum.fold();
+        (*out).id = id;
+        (*out).name_sum = name_sum;
+    }
+    Ok(())
 }
 
 /// The names-map key and the checksum of the question name's `len` bytes at `off` (which the
@@ -299,15 +318,26 @@ fn hash_name(ctx: &XdpContext, off: usize, len: usize) -> Result<(NameKey, Csum)
     Ok((hasher.finish(len), name_sum))
 }
 
-/// Store the query in the per-CPU scratch slot and hand back that copy (see `Scratch::query`).
-#[inline(always)]
-pub fn stash(q: Query) -> Result<&'static Query, XdpOutcome> {
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(PassMalformed)?;
-    unsafe {
-        let slot = core::ptr::addr_of_mut!((*scratch).query);
-        core::ptr::write_volatile(slot, q);
-        Ok(&*slot)
+/// What [`parse_to_scratch`] returns for a query it parsed; anything else is an `XdpOutcome`.
+pub const PARSED: u32 = u32::MAX;
+
+/// Parse a query into the per-CPU scratch slot (see `Scratch::query`): [`PARSED`], or the
+/// pass reason. Out of line, so that its stack frame and the reply path's (also out of line)
+/// are never both on the 512-byte stack.
+#[inline(never)]
+pub fn parse_to_scratch(ctx: &XdpContext, replay: bool) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return PassMalformed as u32 };
+    match parse_query(ctx, replay, unsafe { core::ptr::addr_of_mut!((*scratch).query) }) {
+        Ok(()) => PARSED,
+        Err(reason) => reason as u32,
     }
+}
+
+/// The query [`parse_to_scratch`] stored.
+#[inline(always)]
+pub fn stashed() -> Result<&'static Query, XdpOutcome> {
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(PassMalformed)?;
+    Ok(unsafe { &*core::ptr::addr_of!((*scratch).query) })
 }
 
 /// Pass `v` through a per-CPU map slot so the verifier sees an unknown value in 1..=255 instead

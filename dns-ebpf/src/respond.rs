@@ -34,12 +34,15 @@ pub enum Answer {
     Origin { addr: [u8; 16] },
     /// A CNAME to the customer's origin name.
     Cname,
+    /// No records, TC=1: the rate limit's slip (the client retries over TCP).
+    Slip,
 }
 
 impl Answer {
     fn count(&self) -> usize {
         match self {
             Answer::Proxies { count, .. } => *count,
+            Answer::Slip => 0,
             _ => 1,
         }
     }
@@ -47,7 +50,7 @@ impl Answer {
 
 /// Rewrite the packet into the reply. On `Err` before the tail adjustment the packet is
 /// untouched; the adjustment itself is the last step that can fail.
-#[inline(always)]
+#[inline(never)]
 pub fn write_reply(
     ctx: &XdpContext,
     q: &Query,
@@ -125,8 +128,10 @@ pub fn write_reply(
     udp[2..4].copy_from_slice(&sport);
     udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
 
-    // DNS header: QR and AA set, RD and CD copied, everything else (TC, RA, AD, rcode) clear.
-    let flags = FLAG_QR | FLAG_AA | (q.flags & (FLAG_RD | FLAG_CD));
+    // DNS header: QR and AA set, RD and CD copied, TC on a slip, everything else (RA, AD,
+    // rcode) clear.
+    let tc = if matches!(answer, Answer::Slip) { FLAG_TC } else { 0 };
+    let flags = FLAG_QR | FLAG_AA | tc | (q.flags & (FLAG_RD | FLAG_CD));
     let ancount = count as u16;
     let arcount: u16 = if q.edns { 1 } else { 0 };
     let hdr = unsafe { &mut *ptr_at::<[u8; HEADER_LEN]>(ctx, d)? };
@@ -140,6 +145,7 @@ pub fn write_reply(
     let mut body = Csum::new();
     let v6 = addr_len == 16;
     match answer {
+        Answer::Slip => {}
         Answer::Cname => {
             if rdlen == 0 {
                 // The loader never writes a CNAME customer without a target.
@@ -177,7 +183,7 @@ pub fn write_reply(
                         i += 1;
                     }
                 }
-                Answer::Cname => {}
+                Answer::Cname | Answer::Slip => {}
             }
             store(ctx, d + ans_off, buf.as_ptr(), answers_len & (ANSWERS_BUF - 1))?;
             body.add_sum_at(ans_off, section);

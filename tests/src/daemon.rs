@@ -48,6 +48,7 @@ impl Daemon {
             let line = format!("[server]\nbpffs_dir = \"{}\"", bpffs.pin_dir().display());
             config = config.replacen("[server]", &line, 1);
         }
+        config = crate::fixture::exempt_test_client(&config);
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
         let proc = spawn_run(topo, &spillway_bin(), &path, dir.path().join("spillway.log"));
         wait_ready(topo, &proc)?;
@@ -70,7 +71,7 @@ fn spawn_run(topo: &Topology, bin: &Path, config: &Path, log: PathBuf) -> Proc {
 /// `dir`/log), without waiting: for daemons on a namespace's own loopback.
 pub fn run_in(ns: &NetNs, dir: &Path, config: &str) -> Proc {
     let path = dir.join("spillway.toml");
-    std::fs::write(&path, config).expect("write config");
+    std::fs::write(&path, crate::fixture::exempt_test_client(config)).expect("write config");
     let bin = spillway_bin();
     ns.spawn(&[bin.to_str().expect("utf-8"), "run", "--config", path.to_str().expect("utf-8")], dir.join("log"))
 }

@@ -10,6 +10,7 @@ use spillway::{
     },
 };
 
+pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 
@@ -81,12 +82,28 @@ ttl = 30
     )
 }
 
-/// A data plane loaded (not attached) with a config's records.
+/// The tests' client sends loads far above any response rate: a config without an `[rrl]`
+/// section gets one that exempts the client's /24 and /56 (the limit itself is tested with
+/// configs of its own).
+pub fn exempt_test_client(config: &str) -> String {
+    if config.contains("[rrl]") {
+        return config.to_owned();
+    }
+    format!("{config}\n[rrl]\nexempt = [\"192.0.2.0/24\", \"2001:db8::/56\"]\n")
+}
+
+/// A data plane loaded (not attached) with a config's records. The frames of [`crate::frame`]
+/// go to 192.0.2.53 and 2001:db8::53: a config without `xdp_addresses` answers for those.
 pub fn load(config: &str, opts: LoadOptions) -> (Dataplane, Catalog) {
-    let config = Config::parse(config, "fixture.toml").expect("fixture config is valid");
+    let mut config = exempt_test_client(config);
+    if !config.contains("xdp_addresses") {
+        config = config.replacen("[server]", "[server]\nxdp_addresses = [\"192.0.2.53\", \"2001:db8::53\"]", 1);
+    }
+    let config = Config::parse(&config, "fixture.toml").expect("fixture config is valid");
     let catalog = Catalog::from_config(&config).expect("catalog");
     let mut dp = Dataplane::load(opts).expect("XDP program loads and passes the verifier");
     catalog.install(&mut dp).expect("maps filled");
+    spillway::dataplane::guard::install(&mut dp, &config).expect("addresses and rate limit filled");
     (dp, catalog)
 }
 

@@ -4,9 +4,10 @@
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use spillway::dataplane::{LoadOptions, program};
+use spillway_common::{rrl::RrlAction, stats::XdpOutcome};
 use spillway_tests::{
     dnswire::*,
-    fixture::{self, CNAME_TARGET, ORIGIN_V4, ORIGIN_V6, PROXY_V4, PROXY_V6, XDP_PASS, XDP_TX},
+    fixture::{self, CNAME_TARGET, ORIGIN_V4, ORIGIN_V6, PROXY_V4, PROXY_V6, XDP_DROP, XDP_PASS, XDP_TX},
     frame::{Transport, checked_dns_payload, l3_offset, l4_offset, query_frame, reply_frame},
     require_privileges,
 };
@@ -14,6 +15,8 @@ use spillway_tests::{
 enum Expect {
     /// XDP_PASS with the frame untouched.
     Pass,
+    /// XDP_PASS with the frame untouched, counted as this pass reason.
+    PassAs(XdpOutcome),
     /// XDP_TX with exactly this frame.
     Reply(Vec<u8>),
 }
@@ -34,6 +37,10 @@ fn reply_case(name: &str, t: Transport, q: Query, answers: &[Rdata], ttl: u32) -
 
 fn pass_frame(name: &str, input: Vec<u8>) -> Case {
     Case { name: name.into(), input, expect: Expect::Pass }
+}
+
+fn pass_as(name: &str, reason: XdpOutcome, input: Vec<u8>) -> Case {
+    Case { name: name.into(), input, expect: Expect::PassAs(reason) }
 }
 
 fn pass_query(name: &str, t: Transport, q: Query) -> Case {
@@ -213,6 +220,38 @@ fn cases() -> Vec<Case> {
             "IPv4 total length beyond the frame",
             poke(good4.clone(), l3_offset(&v4) + 3, good4[l3_offset(&v4) + 3] + 40),
         ),
+        // Not a reflector: only unicast frames to our addresses, from a port a reply can reach.
+        pass_as("broadcast destination MAC", XdpOutcome::PassNotUnicast, {
+            let mut f = good4.clone();
+            f[..6].copy_from_slice(&[0xff; 6]);
+            f
+        }),
+        pass_as("multicast destination MAC (01:00:5e)", XdpOutcome::PassNotUnicast, {
+            let mut f = good4.clone();
+            f[..3].copy_from_slice(&[0x01, 0x00, 0x5e]);
+            f
+        }),
+        pass_as("IPv6 multicast destination MAC (33:33)", XdpOutcome::PassNotUnicast, {
+            let mut f = good6.clone();
+            f[..2].copy_from_slice(&[0x33, 0x33]);
+            f
+        }),
+        pass_as("to an IPv4 address not ours", XdpOutcome::PassNotLocal, poke(good4.clone(), l3_offset(&v4) + 19, 99)),
+        pass_as(
+            "to an IPv6 address not ours",
+            XdpOutcome::PassNotLocal,
+            poke(good6.clone(), l3_offset(&v6) + 39, 0x99),
+        ),
+        pass_as(
+            "from UDP source port 0",
+            XdpOutcome::PassSourcePort,
+            query_frame(&Transport { sport: 0, ..v4 }, &a(fixed).bytes()),
+        ),
+        pass_as(
+            "from UDP source port 0 over IPv6",
+            XdpOutcome::PassSourcePort,
+            query_frame(&Transport { sport: 0, ..v6 }, &a(fixed).bytes()),
+        ),
     ]);
 
     // Incoming UDP checksums are not verified (checksum offload leaves partial sums on veth and
@@ -258,8 +297,17 @@ fn fixture_table() {
     assert!(cases.len() >= 30, "the table has {} cases", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
+        let before = dp.xdp_stats().expect("XDP counters");
         let (action, out) = fixture::run(&dp, program::DNS, &case.input);
         match &case.expect {
+            Expect::PassAs(reason) => {
+                let after = dp.xdp_stats().expect("XDP counters");
+                if action != XDP_PASS || out != case.input {
+                    failures.push(format!("{}: action {action}, want XDP_PASS, frame untouched", case.name));
+                } else if after[*reason as usize] != before[*reason as usize] + 1 {
+                    failures.push(format!("{}: not counted as {}", case.name, reason.label()));
+                }
+            }
             Expect::Pass => {
                 if action != XDP_PASS {
                     failures.push(format!("{}: action {action}, want XDP_PASS", case.name));
@@ -299,4 +347,82 @@ fn fixture_table() {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The expected slip for `q`: its reply with no records and TC set.
+fn slip_frame(t: &Transport, q: &Query) -> Vec<u8> {
+    let mut dns = expected_reply(q, &[], 300);
+    dns[2] |= 0x02;
+    reply_frame(t, &dns)
+}
+
+/// Response rate limiting in the program: `rate` answers per name and subnet, then every
+/// second limited answer dropped and every other slipped; other names, other subnets and exempt
+/// prefixes unaffected; the counters per action.
+#[test]
+fn rate_limit_in_xdp() {
+    require_privileges!();
+    let config =
+        format!("{}\n[rrl]\nrate = 4\nwindow_s = 5\nslip = 2\nexempt = [\"192.0.2.128/25\"]\n", fixture::config_text());
+    let (dp, _catalog) = fixture::load(&config, LoadOptions::default());
+    let v4 = Transport::V4;
+    let v6 = Transport::V6;
+    for (t, q) in [
+        (v4, Query::new("fixed.cdn.example.net.", TYPE_A)),
+        (v6, Query::new("fixed.cdn.example.net.", TYPE_AAAA).edns(Edns::new(1232))),
+    ] {
+        let want_answer = reply_frame(
+            &t,
+            &expected_reply(&q, &[if q.qtype == TYPE_A { Rdata::A(PROXY_V4) } else { Rdata::Aaaa(PROXY_V6) }], 300),
+        );
+        let want_slip = slip_frame(&t, &q);
+        let input = query_frame(&t, &q.bytes());
+        let (mut sent, mut slipped, mut dropped) = (0u32, 0u32, 0u32);
+        let mut order = Vec::new();
+        for _ in 0..20 {
+            let (action, out) = fixture::run(&dp, program::DNS, &input);
+            match action {
+                XDP_TX if out == want_answer => sent += 1,
+                XDP_TX => {
+                    assert_eq!(hex(&out), hex(&want_slip), "a TX that is not the answer is the slip");
+                    checked_dns_payload(&out).expect("the slip's checksums are right");
+                    slipped += 1;
+                }
+                XDP_DROP => dropped += 1,
+                other => panic!("action {other} for a rate-limited query"),
+            }
+            order.push(action);
+        }
+        // A second boundary during the run may credit `rate` once more.
+        assert!((4..=8).contains(&sent), "answers within the rate: {sent} ({order:?})");
+        assert_eq!(&order[..4], &[XDP_TX; 4], "the first `rate` are answered");
+        assert!(
+            slipped >= 6 && dropped >= 6 && slipped.abs_diff(dropped) <= 1,
+            "slip 2: {slipped} slipped, {dropped} dropped"
+        );
+        // Another name of the same subnet has a budget of its own.
+        let other = Query::new("origin.cdn.example.net.", q.qtype);
+        assert_eq!(fixture::run(&dp, program::DNS, &query_frame(&t, &other.bytes())).0, XDP_TX);
+    }
+    // Another subnet (the source's third byte), and an exempt one, are answered at any rate.
+    let q = Query::new("fixed.cdn.example.net.", TYPE_A);
+    let base = query_frame(&v4, &q.bytes());
+    let src = l3_offset(&v4) + 12;
+    for (what, byte, at) in [("another /24", 7u8, src + 2), ("an exempt prefix", 200, src + 3)] {
+        let input = poke(base.clone(), at, byte);
+        let actions: Vec<u32> = (0..20).map(|_| fixture::run(&dp, program::DNS, &input).0).collect();
+        let answered = actions.iter().filter(|&&a| a == XDP_TX).count();
+        if what == "another /24" {
+            assert_eq!(&actions[..4], &[XDP_TX; 4], "{what}: {actions:?}");
+        } else {
+            assert_eq!(answered, 20, "{what}: every query answered: {actions:?}");
+        }
+    }
+    let stats = dp.rrl_stats().expect("RRL counters");
+    assert!(stats[RrlAction::Send as usize] >= 8 + 4, "{stats:?}");
+    assert!(stats[RrlAction::Drop as usize] >= 12 && stats[RrlAction::Slip as usize] >= 12, "{stats:?}");
+    assert!(stats[RrlAction::Exempt as usize] >= 12, "the exempt prefix's answers over the rate: {stats:?}");
+    let outcomes = dp.xdp_stats().expect("XDP counters");
+    assert_eq!(outcomes[XdpOutcome::RrlSlipped as usize], stats[RrlAction::Slip as usize]);
+    assert_eq!(outcomes[XdpOutcome::RrlDropped as usize], stats[RrlAction::Drop as usize]);
 }

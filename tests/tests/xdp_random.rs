@@ -1,6 +1,6 @@
 //! The XDP program under many packets: the fraction drawn per query, the proxy window, the origin
-//! algorithms, and 100 000 random and mutated packets that must each be passed untouched or
-//! answered with a well-formed reply.
+//! algorithms, and 100 000 random and mutated packets that must each be passed untouched,
+//! answered with a well-formed reply, or slipped or dropped by the rate limit.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,9 +10,10 @@ use hickory_proto::{
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use spillway::dataplane::{LoadOptions, program};
+use spillway_common::stats::XdpOutcome;
 use spillway_tests::{
     dnswire::*,
-    fixture::{self, XDP_PASS, XDP_TX},
+    fixture::{self, XDP_DROP, XDP_PASS, XDP_TX},
     frame::{Transport, checked_dns_payload, query_frame},
     require_privileges,
 };
@@ -137,20 +138,37 @@ fn fraction_window_and_origin_algorithms() {
     }
 }
 
-/// Every outcome is XDP_PASS with the frame untouched, or XDP_TX with a well-formed reply.
-fn check_outcome(dp: &spillway::dataplane::Dataplane, input: &[u8]) -> Result<u32, String> {
+/// What the program did with one packet.
+#[derive(PartialEq)]
+enum Outcome {
+    Passed,
+    Answered,
+    /// TC=1, no records: the rate limit's slip.
+    Slipped,
+    /// XDP_DROP: the rate limit's drop.
+    Dropped,
+}
+
+/// Every outcome is XDP_PASS with the frame untouched, XDP_TX with a well-formed reply (an
+/// answer, or a slip), or XDP_DROP (counted, and checked against the rate limit's counter).
+fn check_outcome(dp: &spillway::dataplane::Dataplane, input: &[u8]) -> Result<Outcome, String> {
     let (action, out) = fixture::run(dp, program::DNS, input);
     match action {
-        XDP_PASS if out == input => Ok(action),
+        XDP_PASS if out == input => Ok(Outcome::Passed),
         XDP_PASS => Err("passed but modified".into()),
         XDP_TX => {
             let dns = checked_dns_payload(&out)?;
             let m = Message::from_vec(&dns).map_err(|e| format!("reply does not parse: {e}"))?;
-            if m.metadata.message_type != MessageType::Response || m.answers.is_empty() {
+            if m.metadata.message_type != MessageType::Response {
                 return Err(format!("odd reply {m:?}"));
             }
-            Ok(action)
+            match (m.answers.is_empty(), m.metadata.truncation) {
+                (false, false) => Ok(Outcome::Answered),
+                (true, true) if m.queries.len() == 1 => Ok(Outcome::Slipped),
+                _ => Err(format!("odd reply {m:?}")),
+            }
         }
+        XDP_DROP => Ok(Outcome::Dropped),
         other => Err(format!("action {other}")),
     }
 }
@@ -158,7 +176,10 @@ fn check_outcome(dp: &spillway::dataplane::Dataplane, input: &[u8]) -> Result<u3
 #[test]
 fn random_and_mutated_packets() {
     require_privileges!();
-    let (dp, _) = fixture::load(&fixture::config_text(), LoadOptions::default());
+    // The rate limit on, with no exemption, so that the flood of answers for the same few
+    // names also takes the drop and slip paths.
+    let config = format!("{}\n[rrl]\nrate = 100\nwindow_s = 1\nslip = 2\n", fixture::config_text());
+    let (dp, _) = fixture::load(&config, LoadOptions::default());
     let seed: u64 = std::env::var("SPILLWAY_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("seed {seed} (SPILLWAY_FUZZ_SEED to replay)");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -177,7 +198,7 @@ fn random_and_mutated_packets() {
 
     // `cargo xtask fuzz` sends a million (SPILLWAY_XDP_FUZZ_PACKETS).
     let total: u64 = std::env::var("SPILLWAY_XDP_FUZZ_PACKETS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let mut tx = 0;
+    let (mut tx, mut slipped, mut dropped) = (0u64, 0u64, 0u64);
     let mut failures = Vec::new();
     for i in 0..total {
         let input: Vec<u8> = if i % 4 == 0 {
@@ -210,8 +231,10 @@ fn random_and_mutated_packets() {
             f
         };
         match check_outcome(&dp, &input) {
-            Ok(XDP_TX) => tx += 1,
-            Ok(_) => {}
+            Ok(Outcome::Answered) => tx += 1,
+            Ok(Outcome::Slipped) => slipped += 1,
+            Ok(Outcome::Dropped) => dropped += 1,
+            Ok(Outcome::Passed) => {}
             Err(e) => failures.push(format!("{e}: {}", input.iter().map(|b| format!("{b:02x}")).collect::<String>())),
         }
     }
@@ -224,5 +247,9 @@ fn random_and_mutated_packets() {
     // Mutations that leave a query valid (e.g. a changed ID, with a matching checksum by
     // chance, or the unmutated seeds above) must still be answered: the fuzz reaches the
     // answering path.
-    eprintln!("{tx} of {total} answered");
+    eprintln!("{tx} of {total} answered, {slipped} slipped, {dropped} dropped by the rate limit");
+    let outcomes = dp.xdp_stats().expect("XDP counters");
+    assert_eq!(outcomes[XdpOutcome::RrlDropped as usize], dropped, "every drop is the rate limit's");
+    assert_eq!(outcomes[XdpOutcome::RrlSlipped as usize], slipped);
+    assert!(tx > 0 && slipped > 0 && dropped > 0, "the fuzz reached the answer, slip and drop paths");
 }

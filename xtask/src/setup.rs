@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 const APT_PACKAGES: &[&str] =
     &["llvm-22-dev", "iproute2", "dnsutils", "knot-dnsutils", "knot", "bpftool", "fonts-dejavu-core"];
 /// What only `cargo xtask bench` needs: the load generator and a second reference server.
-pub const BENCH_PACKAGES: &[&str] = &["dnsperf", "nsd"];
+pub const BENCH_PACKAGES: &[&str] = &["dnsperf", "nsd", "ethtool"];
 /// bpf-linker must link the LLVM that matches nightly's (22).
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

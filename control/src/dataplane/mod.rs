@@ -5,6 +5,7 @@
 //! daemon stops or dies, so the program keeps answering from the last state, and the next
 //! daemon takes them over and swaps its program in with `bpf_link_update` (no gap).
 
+pub mod guard;
 pub mod pins;
 pub mod records;
 pub mod test_run;
@@ -16,7 +17,10 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{
+        Array, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues,
+        lpm_trie::{Key as LpmKey, LpmTrie},
+    },
     programs::{
         Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -25,9 +29,11 @@ use aya::{
 };
 use spillway_common::{
     maps::{
-        CUSTOMER_STATS_MAP, CUSTOMERS_MAP, CustomerCounters, CustomerRecord, NAMES_MAP, NameKey, NameValue,
-        PROXIES_MAP, ProxySet, XDP_STATS_MAP,
+        CUSTOMER_STATS_MAP, CUSTOMERS_MAP, CustomerCounters, CustomerRecord, LOCAL_ADDRS_V4_MAP, LOCAL_ADDRS_V6_MAP,
+        NAMES_MAP, NameKey, NameValue, PROXIES_MAP, ProxySet, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP, RRL_EXEMPT_V6_MAP,
+        RRL_STATS_MAP, XDP_STATS_MAP,
     },
+    rrl::{RRL_ACTIONS, RrlParams},
     stats::XDP_OUTCOMES,
 };
 
@@ -79,6 +85,12 @@ pub struct Dataplane {
     proxies: HashMap<MapData, u32, ProxySet>,
     customer_stats: PerCpuArray<MapData, CustomerCounters>,
     xdp_stats: PerCpuArray<MapData, u64>,
+    local_v4: HashMap<MapData, [u8; 4], u8>,
+    local_v6: HashMap<MapData, [u8; 16], u8>,
+    rrl_config: Array<MapData, RrlParams>,
+    rrl_exempt_v4: LpmTrie<MapData, [u8; 4], u8>,
+    rrl_exempt_v6: LpmTrie<MapData, [u8; 16], u8>,
+    rrl_stats: PerCpuArray<MapData, u64>,
     pins: Option<Pinned>,
 }
 
@@ -150,7 +162,27 @@ impl Dataplane {
         let proxies = HashMap::try_from(take(PROXIES_MAP)?).map_err(map_err(PROXIES_MAP))?;
         let customer_stats = PerCpuArray::try_from(take(CUSTOMER_STATS_MAP)?).map_err(map_err(CUSTOMER_STATS_MAP))?;
         let xdp_stats = PerCpuArray::try_from(take(XDP_STATS_MAP)?).map_err(map_err(XDP_STATS_MAP))?;
-        Ok(Self { ebpf, names, customers, proxies, customer_stats, xdp_stats, pins })
+        let local_v4 = HashMap::try_from(take(LOCAL_ADDRS_V4_MAP)?).map_err(map_err(LOCAL_ADDRS_V4_MAP))?;
+        let local_v6 = HashMap::try_from(take(LOCAL_ADDRS_V6_MAP)?).map_err(map_err(LOCAL_ADDRS_V6_MAP))?;
+        let rrl_config = Array::try_from(take(RRL_CONFIG_MAP)?).map_err(map_err(RRL_CONFIG_MAP))?;
+        let rrl_exempt_v4 = LpmTrie::try_from(take(RRL_EXEMPT_V4_MAP)?).map_err(map_err(RRL_EXEMPT_V4_MAP))?;
+        let rrl_exempt_v6 = LpmTrie::try_from(take(RRL_EXEMPT_V6_MAP)?).map_err(map_err(RRL_EXEMPT_V6_MAP))?;
+        let rrl_stats = PerCpuArray::try_from(take(RRL_STATS_MAP)?).map_err(map_err(RRL_STATS_MAP))?;
+        Ok(Self {
+            ebpf,
+            names,
+            customers,
+            proxies,
+            customer_stats,
+            xdp_stats,
+            local_v4,
+            local_v6,
+            rrl_config,
+            rrl_exempt_v4,
+            rrl_exempt_v6,
+            rrl_stats,
+            pins,
+        })
     }
 
     /// How the pinned maps came to be (`None`: not pinned).
@@ -309,6 +341,39 @@ impl Dataplane {
         self.customer_stats.set(index, zeros, 0).map_err(map_err(CUSTOMER_STATS_MAP))
     }
 
+    /// Make `addrs` the destination addresses the program answers for (others are passed).
+    /// New ones first, then the stale ones go: a reader never finds an address missing that
+    /// stays.
+    pub fn set_local_addrs(&mut self, addrs: &[std::net::IpAddr]) -> Result<()> {
+        use std::net::IpAddr;
+        let v4: Vec<[u8; 4]> =
+            addrs.iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(a.octets()) } else { None }).collect();
+        let v6: Vec<[u8; 16]> =
+            addrs.iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(a.octets()) } else { None }).collect();
+        replace_set(&mut self.local_v4, &v4, LOCAL_ADDRS_V4_MAP)?;
+        replace_set(&mut self.local_v6, &v6, LOCAL_ADDRS_V6_MAP)
+    }
+
+    /// The rate limit's parameters and exempt prefixes (stale prefixes removed after).
+    pub fn set_rrl(&mut self, params: &RrlParams, exempt: &[ipnet::IpNet]) -> Result<()> {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for net in exempt {
+            match net {
+                ipnet::IpNet::V4(n) => v4.push((u32::from(n.prefix_len()), n.network().octets())),
+                ipnet::IpNet::V6(n) => v6.push((u32::from(n.prefix_len()), n.network().octets())),
+            }
+        }
+        replace_prefixes(&mut self.rrl_exempt_v4, &v4, RRL_EXEMPT_V4_MAP)?;
+        replace_prefixes(&mut self.rrl_exempt_v6, &v6, RRL_EXEMPT_V6_MAP)?;
+        self.rrl_config.set(0, params, 0).map_err(map_err(RRL_CONFIG_MAP))
+    }
+
+    /// Per-action counts of the program's rate limit, indexed by `RrlAction`.
+    pub fn rrl_stats(&self) -> Result<[u64; RRL_ACTIONS as usize]> {
+        sum_counters(&self.rrl_stats, RRL_STATS_MAP)
+    }
+
     /// Per-outcome packet counts, summed over CPUs, indexed by `XdpOutcome`.
     pub fn xdp_stats(&self) -> Result<[u64; XDP_OUTCOMES as usize]> {
         sum_xdp_stats(&self.xdp_stats)
@@ -327,6 +392,8 @@ impl Dataplane {
             Ok(aya::maps::Map::PerCpuArray(MapData::from_id(id).map_err(map_err(name))?))
         };
         Ok(StatsReader {
+            rrl_stats: PerCpuArray::try_from(open(self.rrl_stats.map(), RRL_STATS_MAP)?)
+                .map_err(map_err(RRL_STATS_MAP))?,
             customer_stats: PerCpuArray::try_from(open(self.customer_stats.map(), CUSTOMER_STATS_MAP)?)
                 .map_err(map_err(CUSTOMER_STATS_MAP))?,
             xdp_stats: PerCpuArray::try_from(open(self.xdp_stats.map(), XDP_STATS_MAP)?)
@@ -339,11 +406,16 @@ impl Dataplane {
 pub struct StatsReader {
     customer_stats: PerCpuArray<MapData, CustomerCounters>,
     xdp_stats: PerCpuArray<MapData, u64>,
+    rrl_stats: PerCpuArray<MapData, u64>,
 }
 
 impl StatsReader {
     pub fn xdp_stats(&self) -> Result<[u64; XDP_OUTCOMES as usize]> {
         sum_xdp_stats(&self.xdp_stats)
+    }
+
+    pub fn rrl_stats(&self) -> Result<[u64; RRL_ACTIONS as usize]> {
+        sum_counters(&self.rrl_stats, RRL_STATS_MAP)
     }
 
     pub fn customer_answers(&self, index: u32) -> Result<[u64; 3]> {
@@ -352,12 +424,46 @@ impl StatsReader {
 }
 
 fn sum_xdp_stats(map: &PerCpuArray<MapData, u64>) -> Result<[u64; XDP_OUTCOMES as usize]> {
-    let mut out = [0u64; XDP_OUTCOMES as usize];
+    sum_counters(map, XDP_STATS_MAP)
+}
+
+/// A per-CPU counter array's counters, each summed over CPUs.
+fn sum_counters<const N: usize>(map: &PerCpuArray<MapData, u64>, name: &str) -> Result<[u64; N]> {
+    let mut out = [0u64; N];
     for (i, slot) in out.iter_mut().enumerate() {
-        let per_cpu = map.get(&(i as u32), 0).map_err(map_err(XDP_STATS_MAP))?;
+        let per_cpu = map.get(&(i as u32), 0).map_err(map_err(name))?;
         *slot = per_cpu.iter().sum();
     }
     Ok(out)
+}
+
+/// Make a set map hold exactly `want` (value 1): inserts first, then removals.
+fn replace_set<const N: usize>(map: &mut HashMap<MapData, [u8; N], u8>, want: &[[u8; N]], name: &str) -> Result<()> {
+    for k in want {
+        map.insert(k, 1, 0).map_err(map_err(name))?;
+    }
+    let stale: Vec<[u8; N]> = map.keys().filter_map(|k| k.ok()).filter(|k| !want.contains(k)).collect();
+    for k in stale {
+        map.remove(&k).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// Make an LPM trie hold exactly the prefixes `want` (length, network), value 1.
+fn replace_prefixes<const N: usize>(
+    map: &mut LpmTrie<MapData, [u8; N], u8>,
+    want: &[(u32, [u8; N])],
+    name: &str,
+) -> Result<()> {
+    for (len, net) in want {
+        map.insert(&LpmKey::new(*len, *net), 1, 0).map_err(map_err(name))?;
+    }
+    let stale: Vec<(u32, [u8; N])> =
+        map.keys().filter_map(|k| k.ok()).map(|k| (k.prefix_len(), k.data())).filter(|k| !want.contains(k)).collect();
+    for (len, net) in stale {
+        map.remove(&LpmKey::new(len, net)).map_err(map_err(name))?;
+    }
+    Ok(())
 }
 
 fn sum_customer_answers(map: &PerCpuArray<MapData, CustomerCounters>, index: u32) -> Result<[u64; 3]> {

@@ -3,6 +3,7 @@
 //! TCP.
 
 pub mod authority;
+pub mod rrl;
 pub mod server;
 pub mod snapshot;
 pub mod tcp;

@@ -7,6 +7,8 @@ use tokio::{
     sync::watch,
 };
 
+use spillway_common::rrl::RrlAction;
+
 use super::{Authority, Transport, snapshot::Published};
 use crate::{
     api::AppState,
@@ -143,14 +145,26 @@ pub struct DnsContext {
     pub authority: Authority,
     pub zone: Published,
     pub state: Arc<AppState>,
+    /// The response rate limit of UDP replies (`[rrl]`).
+    pub rrl: super::rrl::Limiter,
 }
 
 pub(super) fn answer(cx: &DnsContext, request: &[u8], peer: SocketAddr, t: Transport) -> Option<Vec<u8>> {
-    let reply = cx.authority.answer(&cx.zone.load(), request, peer.ip(), t);
-    if reply.is_some() {
-        cx.state.metrics.count_userspace_answer();
+    let reply = cx.authority.answer(&cx.zone.load(), request, peer.ip(), t)?;
+    if t == Transport::Udp && cx.rrl.enabled() {
+        let action = cx.rrl.check(peer.ip(), &reply);
+        cx.state.metrics.count_rrl(action);
+        match action {
+            RrlAction::Send | RrlAction::Exempt => {}
+            RrlAction::Drop => return None,
+            RrlAction::Slip => {
+                cx.state.metrics.count_userspace_answer();
+                return super::rrl::slip(&reply);
+            }
+        }
     }
-    reply
+    cx.state.metrics.count_userspace_answer();
+    Some(reply)
 }
 
 async fn serve_udp(socket: UdpSocket, cx: Arc<DnsContext>, mut phase: watch::Receiver<Phase>) {

@@ -11,6 +11,7 @@
 use std::{
     net::UdpSocket,
     path::Path,
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -49,6 +50,8 @@ listen = "{SERVER_ADDR4}:8053"
 token = "bench"
 [store]
 path = "@DIR@/spillway.db"
+[rrl]
+enabled = false
 [[proxy]]
 name = "edge-1"
 addresses = ["{PROXY4}", "{PROXY6}"]
@@ -266,6 +269,8 @@ fn probe(stop: Arc<AtomicBool>) -> Latency {
     // dnsperf does: on the market's CPU its own wake-ups would be what it measures.
     if reserve_dns_cpu() {
         pin_to(DNS_CPU);
+    } else if !market_load_mode() {
+        pin_to(GENERATOR_CPU);
     }
     let sock = UdpSocket::bind("0.0.0.0:0").expect("probe socket");
     sock.connect((SERVER_ADDR4, 53)).expect("probe connect");
@@ -360,6 +365,8 @@ fn dnsperf(topo: &Topology, file: &Path, max_qps: Option<f64>) -> Run {
         s.spawn(|| {
             if reserve_dns_cpu() {
                 pin_to(DNS_CPU);
+            } else if !market_load_mode() {
+                pin_to(GENERATOR_CPU);
             }
             topo.client.exec(&argv)
         })
@@ -447,7 +454,11 @@ fn measure(topo: &Topology, file: &Path, name: &str, pid: u32) -> Value {
 /// it there: it is detached afterwards.
 fn kxdpgun(topo: &Topology, file: &Path, qps: u64) -> (f64, f64) {
     let (secs, rate) = (RUN_S.to_string(), qps.to_string());
+    let cpu = GENERATOR_CPU.to_string();
     let out = topo.client.exec(&[
+        "taskset",
+        "-c",
+        &cpu,
         "kxdpgun",
         "-t",
         &secs,
@@ -533,6 +544,129 @@ impl Drop for BpfStats {
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
+/// The end-to-end placement on this host's two CPUs: the server (its process, and its veth's
+/// NAPI as a kernel thread, see [`ThreadedNapi`]) on one, the generator (dnsperf or kxdpgun,
+/// and the probe) on the other, so that the server's cost is not paid in the generator's
+/// softirq and each side's CPU shows in the per-CPU figures.
+const SERVER_CPU: usize = 0;
+const GENERATOR_CPU: usize = 1;
+
+fn market_load_mode() -> bool {
+    std::env::args().any(|a| a == "--market-load")
+}
+
+/// The server veth's NAPI as kernel threads (`napi/IF-N`: `ethtool -K IF gro on`, then
+/// `threaded` = 1), pinned to SERVER_CPU. Without it the veth's receive work, and with it the
+/// XDP program, runs in the softirq of the generator that sent the frame, on the generator's
+/// CPU. Switched back off on drop.
+struct ThreadedNapi<'a> {
+    topo: &'a Topology,
+    pids: Vec<u32>,
+}
+
+impl<'a> ThreadedNapi<'a> {
+    fn start(topo: &'a Topology) -> Result<Self, String> {
+        let iface = &topo.server_if;
+        let gro = topo.server.exec(&["ethtool", "-K", iface, "gro", "on"]);
+        if !gro.status.success() {
+            return Err(format!("ethtool -K {iface} gro on: {}", String::from_utf8_lossy(&gro.stderr)));
+        }
+        topo.server.exec_ok(&["sh", "-c", &format!("echo 1 > /sys/class/net/{iface}/threaded")]);
+        let prefix = format!("napi/{iface}-");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let pids = loop {
+            let pids = kernel_threads(&prefix);
+            if !pids.is_empty() || Instant::now() > deadline {
+                break pids;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if pids.is_empty() {
+            return Err(format!("no {prefix}* thread after `threaded` = 1"));
+        }
+        for pid in &pids {
+            let out = Command::new("taskset").args(["-pc", &SERVER_CPU.to_string(), &pid.to_string()]).output();
+            if !out.is_ok_and(|o| o.status.success()) {
+                return Err(format!("taskset -pc {SERVER_CPU} {pid} failed"));
+            }
+        }
+        Ok(Self { topo, pids })
+    }
+
+    /// Each NAPI thread's CPU time so far (s) and the CPU it last ran on.
+    fn threads(&self) -> Vec<(u32, f64, Option<u32>)> {
+        self.pids.iter().map(|&p| (p, thread_cpu_time(p), last_cpu(p))).collect()
+    }
+}
+
+impl Drop for ThreadedNapi<'_> {
+    fn drop(&mut self) {
+        let iface = &self.topo.server_if;
+        let _ = self.topo.server.exec(&["sh", "-c", &format!("echo 0 > /sys/class/net/{iface}/threaded")]);
+    }
+}
+
+/// Kernel threads whose name starts with `prefix`.
+fn kernel_threads(prefix: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(prefix)))
+        .collect()
+}
+
+/// Fields of /proc/PID/stat after the command name.
+fn stat_fields(pid: u32) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    text.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+/// utime + stime of a thread, in seconds.
+fn thread_cpu_time(pid: u32) -> f64 {
+    let f = stat_fields(pid);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// The CPU a thread last ran on (field 39 of /proc/PID/stat).
+fn last_cpu(pid: u32) -> Option<u32> {
+    stat_fields(pid).get(36).and_then(|v| v.parse().ok())
+}
+
+/// Keep every thread of `pid` on `cpu`.
+fn pin_process(pid: u32, cpu: usize) -> Result<(), String> {
+    let out = Command::new("taskset").args(["-a", "-pc", &cpu.to_string(), &pid.to_string()]).output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!("taskset -a -pc {cpu} {pid}: {}", String::from_utf8_lossy(&o.stderr))),
+        Err(e) => Err(format!("taskset: {e}")),
+    }
+}
+
+/// Measure one server under both generators with the placement above, and record it in each
+/// entry: the CPUs, and the NAPI threads' CPU time and CPU over the runs.
+fn placed(topo: &Topology, pid: u32, measure: impl FnOnce() -> Vec<Value>) -> Result<Vec<Value>, String> {
+    pin_process(pid, SERVER_CPU)?;
+    let napi = ThreadedNapi::start(topo)?;
+    let before = napi.threads();
+    let mut entries = measure();
+    let after = napi.threads();
+    let threads: Vec<Value> =
+        before.iter().zip(&after).map(|(b, a)| json!({"pid": a.0, "cpu_s": a.1 - b.1, "last_cpu": a.2})).collect();
+    for e in &mut entries {
+        e["placement"] = json!({
+            "server_cpu": SERVER_CPU, "generator_cpu": GENERATOR_CPU,
+            "threaded_napi": true, "napi_threads_over_both_generators": threads,
+        });
+    }
+    println!(
+        "  placement: server and NAPI on CPU {SERVER_CPU}, generator on CPU {GENERATOR_CPU}; NAPI threads {threads:?}"
+    );
+    Ok(entries)
+}
+
 fn run_all() -> Result<Vec<Value>, String> {
     let _stats = BpfStats::enable();
     let topo = Topology::new();
@@ -543,10 +677,13 @@ fn run_all() -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     for (name, xdp) in [("spillway-xdp", true), ("spillway-userspace", false)] {
         let mut d = Daemon::start(&topo, &spillway_config(xdp.then_some(topo.server_if.as_str())))?;
-        out.push(measure(&topo, &file, name, d.proc.pid()));
-        // kxdpgun brings its own program for the client's veth.
-        d.peer.take();
-        out.push(measure_kxdpgun(&topo, &file, name, Some(d.proc.pid())));
+        let pid = d.proc.pid();
+        out.extend(placed(&topo, pid, || {
+            let first = measure(&topo, &file, name, pid);
+            // kxdpgun brings its own program for the client's veth.
+            d.peer.take();
+            vec![first, measure_kxdpgun(&topo, &file, name, Some(pid))]
+        })?);
     }
     type Start = fn(&Topology, &Path, &str, &str, Option<&str>) -> Result<Proc, String>;
     let servers: [(&str, Start, bool); 3] = [
@@ -566,9 +703,12 @@ fn run_all() -> Result<Vec<Value>, String> {
             }
             Err(e) => return Err(e),
         };
-        out.push(measure(&topo, &file, name, proc.pid()));
-        drop(peer);
-        out.push(measure_kxdpgun(&topo, &file, name, Some(proc.pid())));
+        let pid = proc.pid();
+        out.extend(placed(&topo, pid, || {
+            let first = measure(&topo, &file, name, pid);
+            drop(peer);
+            vec![first, measure_kxdpgun(&topo, &file, name, Some(pid))]
+        })?);
         drop(proc);
         // Knot in XDP mode leaves its program on the server's veth.
         let _ = topo.server.exec(&["ip", "link", "set", "dev", &topo.server_if, "xdp", "off"]);
@@ -851,7 +991,7 @@ fn main() {
         std::fs::write(&out, serde_json::to_string_pretty(&doc).expect("json")).expect("write results");
         return;
     }
-    for tool in ["dnsperf", "kxdpgun", "knotd", "nsd"] {
+    for tool in ["dnsperf", "kxdpgun", "knotd", "nsd", "ethtool", "taskset"] {
         if std::process::Command::new("which").arg(tool).output().map(|o| !o.status.success()).unwrap_or(true) {
             eprintln!("dns-bench: {tool} is missing (cargo xtask bench installs it)");
             std::process::exit(1);

@@ -27,6 +27,8 @@ listen = "127.0.0.1:0"
 token = "bench"
 [store]
 path = "/nonexistent.db"
+[rrl]
+enabled = false
 [[proxy]]
 name = "edge-1"
 addresses = ["198.51.100.10", "2001:db8:100::10"]
