@@ -77,6 +77,9 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
         tokio::spawn(market_scheduler(state.clone(), phase.clone()));
         tokio::spawn(controller_loop(state.clone(), phase.clone()));
     }
+    if !config.server.xdp_interfaces.is_empty() && config.server.xdp_addresses.is_empty() {
+        tokio::spawn(follow_host_addresses(state.clone(), config.clone(), phase.clone()));
+    }
     for p in config.proxies() {
         if let Some(url) = &p.metrics_url {
             tokio::spawn(scrape_loop(state.clone(), p.name.clone(), url.clone(), phase.clone()));
@@ -355,6 +358,39 @@ async fn controller_loop(state: Arc<AppState>, phase: watch::Receiver<Phase>) {
                 }
             })
             .await;
+    }
+}
+
+/// How often the host's addresses are read again (without `server.xdp_addresses`).
+const HOST_ADDRESSES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keep the XDP program's address set equal to the host's: an address added after the start
+/// is answered in XDP within [`HOST_ADDRESSES_EVERY`] (until then its queries go to the
+/// kernel, and so to the userspace server), one removed is no longer answered.
+async fn follow_host_addresses(state: Arc<AppState>, config: Config, phase: watch::Receiver<Phase>) {
+    let mut last = crate::dataplane::guard::local_addresses(&config).ok();
+    loop {
+        tokio::time::sleep(HOST_ADDRESSES_EVERY).await;
+        let addrs = match crate::dataplane::guard::local_addresses(&config) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        };
+        if last.as_ref() == Some(&addrs) || !running(&phase) {
+            continue;
+        }
+        let set = addrs.clone();
+        let done = state.with_engine(move |engine| engine.dataplane.as_mut().map(|dp| dp.set_local_addrs(&set))).await;
+        match done {
+            Some(Ok(())) => {
+                tracing::info!(?addrs, "the host's addresses changed: XDP answers queries to these");
+                last = Some(addrs);
+            }
+            Some(Err(e)) => tracing::error!("updating the XDP address set: {e}"),
+            None => return,
+        }
     }
 }
 

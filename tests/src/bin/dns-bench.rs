@@ -269,7 +269,7 @@ fn probe(stop: Arc<AtomicBool>) -> Latency {
     // dnsperf does: on the market's CPU its own wake-ups would be what it measures.
     if reserve_dns_cpu() {
         pin_to(DNS_CPU);
-    } else if !market_load_mode() {
+    } else if threaded_napi_mode() {
         pin_to(GENERATOR_CPU);
     }
     let sock = UdpSocket::bind("0.0.0.0:0").expect("probe socket");
@@ -365,7 +365,7 @@ fn dnsperf(topo: &Topology, file: &Path, max_qps: Option<f64>) -> Run {
         s.spawn(|| {
             if reserve_dns_cpu() {
                 pin_to(DNS_CPU);
-            } else if !market_load_mode() {
+            } else if threaded_napi_mode() {
                 pin_to(GENERATOR_CPU);
             }
             topo.client.exec(&argv)
@@ -454,11 +454,7 @@ fn measure(topo: &Topology, file: &Path, name: &str, pid: u32) -> Value {
 /// it there: it is detached afterwards.
 fn kxdpgun(topo: &Topology, file: &Path, qps: u64) -> (f64, f64) {
     let (secs, rate) = (RUN_S.to_string(), qps.to_string());
-    let cpu = GENERATOR_CPU.to_string();
     let out = topo.client.exec(&[
-        "taskset",
-        "-c",
-        &cpu,
         "kxdpgun",
         "-t",
         &secs,
@@ -544,16 +540,16 @@ impl Drop for BpfStats {
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
-/// The end-to-end placement on this host's two CPUs: the server (its process, and its veth's
-/// NAPI as a kernel thread, see [`ThreadedNapi`]) on one, the generator (dnsperf or kxdpgun,
-/// and the probe) on the other, so that the server's cost is not paid in the generator's
-/// softirq and each side's CPU shows in the per-CPU figures.
+/// `--threaded-napi`: the end-to-end runs with the server (its process, and its veth's NAPI as
+/// a kernel thread, see [`ThreadedNapi`]) on one CPU and the generator (dnsperf or kxdpgun,
+/// and the probe) on the other, so that the server's XDP work is not paid in the generator's
+/// softirq. Without it, only kxdpgun is pinned (`-F 1`) and the rest runs where the scheduler
+/// puts it.
+fn threaded_napi_mode() -> bool {
+    std::env::args().any(|a| a == "--threaded-napi")
+}
 const SERVER_CPU: usize = 0;
 const GENERATOR_CPU: usize = 1;
-
-fn market_load_mode() -> bool {
-    std::env::args().any(|a| a == "--market-load")
-}
 
 /// The server veth's NAPI as kernel threads (`napi/IF-N`: `ethtool -K IF gro on`, then
 /// `threaded` = 1), pinned to SERVER_CPU. Without it the veth's receive work, and with it the
@@ -648,6 +644,13 @@ fn pin_process(pid: u32, cpu: usize) -> Result<(), String> {
 /// Measure one server under both generators with the placement above, and record it in each
 /// entry: the CPUs, and the NAPI threads' CPU time and CPU over the runs.
 fn placed(topo: &Topology, pid: u32, measure: impl FnOnce() -> Vec<Value>) -> Result<Vec<Value>, String> {
+    if !threaded_napi_mode() {
+        let mut entries = measure();
+        for e in &mut entries {
+            e["placement"] = json!({"generator_cpu": "kxdpgun -F 1, dnsperf unpinned", "threaded_napi": false});
+        }
+        return Ok(entries);
+    }
     pin_process(pid, SERVER_CPU)?;
     let napi = ThreadedNapi::start(topo)?;
     let before = napi.threads();
@@ -991,7 +994,7 @@ fn main() {
         std::fs::write(&out, serde_json::to_string_pretty(&doc).expect("json")).expect("write results");
         return;
     }
-    for tool in ["dnsperf", "kxdpgun", "knotd", "nsd", "ethtool", "taskset"] {
+    for tool in ["dnsperf", "kxdpgun", "knotd", "nsd", "ethtool"] {
         if std::process::Command::new("which").arg(tool).output().map(|o| !o.status.success()).unwrap_or(true) {
             eprintln!("dns-bench: {tool} is missing (cargo xtask bench installs it)");
             std::process::exit(1);

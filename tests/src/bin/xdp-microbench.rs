@@ -16,6 +16,7 @@ use spillway::dataplane::{
     records::key_of,
     test_run::{TestRunOptions, test_run},
 };
+use spillway_common::rrl::RrlParams;
 use spillway_tests::{dnswire::*, fixture};
 
 const CONFIG: &str = r#"
@@ -150,6 +151,22 @@ fn main() {
             }));
         }
     }
+    // The rate limit's own cost, with 1 000 000 names: on, at a rate the runs never reach, so
+    // every answer reads the clock and looks up and updates its bucket.
+    let never = RrlParams { rate: i32::MAX as u32, window_s: 1, slip: 2, _pad: 0 };
+    dp.set_rrl(&never, &[]).expect("rate limit on");
+    for case in &CASES[..2] {
+        let frame = symmetric_frame(case);
+        let floor = measure(&dp, program::TX_FLOOR, &frame, fixture::XDP_TX);
+        let program = measure(&dp, program::DNS, &frame, case.action);
+        let label = format!("{}, rate limit on", case.label);
+        println!("{loaded:>9}  {label:<22} {program:>6.0} ns {floor:>10.0} ns {:>6.2}x", program / floor);
+        results.push(json!({
+            "names": loaded, "query": label, "program_ns": program, "floor_ns": floor,
+            "ratio": program / floor, "repeat": REPEAT, "rounds": ROUNDS, "statistic": "median", "rrl": true,
+        }));
+    }
+    dp.set_rrl(&RrlParams::OFF, &[]).expect("rate limit off");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
     let out = dir.join("results.json");
