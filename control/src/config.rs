@@ -791,6 +791,7 @@ impl LineIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spillway_common::rrl::RrlParams;
 
     pub const EXAMPLE: &str = r#"
 [server]
@@ -862,6 +863,39 @@ ttl = 30
         assert!(e.contains("server.dns_cpus[1]: CPU 0 is listed twice"), "{e}");
         assert!(e.contains("server.background_cpus[0]: CPU 100000 does not exist"), "{e}");
         assert!(Config::parse(EXAMPLE, "x.toml").unwrap().server.dns_cpus.is_empty(), "any CPU by default");
+    }
+
+    #[test]
+    fn rate_limit_and_xdp_addresses_are_checked() {
+        let c = Config::parse(EXAMPLE, "x.toml").unwrap();
+        assert_eq!(c.rrl.params(), RrlParams { rate: 200, window_s: 15, slip: 2, _pad: 0 }, "on by default");
+        assert_eq!(c.rrl.exempt_nets().len(), 2, "localhost, both families");
+        let off = Config::parse(&format!("{EXAMPLE}\n[rrl]\nenabled = false\n"), "x.toml").unwrap();
+        assert_eq!(off.rrl.params().rate, 0, "off: rate 0 for both paths");
+        let bad = format!(
+            "{}\n[rrl]\nrate = 0\nwindow_s = 0\nslip = 11\nexempt = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"nope\"]\n",
+            EXAMPLE.replacen(
+                "[server]",
+                "[server]\nxdp_addresses = [\"192.0.2.1\", \"192.0.2.1\", \"0.0.0.0\", \"ff02::1\"]",
+                1
+            )
+        );
+        let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+        for want in [
+            "rrl.rate: 0 is outside 1..=1000000",
+            "rrl.window_s: 0 is outside 1..=3600",
+            "rrl.slip: 11 is outside 0..=10",
+            "rrl.exempt[1]: \"10.0.0.0/33\" is not a prefix",
+            "rrl.exempt[2]: \"nope\" is not a prefix",
+            "server.xdp_addresses[1]: 192.0.2.1 is listed twice",
+            "server.xdp_addresses[2]: 0.0.0.0 is not a unicast address",
+            "server.xdp_addresses[3]: ff02::1 is not a unicast address",
+        ] {
+            assert!(e.contains(want), "{want:?} not in:\n{e}");
+        }
+        assert!(!e.contains("rrl.exempt[0]"), "{e}");
+        let unknown = Config::parse(&format!("{EXAMPLE}\n[rrl]\nburst = 5\n"), "x.toml");
+        assert!(unknown.is_err(), "unknown keys are errors");
     }
 
     #[test]
