@@ -108,9 +108,4 @@ impl XdpOutcome {
     pub const fn is_answer(self) -> bool {
         (self as u32) <= Self::AnsweredCname as u32
     }
-
-    /// Passed on to the kernel (and so to userspace) untouched.
-    pub const fn is_pass(self) -> bool {
-        !self.is_answer() && !matches!(self, Self::RrlDropped | Self::RrlSlipped)
-    }
 }

@@ -81,51 +81,47 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
     let origin_len = if v6 { rec.origin_v6_len } else { rec.origin_v4_len };
     let rand = unsafe { bpf_get_prandom_u32() };
     let target = choose_target(rec, rand, proxy_len, origin_len).ok_or(XdpOutcome::PassNoData)?;
-    let slip = match rrl::limit(ctx, q) {
-        RrlAction::Send | RrlAction::Exempt => false,
+    match rrl::limit(ctx, q) {
+        RrlAction::Send | RrlAction::Exempt => {}
         RrlAction::Drop => return Ok(XdpOutcome::RrlDropped),
-        RrlAction::Slip => true,
-    };
+        RrlAction::Slip => {
+            // `write_reply` is a subprogram: a second call site is a call, not a copy.
+            write_reply(ctx, q, rec, proxies, &Answer::Slip)?;
+            return Ok(XdpOutcome::RrlSlipped);
+        }
+    }
     let counters = CUSTOMER_STATS.get_ptr_mut(customer);
 
-    // One write_reply call for both (it is inlined: two calls would be two copies).
-    let answer = if slip {
-        Answer::Slip
-    } else {
-        match target {
-            Target::Proxy => {
-                let (start, count) = proxy_window(proxy_len, unsafe { bpf_get_prandom_u32() });
-                Answer::Proxies { start, count }
+    let answer = match target {
+        Target::Proxy => {
+            let (start, count) = proxy_window(proxy_len, unsafe { bpf_get_prandom_u32() });
+            Answer::Proxies { start, count }
+        }
+        Target::Cname => Answer::Cname,
+        Target::Origin => {
+            let rr_cursor = match counters {
+                Some(c) => unsafe {
+                    let cursor = (*c).rr_cursor;
+                    (*c).rr_cursor = cursor.wrapping_add(1);
+                    cursor
+                },
+                None => 0,
+            };
+            let draw = OriginDraw { rr_cursor, rand: unsafe { bpf_get_prandom_u32() }, client_key: q.client_key };
+            let mut addr = [0u8; 16];
+            if v6 {
+                let cum = &rec.origin_v6_cum_weight;
+                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v6(&rec.origin_v6[i & 7]));
+                addr = rec.origin_v6[i & 7];
+            } else {
+                let cum = &rec.origin_v4_cum_weight;
+                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v4(&rec.origin_v4[i & 7]));
+                addr[..4].copy_from_slice(&rec.origin_v4[i & 7]);
             }
-            Target::Cname => Answer::Cname,
-            Target::Origin => {
-                let rr_cursor = match counters {
-                    Some(c) => unsafe {
-                        let cursor = (*c).rr_cursor;
-                        (*c).rr_cursor = cursor.wrapping_add(1);
-                        cursor
-                    },
-                    None => 0,
-                };
-                let draw = OriginDraw { rr_cursor, rand: unsafe { bpf_get_prandom_u32() }, client_key: q.client_key };
-                let mut addr = [0u8; 16];
-                if v6 {
-                    let cum = &rec.origin_v6_cum_weight;
-                    let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v6(&rec.origin_v6[i & 7]));
-                    addr = rec.origin_v6[i & 7];
-                } else {
-                    let cum = &rec.origin_v4_cum_weight;
-                    let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v4(&rec.origin_v4[i & 7]));
-                    addr[..4].copy_from_slice(&rec.origin_v4[i & 7]);
-                }
-                Answer::Origin { addr }
-            }
+            Answer::Origin { addr }
         }
     };
     write_reply(ctx, q, rec, proxies, &answer)?;
-    if slip {
-        return Ok(XdpOutcome::RrlSlipped);
-    }
     if let Some(c) = counters {
         unsafe { (*c).answers[target as usize & 3] += 1 };
     }

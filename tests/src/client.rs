@@ -26,6 +26,16 @@ pub fn dig(topo: &Topology, args: &[&str]) -> Vec<String> {
     short(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// One series' value in a `/metrics` text, e.g. `spillway_rrl_total{action="sent"}`; panics
+/// with the text when it is not there.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))
+}
+
 /// An API request that must succeed (200), parsed as JSON.
 pub fn api_ok(topo: &Topology, method: &'static str, path: &str, token: &str, body: Option<Value>) -> Value {
     let body = body.map(|b| b.to_string());

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 use spillway_tests::{
-    client::short,
+    client::{metric, short},
     daemon::{self, Daemon, api_url},
     netns::{SERVER_ADDR4, SERVER_ADDR6, Topology, spillway_bin},
     require_privileges,
@@ -78,14 +78,6 @@ fn kdig(topo: &Topology, args: &[&str]) -> Vec<String> {
     let mut argv = vec!["kdig", "+short", "+retry=0", "+timeout=2"];
     argv.extend_from_slice(args);
     query(topo, argv)
-}
-
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name_and_labels} not in /metrics:\n{text}"))
 }
 
 #[test]

@@ -14,8 +14,10 @@ use std::{
 };
 
 use spillway_tests::{
+    client,
     daemon::{self, Daemon},
     dnswire::{Query, TYPE_A},
+    fixture,
     netns::{CLIENT_ADDR4, SERVER_ADDR4, Topology},
     require_privileges,
 };
@@ -28,30 +30,12 @@ const FLOOD_PPS: u64 = 5_000;
 const USERSPACE_PPS: u64 = 1_500;
 
 fn config(server_if: &str) -> String {
-    format!(
+    let extra = format!(
         r#"
-[server]
-zones = ["cdn.example.net."]
-nameservers = ["ns1.cdn.example.net."]
-listen = ["{SERVER_ADDR4}:53"]
-xdp_interfaces = ["{server_if}"]
-
-[api]
-listen = "{SERVER_ADDR4}:8053"
-token = "t"
-
-[store]
-path = "@DIR@/spillway.db"
-
 [rrl]
 rate = {RATE}
 window_s = 2
 slip = 2
-
-[[proxy]]
-name = "edge-1"
-addresses = ["198.51.100.10"]
-capacity_rps = 20000
 
 [[customer]]
 id = "shop"
@@ -61,7 +45,8 @@ overflow = "origin"
 fraction = 1.0
 ttl = 30
 "#
-    )
+    );
+    fixture::daemon_config(&[&format!("{SERVER_ADDR4}:53")], Some(server_if), &extra)
 }
 
 #[derive(Debug, Default)]
@@ -156,12 +141,9 @@ fn bystander(stop: Arc<AtomicBool>) -> (u32, u32) {
     (asked, answered)
 }
 
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))
+/// A counter's value in a `/metrics` text.
+fn counter(text: &str, series: &str) -> u64 {
+    client::metric(text, series) as u64
 }
 
 #[test]
@@ -196,14 +178,14 @@ fn a_flood_from_one_subnet_gets_the_rate_and_slips() {
     assert!(t.received_bytes <= t.sent_bytes, "bytes back / bytes sent ≤ 1: {t:?}");
     assert!(asked >= 20 && answered == asked, "the other client within the rate: {answered} of {asked} answered");
 
-    let dropped = metric(&metrics, "spillway_rrl_total{action=\"dropped\"}");
-    let slipped = metric(&metrics, "spillway_rrl_total{action=\"slipped\"}");
-    let sent = metric(&metrics, "spillway_rrl_total{action=\"sent\"}");
+    let dropped = counter(&metrics, "spillway_rrl_total{action=\"dropped\"}");
+    let slipped = counter(&metrics, "spillway_rrl_total{action=\"slipped\"}");
+    let sent = counter(&metrics, "spillway_rrl_total{action=\"sent\"}");
     assert!(dropped.abs_diff(slipped) <= 2, "dropped {dropped}, slipped {slipped}");
     assert!(dropped + slipped >= limited * 9 / 10, "{dropped} + {slipped} limited of {limited}");
     assert!(sent >= t.answers + answered as u64, "sent {sent}");
     assert!(slipped >= t.slips, "every slip the flood saw was counted: {slipped} < {}", t.slips);
-    let xdp_slipped = metric(&metrics, "spillway_xdp_packets_total{outcome=\"rrl_slipped\"}");
+    let xdp_slipped = counter(&metrics, "spillway_xdp_packets_total{outcome=\"rrl_slipped\"}");
     assert_eq!(xdp_slipped, slipped, "the answers were XDP's, and so were the slips");
 
     // Names that do not exist go to the userspace server (NXDOMAIN), which limits them by the
@@ -216,6 +198,6 @@ fn a_flood_from_one_subnet_gets_the_rate_and_slips() {
     assert!(t.slips * 2 <= limited + 2 && t.slips * 2 >= limited * 9 / 10, "slip 2: {t:?}");
     assert!(t.received_bytes <= t.sent_bytes, "bytes back / bytes sent ≤ 1: {t:?}");
     let (_, after) = daemon::http(&topo, "GET", "/metrics", None, None);
-    let user_slipped = metric(&after, "spillway_rrl_total{action=\"slipped\"}") - slipped;
+    let user_slipped = counter(&after, "spillway_rrl_total{action=\"slipped\"}") - slipped;
     assert!(user_slipped >= t.slips, "userspace slips counted: {user_slipped} < {}", t.slips);
 }

@@ -6,32 +6,14 @@
 use std::time::{Duration, Instant};
 
 use spillway_tests::{
+    client,
     daemon::{self, Daemon},
+    fixture,
     netns::{SERVER_ADDR4, Topology},
     require_privileges,
 };
 
-fn config(server_if: &str, xdp_addresses: Option<&str>) -> String {
-    let addresses = xdp_addresses.map(|a| format!("xdp_addresses = [\"{a}\"]\n")).unwrap_or_default();
-    format!(
-        r#"
-[server]
-zones = ["cdn.example.net."]
-listen = []
-xdp_interfaces = ["{server_if}"]
-{addresses}
-[api]
-listen = "{SERVER_ADDR4}:8053"
-token = "t"
-
-[store]
-path = "@DIR@/spillway.db"
-
-[[proxy]]
-name = "edge-1"
-addresses = ["198.51.100.10"]
-capacity_rps = 20000
-
+const SHOP: &str = r#"
 [[customer]]
 id = "shop"
 names = ["shop.cdn.example.net."]
@@ -39,8 +21,14 @@ origin_addresses = ["203.0.113.10"]
 overflow = "origin"
 fraction = 1.0
 ttl = 30
-"#
-    )
+"#;
+
+fn config(server_if: &str, xdp_addresses: Option<&str>) -> String {
+    let c = fixture::daemon_config(&[], Some(server_if), SHOP);
+    match xdp_addresses {
+        Some(a) => c.replacen("[server]", &format!("[server]\nxdp_addresses = [\"{a}\"]"), 1),
+        None => c,
+    }
 }
 
 /// One A query to `server` with `dig`: the addresses answered (empty on a timeout or an ICMP
@@ -56,12 +44,11 @@ fn ask(topo: &Topology, server: &str) -> Vec<String> {
         .collect()
 }
 
-fn not_local(topo: &Topology) -> u64 {
-    let (_, text) = daemon::http(topo, "GET", "/metrics", None, None);
-    text.lines()
-        .find(|l| l.starts_with("spillway_xdp_packets_total{outcome=\"not_local\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no not_local counter:\n{text}"))
+fn not_local(topo: &Topology) -> f64 {
+    client::metric(
+        &daemon::http(topo, "GET", "/metrics", None, None).1,
+        "spillway_xdp_packets_total{outcome=\"not_local\"}",
+    )
 }
 
 #[test]

@@ -376,7 +376,7 @@ impl Dataplane {
 
     /// Per-outcome packet counts, summed over CPUs, indexed by `XdpOutcome`.
     pub fn xdp_stats(&self) -> Result<[u64; XDP_OUTCOMES as usize]> {
-        sum_xdp_stats(&self.xdp_stats)
+        sum_counters(&self.xdp_stats, XDP_STATS_MAP)
     }
 
     /// A customer's answer counts, summed over CPUs, indexed by `Target`.
@@ -411,7 +411,7 @@ pub struct StatsReader {
 
 impl StatsReader {
     pub fn xdp_stats(&self) -> Result<[u64; XDP_OUTCOMES as usize]> {
-        sum_xdp_stats(&self.xdp_stats)
+        sum_counters(&self.xdp_stats, XDP_STATS_MAP)
     }
 
     pub fn rrl_stats(&self) -> Result<[u64; RRL_ACTIONS as usize]> {
@@ -421,10 +421,6 @@ impl StatsReader {
     pub fn customer_answers(&self, index: u32) -> Result<[u64; 3]> {
         sum_customer_answers(&self.customer_stats, index)
     }
-}
-
-fn sum_xdp_stats(map: &PerCpuArray<MapData, u64>) -> Result<[u64; XDP_OUTCOMES as usize]> {
-    sum_counters(map, XDP_STATS_MAP)
 }
 
 /// A per-CPU counter array's counters, each summed over CPUs.
