@@ -12,5 +12,6 @@ pub mod decision;
 pub mod dns;
 pub mod maps;
 pub mod name;
+pub mod negative;
 pub mod rrl;
 pub mod stats;

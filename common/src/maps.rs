@@ -25,6 +25,12 @@ pub const RRL_EXEMPT_V4_MAP: &str = "RRL_EXEMPT_V4";
 pub const RRL_EXEMPT_V6_MAP: &str = "RRL_EXEMPT_V6";
 /// Per-CPU counters per [`crate::rrl::RrlAction`].
 pub const RRL_STATS_MAP: &str = "RRL_STATS";
+/// Zone apexes, an LPM trie: [`crate::negative::zone_key`] of the apex -> [`crate::negative::ZoneRecord`].
+pub const ZONES_MAP: &str = "ZONES";
+/// What all zones share: key 0 -> [`crate::negative::ZoneInfo`].
+pub const ZONE_INFO_MAP: &str = "ZONE_INFO";
+/// Names that exist without a customer's data: [`NameKey`] -> one of [`existing`].
+pub const EXISTING_MAP: &str = "EXISTING";
 
 /// Destination addresses the program answers for, per family.
 pub const MAX_LOCAL_ADDRS: u32 = 4096;
@@ -35,10 +41,10 @@ pub const MAX_RRL_BUCKETS: u32 = 1 << 18;
 /// without changing size (the name hash, a field's use): pinned maps of another version are
 /// then migrated, never reused. Sizes and entries are compared by the loader anyway.
 #[cfg(not(feature = "layout-next"))]
-pub const MAP_LAYOUT_VERSION: u32 = 2;
+pub const MAP_LAYOUT_VERSION: u32 = 3;
 /// One version ahead, for the binary the upgrade test migrates to (`spillway/upgrade-test`).
 #[cfg(feature = "layout-next")]
-pub const MAP_LAYOUT_VERSION: u32 = 3;
+pub const MAP_LAYOUT_VERSION: u32 = 4;
 
 pub const MAX_NAMES: u32 = 1 << 20;
 pub const MAX_CUSTOMERS: u32 = 1 << 16;
@@ -69,6 +75,14 @@ pub struct NameValue {
     /// Index into the customers map and the customer counters.
     pub customer: u32,
     pub _pad: u32,
+}
+
+/// What a name in the `EXISTING` map is.
+pub mod existing {
+    /// An empty non-terminal, or a zone's own name: NODATA for every type.
+    pub const EMPTY: u32 = 1;
+    /// A proxy's or name server's host name: its addresses are answered by userspace.
+    pub const HOST: u32 = 2;
 }
 
 /// What the answer is when a query is not sent to the proxies.
@@ -171,6 +185,8 @@ mod pod {
     unsafe impl aya::Pod for crate::rrl::RrlParams {}
     unsafe impl aya::Pod for crate::rrl::RrlKey {}
     unsafe impl aya::Pod for crate::rrl::RrlBucket {}
+    unsafe impl aya::Pod for crate::negative::ZoneRecord {}
+    unsafe impl aya::Pod for crate::negative::ZoneInfo {}
 }
 
 const _: () = assert!(core::mem::size_of::<CustomerRecord>().is_multiple_of(8));

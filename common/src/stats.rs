@@ -21,12 +21,12 @@ pub enum XdpOutcome {
     PassNotQuery,
     /// Compression pointer or bad label in the question, name too long.
     PassName,
-    /// Class not IN, or type not A/AAAA.
+    /// Class not IN, a meta type (ANY, AXFR, OPT, ...), or SOA/NS at a zone's apex.
     PassType,
     PassUnknownName,
     /// OPT with options, version != 0, or an additional record that is not OPT.
     PassEdns,
-    /// Nothing of the asked family to answer with: userspace answers NODATA.
+    /// A negative answer the program cannot write (the zone's SOA record is too long).
     PassNoData,
     /// The packet could not be grown for the reply.
     PassGrowFailed,
@@ -42,9 +42,17 @@ pub enum XdpOutcome {
     RrlDropped,
     /// Over the response rate, and its turn to slip: answered truncated (TC=1, no records).
     RrlSlipped,
+    /// NXDOMAIN with the zone's SOA.
+    AnsweredNxDomain,
+    /// NODATA (NOERROR, no answer) with the zone's SOA.
+    AnsweredNoData,
+    /// A proxy's or name server's host name: userspace answers its addresses.
+    PassHost,
+    /// A name in none of our zones: userspace answers REFUSED.
+    PassNotInZone,
 }
 
-pub const XDP_OUTCOMES: u32 = XdpOutcome::RrlSlipped as u32 + 1;
+pub const XDP_OUTCOMES: u32 = XdpOutcome::PassNotInZone as u32 + 1;
 
 impl XdpOutcome {
     pub const ALL: [XdpOutcome; XDP_OUTCOMES as usize] = [
@@ -69,6 +77,10 @@ impl XdpOutcome {
         Self::PassSourcePort,
         Self::RrlDropped,
         Self::RrlSlipped,
+        Self::AnsweredNxDomain,
+        Self::AnsweredNoData,
+        Self::PassHost,
+        Self::PassNotInZone,
     ];
 
     /// Label used in metrics.
@@ -95,6 +107,10 @@ impl XdpOutcome {
             Self::PassSourcePort => "source_port",
             Self::RrlDropped => "rrl_dropped",
             Self::RrlSlipped => "rrl_slipped",
+            Self::AnsweredNxDomain => "answered_nxdomain",
+            Self::AnsweredNoData => "answered_nodata",
+            Self::PassHost => "host",
+            Self::PassNotInZone => "not_in_zone",
         }
     }
 
@@ -104,8 +120,15 @@ impl XdpOutcome {
         Self::ALL.get(i as usize).copied()
     }
 
-    /// An answer with records (not a slip).
+    /// A reply with its records, positive or negative (not a slip).
     pub const fn is_answer(self) -> bool {
-        (self as u32) <= Self::AnsweredCname as u32
+        matches!(
+            self,
+            Self::AnsweredProxy
+                | Self::AnsweredOrigin
+                | Self::AnsweredCname
+                | Self::AnsweredNxDomain
+                | Self::AnsweredNoData
+        )
     }
 }

@@ -15,16 +15,22 @@ use arc_swap::ArcSwap;
 
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
-use spillway_common::maps::{CustomerRecord, NameKey, ProxySet};
+use spillway_common::{
+    maps::{CustomerRecord, NameKey, ProxySet, existing},
+    name::name_key,
+};
 
 use crate::{
     config::{Config, CustomerConfig, parse_name},
     dataplane::{
         Dataplane,
         pins::MapsOrigin,
-        records::{customer_record, key_of, proxy_set},
+        records::{ZoneEntry, customer_record, key_of, name_wire, proxy_set},
     },
-    dns::snapshot::{LiveCustomer, Published, ZoneSnapshot},
+    dns::{
+        snapshot::{LiveCustomer, Published, ZoneSnapshot},
+        zones::Zones,
+    },
     error::{Error, Result},
 };
 
@@ -72,12 +78,22 @@ pub struct Catalog {
     from_file: usize,
     /// The snapshot the userspace server reads, replaced after every change of names.
     published: Published,
+    /// The SOA serial is this plus the generation (the start time, so a restart never goes
+    /// back).
+    serial_base: u32,
+    /// Every zone's negative-answer record, for the data plane.
+    zone_entries: Vec<ZoneEntry>,
+    /// Host names and their ancestors (`maps::existing`), which the config fixes.
+    fixed_names: HashMap<NameKey, u32>,
 }
 
 impl Catalog {
     /// Build from a validated config. Fails if two names hash to the same key (never by chance).
     pub fn from_config(config: &Config) -> Result<Self> {
         let proxy_set = proxy_set(config.proxies()).map_err(|e| Error::Record("(proxies)".into(), e))?;
+        let zones = Zones::from_config(config);
+        let serial_base =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
         let mut catalog = Self {
             proxy_set,
             customers: Vec::new(),
@@ -93,6 +109,9 @@ impl Catalog {
                 ancestors: HashSet::new(),
                 generation: Arc::new(AtomicU32::new(0)),
             })),
+            serial_base,
+            zone_entries: zones.zone_entries(),
+            fixed_names: zones.fixed_names(),
         };
         for c in config.customers() {
             catalog.insert_customer(c.clone(), None)?;
@@ -126,8 +145,37 @@ impl Catalog {
         }));
     }
 
-    fn bump_generation(&self) {
+    /// Count a change of the data, and give the data plane's negative answers the new serial.
+    fn bump_generation(&self, dp: Option<&mut Dataplane>) -> Result<()> {
         self.generation.fetch_add(1, Ordering::Relaxed);
+        match dp {
+            Some(dp) => dp.set_serial(self.serial()),
+            None => Ok(()),
+        }
+    }
+
+    /// The zones' SOA serial now.
+    pub fn serial(&self) -> u32 {
+        self.serial_base.wrapping_add(self.generation())
+    }
+
+    /// What the serial counts from (the userspace server's `Authority` takes the same).
+    pub fn serial_base(&self) -> u32 {
+        self.serial_base
+    }
+
+    /// The existing-names map's kind for an ancestor of a customer name: none when the config
+    /// fixes the name (a host name wins).
+    fn ancestor_kind(&self, name: &Name) -> Option<(NameKey, u32)> {
+        let key = name_key(&name_wire(name));
+        (!self.fixed_names.contains_key(&key)).then_some((key, existing::EMPTY))
+    }
+
+    /// Every name the existing-names map should hold.
+    fn wanted_existing(&self) -> HashMap<NameKey, u32> {
+        let mut out = self.fixed_names.clone();
+        out.extend(self.ancestors.iter().filter_map(|n| self.ancestor_kind(n)));
+        out
     }
 
     /// Add a customer (validated by the caller) and publish the new snapshot. See
@@ -141,7 +189,7 @@ impl Catalog {
     /// Add a customer without publishing (for adding many, then [`Catalog::publish`] once): its
     /// record and names go to the data plane first, record before names. Fails if a name
     /// shares a key with another (never by chance).
-    pub fn insert_customer(&mut self, config: CustomerConfig, dp: Option<&mut Dataplane>) -> Result<()> {
+    pub fn insert_customer(&mut self, config: CustomerConfig, mut dp: Option<&mut Dataplane>) -> Result<()> {
         let id = config.id.clone();
         if self.by_id.contains_key(&id) {
             return Err(Error::Record(id, "a customer of this id exists".into()));
@@ -153,7 +201,7 @@ impl Catalog {
         let keys = self.free_keys(&id, &config.names)?;
         let fraction = if self.gated { 0.0 } else { config.fraction };
         let record = customer_record(&config, fraction).map_err(|e| Error::Record(id.clone(), e))?;
-        if let Some(dp) = dp {
+        if let Some(dp) = dp.as_deref_mut() {
             dp.set_customer(index, &record)?;
             for key in &keys {
                 dp.set_name(*key, index)?;
@@ -164,8 +212,13 @@ impl Catalog {
             self.by_key.insert(*key, i);
         }
         self.by_id.insert(id, i);
-        add_ancestors(&mut self.ancestors, &config.names);
-        self.bump_generation();
+        let new_ancestors = add_ancestors(&mut self.ancestors, &config.names);
+        if let Some(dp) = dp.as_deref_mut() {
+            for (key, kind) in new_ancestors.iter().filter_map(|n| self.ancestor_kind(n)) {
+                dp.set_existing(key, kind)?;
+            }
+        }
+        self.bump_generation(dp)?;
         let cname = config.origin_cname.as_deref().and_then(|n| parse_name(n).ok());
         let live = Arc::new(LiveCustomer::new(config.id.clone(), record, cname));
         self.customers.push(Customer {
@@ -182,11 +235,11 @@ impl Catalog {
     }
 
     /// Replace a customer's names: new names go to the data plane before old ones leave it.
-    pub fn set_names(&mut self, id: &str, names: Vec<String>, dp: Option<&mut Dataplane>) -> Result<()> {
+    pub fn set_names(&mut self, id: &str, names: Vec<String>, mut dp: Option<&mut Dataplane>) -> Result<()> {
         let i = *self.by_id.get(id).ok_or_else(|| Error::Record(id.into(), "no such customer".into()))?;
         let keys = self.free_keys(id, &names)?;
         let old = self.customers[i].keys.clone();
-        if let Some(dp) = dp {
+        if let Some(dp) = dp.as_deref_mut() {
             for key in &keys {
                 dp.set_name(*key, self.customers[i].index)?;
             }
@@ -203,8 +256,7 @@ impl Catalog {
         let c = &mut self.customers[i];
         c.keys = keys;
         c.config.names = names;
-        self.refresh_names();
-        Ok(())
+        self.refresh_names(dp)
     }
 
     /// The keys of `names`, none of them owned by a customer other than `id`.
@@ -226,13 +278,24 @@ impl Catalog {
         Ok(keys)
     }
 
-    fn refresh_names(&mut self) {
-        self.ancestors.clear();
+    /// Recompute the empty non-terminals; in the data plane new ones go in before stale ones
+    /// go out.
+    fn refresh_names(&mut self, mut dp: Option<&mut Dataplane>) -> Result<()> {
+        let before = std::mem::take(&mut self.ancestors);
         for c in &self.customers {
             add_ancestors(&mut self.ancestors, &c.config.names);
         }
-        self.bump_generation();
+        if let Some(dp) = dp.as_deref_mut() {
+            for (key, kind) in self.ancestors.difference(&before).filter_map(|n| self.ancestor_kind(n)) {
+                dp.set_existing(key, kind)?;
+            }
+            for (key, _) in before.difference(&self.ancestors).filter_map(|n| self.ancestor_kind(n)) {
+                dp.remove_existing(key)?;
+            }
+        }
+        self.bump_generation(dp)?;
         self.publish();
+        Ok(())
     }
 
     /// True for customers from the config file, which the API does not change.
@@ -315,7 +378,18 @@ impl Catalog {
                 dp.set_name(*key, c.index)?;
             }
         }
+        // Negative answers: the existing names, then the zones that make them answered.
+        let wanted = self.wanted_existing();
+        for (key, kind) in &wanted {
+            dp.set_existing(*key, *kind)?;
+        }
+        dp.set_zones(&self.zone_entries, self.serial())?;
         if reused {
+            for (key, _) in dp.existing()? {
+                if !wanted.contains_key(&key) {
+                    dp.remove_existing(key)?;
+                }
+            }
             let live: HashSet<u32> = self.customers.iter().map(|c| c.index).collect();
             for i in dp.customer_indices()? {
                 if !live.contains(&i) {
@@ -336,12 +410,12 @@ impl Catalog {
         id: &str,
         fraction: f64,
         mode: Mode,
-        dp: Option<&mut Dataplane>,
+        mut dp: Option<&mut Dataplane>,
     ) -> Result<&Customer> {
         let i = *self.by_id.get(id).ok_or_else(|| Error::Record(id.into(), "no such customer".into()))?;
         let c = &self.customers[i];
         let record = customer_record(&c.config, fraction).map_err(|e| Error::Record(id.into(), e))?;
-        if let Some(dp) = dp {
+        if let Some(dp) = dp.as_deref_mut() {
             dp.set_customer(c.index, &record)?;
         }
         let c = &mut self.customers[i];
@@ -349,17 +423,20 @@ impl Catalog {
         c.mode = mode;
         c.record = record;
         c.live.set_record(record);
-        self.bump_generation();
+        self.bump_generation(dp)?;
         Ok(&self.customers[i])
     }
 }
 
-/// Put every proper ancestor of `names` (lowercase) into `set`.
-pub fn add_ancestors(set: &mut HashSet<Name>, names: &[String]) {
+/// Put every proper ancestor of `names` (lowercase) into `set`; returns the ones it added.
+pub fn add_ancestors(set: &mut HashSet<Name>, names: &[String]) -> Vec<Name> {
+    let mut added = Vec::new();
     for n in names.iter().filter_map(|n| parse_name(n).ok()) {
         let mut up = n.to_lowercase().base_name();
         while !up.is_root() && set.insert(up.clone()) {
+            added.push(up.clone());
             up = up.base_name();
         }
     }
+    added
 }

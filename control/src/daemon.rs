@@ -87,9 +87,11 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     }
     let registry = Registry::default();
     if !config.server.listen.is_empty() {
-        let serial_base =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
-        let zone = state.engine().catalog.published();
+        // The same serial as the XDP program's negative answers.
+        let (zone, serial_base) = {
+            let engine = state.engine();
+            (engine.catalog.published(), engine.catalog.serial_base())
+        };
         let cx = Arc::new(dns::server::DnsContext {
             authority: Authority::new(&config, serial_base),
             zone,

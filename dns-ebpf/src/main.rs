@@ -1,5 +1,6 @@
 //! Spillway's XDP program: answers A and AAAA queries for customer names straight from BPF maps
-//! with XDP_TX, and passes everything else to the kernel (and so to the userspace server).
+//! with XDP_TX, NXDOMAIN and NODATA for other names in our zones, and passes everything else to
+//! the kernel (and so to the userspace server).
 //!
 //! Entry points are thin wrappers: `spillway_dns` maps the `try_` function's result to an action
 //! and counts it. Every `Err` is a pass reason, so the only actions are XDP_TX, XDP_PASS and
@@ -9,6 +10,7 @@
 
 mod csum;
 mod maps;
+mod negative;
 mod packet;
 mod parse;
 mod respond;
@@ -17,14 +19,14 @@ mod rrl;
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::xdp, programs::XdpContext};
 use spillway_common::{
     decision::{OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_window},
-    dns::TYPE_AAAA,
-    maps::ProxySet,
-    rrl::RrlAction,
+    dns::{TYPE_A, TYPE_AAAA},
+    maps::{ProxySet, existing},
+    rrl::{RrlAction, RrlClass},
     stats::XdpOutcome,
 };
 
 use crate::{
-    maps::{CUSTOMER_STATS, CUSTOMERS, NAMES, PROXIES, XDP_STATS},
+    maps::{CUSTOMER_STATS, CUSTOMERS, EXISTING, NAMES, PROXIES, XDP_STATS},
     respond::{Answer, write_reply},
 };
 
@@ -72,7 +74,16 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
         return Err(XdpOutcome::from_index(parsed).unwrap_or(XdpOutcome::PassMalformed));
     }
     let q = parse::stashed()?;
-    let name = unsafe { NAMES.get(&q.key) }.ok_or(XdpOutcome::PassUnknownName)?;
+    let Some(name) = (unsafe { NAMES.get(&q.key) }) else {
+        return match unsafe { EXISTING.get(&q.key) }.copied() {
+            Some(existing::HOST) => Err(XdpOutcome::PassHost),
+            Some(_) => negative(ctx, true),
+            None => negative(ctx, false),
+        };
+    };
+    if q.qtype != TYPE_A && q.qtype != TYPE_AAAA {
+        return negative(ctx, true);
+    }
     let customer = name.customer;
     let rec = unsafe { CUSTOMERS.get(&customer) }.ok_or(XdpOutcome::PassUnknownName)?;
     let proxies = unsafe { PROXIES.get(&0) }.unwrap_or(&EMPTY_PROXIES);
@@ -80,8 +91,8 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
     let proxy_len = if v6 { proxies.v6_len } else { proxies.v4_len };
     let origin_len = if v6 { rec.origin_v6_len } else { rec.origin_v4_len };
     let rand = unsafe { bpf_get_prandom_u32() };
-    let target = choose_target(rec, rand, proxy_len, origin_len).ok_or(XdpOutcome::PassNoData)?;
-    match rrl::limit(ctx, q) {
+    let Some(target) = choose_target(rec, rand, proxy_len, origin_len) else { return negative(ctx, true) };
+    match rrl::limit(ctx, q, RrlClass::Answer as u32) {
         RrlAction::Send | RrlAction::Exempt => {}
         RrlAction::Drop => return Ok(XdpOutcome::RrlDropped),
         RrlAction::Slip => {
@@ -130,6 +141,13 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
         Target::Origin => XdpOutcome::AnsweredOrigin,
         Target::Cname => XdpOutcome::AnsweredCname,
     })
+}
+
+/// A negative answer (NODATA when the name `exists`), or why it is passed on.
+#[inline(always)]
+fn negative(ctx: &XdpContext, exists: bool) -> Result<XdpOutcome, XdpOutcome> {
+    let o = XdpOutcome::from_index(negative::answer(ctx, exists)).unwrap_or(XdpOutcome::PassMalformed);
+    if o.is_answer() || o == XdpOutcome::RrlSlipped || o == XdpOutcome::RrlDropped { Ok(o) } else { Err(o) }
 }
 
 /// The cost floor for benchmarks: bounce every packet back untouched.

@@ -4,7 +4,7 @@ use crate::parse::Query;
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
 };
 use spillway_common::{
     maps::{
@@ -12,6 +12,7 @@ use spillway_common::{
         NameValue, ProxySet,
     },
     name::NAME_WORDS,
+    negative::{MAX_ZONES, ZONE_KEY_LEN, ZoneInfo, ZoneRecord},
     rrl::{MAX_RRL_EXEMPT, RRL_ACTIONS, RrlBucket, RrlKey, RrlParams},
     stats::XDP_OUTCOMES,
 };
@@ -55,6 +56,17 @@ pub static RRL_EXEMPT_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_
 #[map(name = "RRL_STATS")]
 pub static RRL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(RRL_ACTIONS, 0);
 
+/// The longest match of a question's reversed name is its closest enclosing zone.
+#[map(name = "ZONES")]
+pub static ZONES: LpmTrie<[u8; ZONE_KEY_LEN], ZoneRecord> = LpmTrie::with_max_entries(MAX_ZONES, 0);
+
+#[map(name = "ZONE_INFO")]
+pub static ZONE_INFO: Array<ZoneInfo> = Array::with_max_entries(1, 0);
+
+/// Names that exist without a customer's data (`spillway_common::maps::existing`).
+#[map(name = "EXISTING")]
+pub static EXISTING: HashMap<NameKey, u32> = HashMap::with_max_entries(MAX_NAMES, BPF_F_NO_PREALLOC);
+
 /// Per-CPU scratch space (see [`Scratch`]).
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -72,6 +84,9 @@ pub struct Scratch {
     pub _pad: u32,
     /// The question name, zero-padded to whole words, for hashing (see `parse::hash_name`).
     pub name: [u64; NAME_WORDS],
+    /// The `ZONES` key of the question (see `negative::find_zone`).
+    pub zone_key: Key<[u8; ZONE_KEY_LEN]>,
+    pub _pad2: [u8; 4],
     /// The rate limit's bucket key, and a new bucket before it is inserted.
     pub rrl_key: RrlKey,
     pub rrl_bucket: RrlBucket,

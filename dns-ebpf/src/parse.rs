@@ -1,8 +1,9 @@
 //! Ethernet (one optional 802.1Q tag), IPv4/IPv6, UDP to port 53, and the DNS question.
 //!
 //! Accepted: a query (QR=0, opcode QUERY, QDCOUNT=1, no answer or authority records) whose
-//! question name has no compression pointer, class IN, and at most one additional record which
-//! must be an OPT of version 0 (its options are ignored). Anything else is an `Err(reason)`:
+//! question name has no compression pointer, class IN, a data type
+//! (`spillway_common::negative::decidable_type`), and at most one additional record which must
+//! be an OPT of version 0 (its options are ignored). Anything else is an `Err(reason)`:
 //! the packet goes on to the kernel untouched and the userspace server answers it.
 
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
@@ -11,6 +12,7 @@ use spillway_common::{
     dns::*,
     maps::NameKey,
     name::{NAME_WORDS, NameHasher},
+    negative::decidable_type,
     stats::XdpOutcome::{self, *},
 };
 
@@ -175,7 +177,7 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
         || flags & (OPCODE_MASK | FLAG_TC) != 0
         || qdcount != 1
         || (ancount != 0 && !replay)
-        || nscount != 0
+        || (nscount != 0 && !replay)
         || arcount > 1
     {
         return Err(PassNotQuery);
@@ -212,7 +214,7 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
     let q_end = name_off + qname_len;
     let qtype = read_be16(ctx, q_end)?;
     let qclass = read_be16(ctx, q_end + 2)?;
-    if qclass != CLASS_IN || (qtype != TYPE_A && qtype != TYPE_AAAA) {
+    if qclass != CLASS_IN || !decidable_type(qtype) {
         return Err(PassType);
     }
 
@@ -220,7 +222,8 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
     let mut edns = false;
     let mut edns_udp_size = PLAIN_UDP_LIMIT;
     let mut edns_do = false;
-    if arcount == 1 && !(replay && ancount != 0) {
+    let replayed_records = replay && (ancount != 0 || nscount != 0);
+    if arcount == 1 && !replayed_records {
         let opt_off = q_end + 4;
         let root = read_u8(ctx, opt_off)?;
         let rtype = read_be16(ctx, opt_off + 1)?;
@@ -239,7 +242,7 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
         edns_udp_size = if udp_size < PLAIN_UDP_LIMIT { PLAIN_UDP_LIMIT } else { udp_size };
         edns_do = ttl & EDNS_FLAG_DO != 0;
     } else if replay && arcount == 1 {
-        // A replayed reply: its OPT sits after the answers. Take it as present so the repeat
+        // A replayed reply: its OPT sits after the answers or the SOA. Take it as present so the repeat
         // keeps timing the EDNS reply path (the OPT's few reads above are not timed).
         edns = true;
     }

@@ -1,5 +1,6 @@
 //! Turning the query into its reply in place: grow or shrink the packet, swap the addresses,
-//! rewrite the DNS header, append the answer records (and OPT), fix both checksums.
+//! rewrite the DNS header, append the answer records or the zone's SOA (and OPT), fix both
+//! checksums.
 
 use aya_ebpf::{
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
@@ -10,12 +11,13 @@ use spillway_common::{
     decision::proxy_index,
     dns::*,
     maps::{CustomerRecord, MAX_CNAME_LEN, MAX_PROXY_ANSWER, ProxySet},
+    negative::{MAX_SOA_LEN, ZoneRecord, opt_record},
     stats::XdpOutcome::{self, *},
 };
 
 use crate::{
     csum::Csum,
-    maps::{ANSWERS_BUF, HEAD_BUF, SCRATCH},
+    maps::{ANSWERS_BUF, HEAD_BUF, SCRATCH, ZONE_INFO},
     packet::{ptr_at, store},
     parse::Query,
 };
@@ -58,10 +60,6 @@ pub fn write_reply(
     proxies: &ProxySet,
     answer: &Answer,
 ) -> Result<(), XdpOutcome> {
-    // The verifier loses the bounds of the parser's offsets when `Query` goes through the stack;
-    // these masks restate them (l3 is 14 or 18, dns at most 66, names at most 255 bytes) and
-    // never change a value the parser produced.
-    let l3 = q.l3 & 0x1f;
     let d = q.dns & 0x7f;
     let qname_len = q.qname_len & 0xff;
     let addr_len = if q.qtype == TYPE_AAAA { 16 } else { 4 };
@@ -79,66 +77,12 @@ pub fn write_reply(
         // 8 records, but the rule is the rule.
         return Err(PassTooBig);
     }
-    let new_len = d + dns_len;
-    grow(ctx, new_len, d + ans_off)?;
-    // Every packet pointer is invalid from here on: all access goes through ptr_at again.
+    let (l4, udp_len) = turn_around(ctx, q, dns_len)?;
 
-    // Each header is edited through one checked pointer to all of it: LLVM may merge separate
-    // checks and rebuild a pointer the verifier then has no range for.
-    let eth = unsafe { &mut *ptr_at::<[u8; 12]>(ctx, 0)? };
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&eth[6..]);
-    macs[6..].copy_from_slice(&eth[..6]);
-    *eth = macs;
-
-    let udp_len = (UDP_HLEN + dns_len) as u16;
-    let l4 = if q.ipv6 {
-        let ip = unsafe { &mut *ptr_at::<[u8; IPV6_HLEN]>(ctx, l3)? };
-        ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
-        ip[7] = HOP_LIMIT;
-        let mut src = [0u8; 16];
-        src.copy_from_slice(&ip[8..24]);
-        ip.copy_within(24..40, 8);
-        ip[24..40].copy_from_slice(&src);
-        l3 + IPV6_HLEN
-    } else {
-        let ip = unsafe { &mut *ptr_at::<[u8; IPV4_HLEN]>(ctx, l3)? };
-        ip[2..4].copy_from_slice(&(IPV4_HLEN as u16 + udp_len).to_be_bytes());
-        ip[8] = HOP_LIMIT;
-        ip[10] = 0;
-        ip[11] = 0;
-        let mut src = [0u8; 4];
-        src.copy_from_slice(&ip[12..16]);
-        ip.copy_within(16..20, 12);
-        ip[16..20].copy_from_slice(&src);
-        let mut sum = Csum::new();
-        let mut i = 0;
-        while i < IPV4_HLEN {
-            sum.add16(u16::from_be_bytes([ip[i], ip[i + 1]]));
-            i += 2;
-        }
-        ip[10..12].copy_from_slice(&sum.finish().to_be_bytes());
-        l3 + IPV4_HLEN
-    };
-
-    // UDP: swap the ports, new length; the checksum is written last.
-    let udp = unsafe { &mut *ptr_at::<[u8; UDP_HLEN]>(ctx, l4)? };
-    let sport = [udp[0], udp[1]];
-    udp.copy_within(2..4, 0);
-    udp[2..4].copy_from_slice(&sport);
-    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
-
-    // DNS header: QR and AA set, RD and CD copied, TC on a slip, everything else (RA, AD,
-    // rcode) clear.
+    // TC on a slip; rcode NOERROR.
     let tc = if matches!(answer, Answer::Slip) { FLAG_TC } else { 0 };
-    let flags = FLAG_QR | FLAG_AA | tc | (q.flags & (FLAG_RD | FLAG_CD));
-    let ancount = count as u16;
-    let arcount: u16 = if q.edns { 1 } else { 0 };
-    let hdr = unsafe { &mut *ptr_at::<[u8; HEADER_LEN]>(ctx, d)? };
-    hdr[2..4].copy_from_slice(&flags.to_be_bytes());
-    hdr[6..8].copy_from_slice(&ancount.to_be_bytes());
-    hdr[8..10].copy_from_slice(&[0, 0]);
-    hdr[10..12].copy_from_slice(&arcount.to_be_bytes());
+    let header = Header::reply(q, tc, count as u16, 0);
+    header.write(ctx, d)?;
 
     // Answer records after the question, then OPT. `body` sums what follows the question,
     // with offsets relative to the message so odd name lengths place words right.
@@ -189,30 +133,183 @@ pub fn write_reply(
             body.add_sum_at(ans_off, section);
         }
     }
-    let off = ans_off + answers_len;
-    if q.edns {
-        // OPT: root name, type, our UDP size, extended rcode 0, version 0, DO copied, no options.
-        let ttl_flags: u16 = if q.edns_do { EDNS_FLAG_DO as u16 } else { 0 };
-        let s = OUR_EDNS_UDP_SIZE.to_be_bytes();
-        let t = ttl_flags.to_be_bytes();
-        let opt = [0, 0, TYPE_OPT as u8, s[0], s[1], 0, 0, t[0], t[1], 0, 0];
-        store(ctx, d + off, opt.as_ptr(), OPT_RR_LEN)?;
-        body.add16_at(off + 1, TYPE_OPT);
-        body.add16_at(off + 3, OUR_EDNS_UDP_SIZE);
-        body.add16_at(off + 7, ttl_flags);
+    put_opt(ctx, q, ans_off + answers_len, &mut body)?;
+    finish(ctx, q, l4, udp_len, &header, body)
+}
+
+/// Rewrite the packet into a negative answer to `q` (see `spillway_common::negative`): rcode
+/// `rcode`, the zone's SOA in authority (serial from `ZONE_INFO`); on a slip (`slip`) TC set and
+/// no SOA. The zone's apex is a suffix of the question name.
+#[inline(never)]
+pub fn write_negative(
+    ctx: &XdpContext,
+    q: &Query,
+    zone: &ZoneRecord,
+    rcode: u16,
+    slip: bool,
+) -> Result<(), XdpOutcome> {
+    let serial = ZONE_INFO.get(0).map(|i| i.serial).unwrap_or(0);
+    let d = q.dns & 0x7f;
+    let qname_len = q.qname_len & 0xff;
+    let zone_len = zone.zone_len as usize & 0xff;
+    if zone_len == 0 || zone_len > qname_len {
+        return Err(PassNoData);
+    }
+    let soa_len = zone.soa_len as usize & (MAX_SOA_LEN * 2 - 1);
+    if soa_len == 0 || soa_len > MAX_SOA_LEN {
+        return Err(PassNoData);
+    }
+    let ans_off = HEADER_LEN + qname_len + 4;
+    let auth_len = if slip { 0 } else { 2 + soa_len };
+    let opt_len = if q.edns { OPT_RR_LEN } else { 0 };
+    let dns_len = ans_off + auth_len + opt_len;
+    if dns_len > q.udp_limit() as usize {
+        return Err(PassTooBig);
+    }
+    let (l4, udp_len) = turn_around(ctx, q, dns_len)?;
+    let header = Header::reply(q, if slip { FLAG_TC } else { 0 } | rcode, 0, if slip { 0 } else { 1 });
+    header.write(ctx, d)?;
+    let mut body = Csum::new();
+    if !slip {
+        let owner = ZoneRecord::owner_pointer(qname_len, zone_len).to_be_bytes();
+        store(ctx, d + ans_off, owner.as_ptr(), 2)?;
+        body.add16_at(ans_off, u16::from_be_bytes(owner));
+        let soa_off = ans_off + 2;
+        store(ctx, d + soa_off, zone.soa.as_ptr(), soa_len)?;
+        let mut c = Csum::new();
+        c.add_raw(zone.soa_sum as u64);
+        body.add_sum_at(soa_off, c);
+        // The serial, into the zero bytes the sum left for it.
+        let serial_off = soa_off + (zone.serial_off as usize & (MAX_SOA_LEN - 1));
+        let s = serial.to_be_bytes();
+        store(ctx, d + serial_off, s.as_ptr(), 4)?;
+        body.add16_at(serial_off, (serial >> 16) as u16);
+        body.add16_at(serial_off + 2, serial as u16);
+    }
+    put_opt(ctx, q, ans_off + auth_len, &mut body)?;
+    finish(ctx, q, l4, udp_len, &header, body)
+}
+
+/// The reply's DNS header fields that differ from the query's.
+struct Header {
+    flags: u16,
+    ancount: u16,
+    nscount: u16,
+    arcount: u16,
+}
+
+impl Header {
+    /// QR and AA set, RD and CD copied, `extra` (TC, rcode) added, everything else (RA, AD)
+    /// clear; one OPT when the query had one.
+    #[inline(always)]
+    fn reply(q: &Query, extra: u16, ancount: u16, nscount: u16) -> Self {
+        let flags = FLAG_QR | FLAG_AA | extra | (q.flags & (FLAG_RD | FLAG_CD));
+        Self { flags, ancount, nscount, arcount: if q.edns { 1 } else { 0 } }
     }
 
-    // UDP checksum over pseudo-header, UDP header, DNS header, question and body.
+    #[inline(always)]
+    fn write(&self, ctx: &XdpContext, d: usize) -> Result<(), XdpOutcome> {
+        let hdr = unsafe { &mut *ptr_at::<[u8; HEADER_LEN]>(ctx, d)? };
+        hdr[2..4].copy_from_slice(&self.flags.to_be_bytes());
+        hdr[6..8].copy_from_slice(&self.ancount.to_be_bytes());
+        hdr[8..10].copy_from_slice(&self.nscount.to_be_bytes());
+        hdr[10..12].copy_from_slice(&self.arcount.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// Grow the packet to the reply (`dns_len` bytes of DNS message) and turn its headers around:
+/// MACs and addresses swapped, ports swapped, lengths set, IPv4 checksum rewritten. Returns the
+/// UDP header's offset and the UDP length; the UDP checksum is [`finish`]'s.
+#[inline(always)]
+fn turn_around(ctx: &XdpContext, q: &Query, dns_len: usize) -> Result<(usize, u16), XdpOutcome> {
+    // The verifier loses the bounds of the parser's offsets when `Query` goes through the stack;
+    // these masks restate them (l3 is 14 or 18, dns at most 66, names at most 255 bytes) and
+    // never change a value the parser produced.
+    let l3 = q.l3 & 0x1f;
+    let d = q.dns & 0x7f;
+    let qname_len = q.qname_len & 0xff;
+    grow(ctx, d + dns_len, d + HEADER_LEN + qname_len + 4)?;
+    // Every packet pointer is invalid from here on: all access goes through ptr_at again.
+
+    // Each header is edited through one checked pointer to all of it: LLVM may merge separate
+    // checks and rebuild a pointer the verifier then has no range for.
+    let eth = unsafe { &mut *ptr_at::<[u8; 12]>(ctx, 0)? };
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&eth[6..]);
+    macs[6..].copy_from_slice(&eth[..6]);
+    *eth = macs;
+
+    let udp_len = (UDP_HLEN + dns_len) as u16;
+    let l4 = if q.ipv6 {
+        let ip = unsafe { &mut *ptr_at::<[u8; IPV6_HLEN]>(ctx, l3)? };
+        ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
+        ip[7] = HOP_LIMIT;
+        let mut src = [0u8; 16];
+        src.copy_from_slice(&ip[8..24]);
+        ip.copy_within(24..40, 8);
+        ip[24..40].copy_from_slice(&src);
+        l3 + IPV6_HLEN
+    } else {
+        let ip = unsafe { &mut *ptr_at::<[u8; IPV4_HLEN]>(ctx, l3)? };
+        ip[2..4].copy_from_slice(&(IPV4_HLEN as u16 + udp_len).to_be_bytes());
+        ip[8] = HOP_LIMIT;
+        ip[10] = 0;
+        ip[11] = 0;
+        let mut src = [0u8; 4];
+        src.copy_from_slice(&ip[12..16]);
+        ip.copy_within(16..20, 12);
+        ip[16..20].copy_from_slice(&src);
+        let mut sum = Csum::new();
+        let mut i = 0;
+        while i < IPV4_HLEN {
+            sum.add16(u16::from_be_bytes([ip[i], ip[i + 1]]));
+            i += 2;
+        }
+        ip[10..12].copy_from_slice(&sum.finish().to_be_bytes());
+        l3 + IPV4_HLEN
+    };
+
+    // UDP: swap the ports, new length; the checksum is written last.
+    let udp = unsafe { &mut *ptr_at::<[u8; UDP_HLEN]>(ctx, l4)? };
+    let sport = [udp[0], udp[1]];
+    udp.copy_within(2..4, 0);
+    udp[2..4].copy_from_slice(&sport);
+    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    Ok((l4, udp_len))
+}
+
+/// The OPT record at message offset `off` when the query had one, added to `body`.
+#[inline(always)]
+fn put_opt(ctx: &XdpContext, q: &Query, off: usize, body: &mut Csum) -> Result<(), XdpOutcome> {
+    if !q.edns {
+        return Ok(());
+    }
+    let d = q.dns & 0x7f;
+    let opt = opt_record(q.edns_do);
+    store(ctx, d + off, opt.as_ptr(), OPT_RR_LEN)?;
+    body.add16_at(off + 1, u16::from_be_bytes([opt[1], opt[2]]));
+    body.add16_at(off + 3, u16::from_be_bytes([opt[3], opt[4]]));
+    body.add16_at(off + 7, u16::from_be_bytes([opt[7], opt[8]]));
+    Ok(())
+}
+
+/// The UDP checksum over pseudo-header, UDP header, DNS header, question and `body` (what
+/// follows the question, summed at its message offsets), written into the UDP header.
+#[inline(always)]
+fn finish(ctx: &XdpContext, q: &Query, l4: usize, udp_len: u16, h: &Header, body: Csum) -> Result<(), XdpOutcome> {
+    let qname_len = q.qname_len & 0xff;
     let mut sum = q.addr_sum;
     sum.add16(17);
     sum.add16(udp_len);
     sum.add16(q.port_sum);
     sum.add16(udp_len);
     sum.add16(q.id);
-    sum.add16(flags);
+    sum.add16(h.flags);
     sum.add16(1);
-    sum.add16(ancount);
-    sum.add16(arcount);
+    sum.add16(h.ancount);
+    sum.add16(h.nscount);
+    sum.add16(h.arcount);
     sum.add_sum_at(0, q.name_sum);
     sum.add16_at(HEADER_LEN + qname_len, q.qtype);
     sum.add16_at(HEADER_LEN + qname_len + 2, CLASS_IN);

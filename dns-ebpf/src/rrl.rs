@@ -9,10 +9,10 @@ use crate::{
     parse::Query,
 };
 
-/// What to do with the answer to `q` (class [`RrlClass::Answer`]: the program answers nothing
-/// else). Off (rate 0, or no config): [`RrlAction::Send`], uncounted.
+/// What to do with the reply to `q`, of class `class` (an [`RrlClass`] value). Off (rate 0, or
+/// no config): [`RrlAction::Send`], uncounted.
 #[inline(never)]
-pub fn limit(ctx: &XdpContext, q: &Query) -> RrlAction {
+pub fn limit(ctx: &XdpContext, q: &Query, class: u32) -> RrlAction {
     let Some(p) = RRL_CONFIG.get(0) else { return RrlAction::Send };
     if p.rate == 0 {
         return RrlAction::Send;
@@ -21,7 +21,12 @@ pub fn limit(ctx: &XdpContext, q: &Query) -> RrlAction {
     // Key and new bucket in scratch: the stack is spent by the reply path.
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return RrlAction::Send };
     let (key, fresh) = unsafe { (&mut (*scratch).rrl_key, &mut (*scratch).rrl_bucket) };
-    *key = RrlKey::new(q.client_key, RrlClass::Answer, &q.key, q.qtype);
+    let class = match class {
+        1 => RrlClass::NoData,
+        2 => RrlClass::NxDomain,
+        _ => RrlClass::Answer,
+    };
+    *key = RrlKey::new(q.client_key, class, &q.key, q.qtype);
     let mut action = match RRL_STATE.get_ptr_mut(&*key) {
         Some(b) => unsafe { (*b).step(now_s, p) },
         None => {

@@ -19,6 +19,9 @@ enum Expect {
     PassAs(XdpOutcome),
     /// XDP_TX with exactly this frame.
     Reply(Vec<u8>),
+    /// XDP_TX, a negative answer of this rcode with the zone's SOA in authority (the bytes are
+    /// the equivalence test's), counted as this outcome.
+    Negative(ResponseCode, XdpOutcome),
 }
 
 struct Case {
@@ -41,6 +44,12 @@ fn pass_frame(name: &str, input: Vec<u8>) -> Case {
 
 fn pass_as(name: &str, reason: XdpOutcome, input: Vec<u8>) -> Case {
     Case { name: name.into(), input, expect: Expect::PassAs(reason) }
+}
+
+fn negative(name: &str, t: Transport, q: Query, rcode: ResponseCode) -> Case {
+    let outcome =
+        if rcode == ResponseCode::NXDomain { XdpOutcome::AnsweredNxDomain } else { XdpOutcome::AnsweredNoData };
+    Case { name: name.into(), input: query_frame(&t, &q.bytes()), expect: Expect::Negative(rcode, outcome) }
 }
 
 fn pass_query(name: &str, t: Transport, q: Query) -> Case {
@@ -110,10 +119,41 @@ fn cases() -> Vec<Case> {
             30,
         ),
         // Not ours or not a plain query.
-        pass_query("unknown name", v4, a("nobody.cdn.example.net.")),
-        pass_query("name outside the zone", v4, a("fixed.example.org.")),
-        pass_query("other qtype (MX)", v4, Query::new(fixed, TYPE_MX)),
-        pass_query("NS at a customer name", v6, Query::new(fixed, TYPE_NS)),
+        // Negative answers, decided in XDP.
+        negative("unknown name: NXDOMAIN", v4, a("nobody.cdn.example.net."), ResponseCode::NXDomain),
+        negative(
+            "unknown name, mixed case, EDNS DO, IPv6: NXDOMAIN",
+            v6,
+            aaaa("NoBody.x.CDN.example.net.").edns(Edns { do_bit: true, ..Edns::new(1232) }),
+            ResponseCode::NXDomain,
+        ),
+        negative("other qtype (MX) at a customer name: NODATA", v4, Query::new(fixed, TYPE_MX), ResponseCode::NoError),
+        negative("NS at a customer name: NODATA", v6, Query::new(fixed, TYPE_NS), ResponseCode::NoError),
+        negative("A at the apex: NODATA", v4, a("cdn.example.net."), ResponseCode::NoError),
+        negative("TXT at the apex: NODATA", v4, Query::new("cdn.example.net.", 16), ResponseCode::NoError),
+        negative(
+            "AAAA for a customer with no IPv6 answer: NODATA",
+            v4,
+            aaaa("v4only.cdn.example.net."),
+            ResponseCode::NoError,
+        ),
+        pass_as("SOA at the apex", XdpOutcome::PassType, query_frame(&v4, &Query::new("cdn.example.net.", 6).bytes())),
+        pass_as(
+            "NS at the apex",
+            XdpOutcome::PassType,
+            query_frame(&v6, &Query::new("cdn.example.net.", TYPE_NS).bytes()),
+        ),
+        pass_as("ANY", XdpOutcome::PassType, query_frame(&v4, &Query::new("nobody.cdn.example.net.", 255).bytes())),
+        pass_as("AXFR over UDP", XdpOutcome::PassType, query_frame(&v4, &Query::new("cdn.example.net.", 252).bytes())),
+        pass_as("name outside the zone", XdpOutcome::PassNotInZone, query_frame(&v4, &a("fixed.example.org.").bytes())),
+        pass_as(
+            "a label byte that equals a length is no zone boundary",
+            XdpOutcome::PassNotInZone,
+            query_frame(
+                &v4,
+                &Query { name: [vec![4, 3], b"cdn".to_vec(), name_wire("example.net.")].concat(), ..a(fixed) }.bytes(),
+            ),
+        ),
         pass_query("class CH", v4, Query { qclass: CLASS_CH, ..a(fixed) }),
         pass_query("QDCOUNT 2", v4, Query { counts: Some([2, 0, 0, 0]), ..a(fixed) }),
         pass_query("QR=1 (a response)", v4, a(fixed).flags(0x8000)),
@@ -168,7 +208,6 @@ fn cases() -> Vec<Case> {
             Query { name: [vec![64], vec![b'x'; 64], name_wire("cdn.example.net.")].concat(), ..a(fixed) },
         ),
         pass_query("compression pointer in the question", v4, Query { name: vec![0xc0, 0x0c], ..a(fixed) }),
-        pass_query("AAAA for a customer with no IPv6 answer", v4, aaaa("v4only.cdn.example.net.")),
         pass_query("UDP to port 54", Transport { dport: 54, ..v4 }, a(fixed)),
         pass_query("UDP to port 54 over IPv6", Transport { dport: 54, ..v6 }, a(fixed)),
     ];
@@ -340,6 +379,37 @@ fn fixture_table() {
                     Err(e) => failures.push(format!("{}: hickory cannot parse the reply: {e}", case.name)),
                 }
             }
+            Expect::Negative(rcode, outcome) => {
+                let after = dp.xdp_stats().expect("XDP counters");
+                if action != XDP_TX {
+                    failures.push(format!("{}: action {action}, want XDP_TX", case.name));
+                    continue;
+                }
+                if after[*outcome as usize] != before[*outcome as usize] + 1 {
+                    failures.push(format!("{}: not counted as {}", case.name, outcome.label()));
+                }
+                let dns = match checked_dns_payload(&out) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        failures.push(format!("{}: {e}", case.name));
+                        continue;
+                    }
+                };
+                match Message::from_vec(&dns) {
+                    Ok(m) => {
+                        let soa = m.authorities.first().map(|r| (r.record_type(), r.ttl));
+                        if m.metadata.message_type != MessageType::Response
+                            || !m.metadata.authoritative
+                            || m.metadata.response_code != *rcode
+                            || !m.answers.is_empty()
+                            || soa != Some((hickory_proto::rr::RecordType::SOA, 60))
+                        {
+                            failures.push(format!("{}: hickory sees {m:?}", case.name));
+                        }
+                    }
+                    Err(e) => failures.push(format!("{}: hickory cannot parse the reply: {e}", case.name)),
+                }
+            }
         }
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
@@ -425,4 +495,40 @@ fn rate_limit_in_xdp() {
     let outcomes = dp.xdp_stats().expect("XDP counters");
     assert_eq!(outcomes[XdpOutcome::RrlSlipped as usize], stats[RrlAction::Slip as usize]);
     assert_eq!(outcomes[XdpOutcome::RrlDropped as usize], stats[RrlAction::Drop as usize]);
+}
+
+/// The kernel's negative answers follow the catalog: a name the API adds makes its ancestors
+/// exist (NXDOMAIN becomes NODATA) and removing it makes them go again; every change moves the
+/// SOA serial, and the kernel's SOA carries the catalog's serial.
+#[test]
+fn negative_answers_follow_name_changes() {
+    require_privileges!();
+    let (mut dp, mut catalog) = fixture::load(&fixture::config_text(), LoadOptions::default());
+    let ask = |dp: &spillway::dataplane::Dataplane, name: &str| -> (ResponseCode, u32) {
+        let (action, out) =
+            fixture::run(dp, program::DNS, &query_frame(&Transport::V4, &Query::new(name, TYPE_A).bytes()));
+        assert_eq!(action, XDP_TX, "{name} is answered in XDP");
+        let m = Message::from_vec(&checked_dns_payload(&out).expect("valid reply")).expect("parses");
+        let Some(hickory_proto::rr::RData::SOA(soa)) = m.authorities.first().map(|r| &r.data) else {
+            panic!("{name}: no SOA in {m:?}")
+        };
+        (m.metadata.response_code, soa.serial)
+    };
+    let (rcode, serial) = ask(&dp, "sub.cdn.example.net.");
+    assert_eq!((rcode, serial), (ResponseCode::NXDomain, catalog.serial()));
+
+    let names = vec!["fixed.cdn.example.net.".to_string(), "www.deep.sub.cdn.example.net.".to_string()];
+    catalog.set_names("fixed", names, Some(&mut dp)).expect("names changed");
+    for ancestor in ["sub.cdn.example.net.", "deep.sub.cdn.example.net."] {
+        let (rcode, after) = ask(&dp, ancestor);
+        assert_eq!(rcode, ResponseCode::NoError, "{ancestor} is an empty non-terminal now");
+        assert_eq!(after, catalog.serial());
+        assert_ne!(after, serial, "the change moved the serial");
+    }
+    assert_eq!(ask(&dp, "other.sub.cdn.example.net.").0, ResponseCode::NXDomain);
+
+    catalog.set_names("fixed", vec!["fixed.cdn.example.net.".to_string()], Some(&mut dp)).expect("names changed");
+    assert_eq!(ask(&dp, "sub.cdn.example.net.").0, ResponseCode::NXDomain, "gone with the name below it");
+    let (_, last) = ask(&dp, "deep.sub.cdn.example.net.");
+    assert_eq!(last, catalog.serial());
 }

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use hickory_proto::{
-    op::{Message, MessageType},
-    rr::RData,
+    op::{Message, MessageType, ResponseCode},
+    rr::{RData, RecordType},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use spillway::dataplane::{LoadOptions, program};
@@ -143,6 +143,8 @@ fn fraction_window_and_origin_algorithms() {
 enum Outcome {
     Passed,
     Answered,
+    /// NXDOMAIN or NODATA with one SOA in authority.
+    Negative,
     /// TC=1, no records: the rate limit's slip.
     Slipped,
     /// XDP_DROP: the rate limit's drop.
@@ -162,9 +164,14 @@ fn check_outcome(dp: &spillway::dataplane::Dataplane, input: &[u8]) -> Result<Ou
             if m.metadata.message_type != MessageType::Response {
                 return Err(format!("odd reply {m:?}"));
             }
+            let rcode = m.metadata.response_code;
+            let soa_only = m.authorities.len() == 1 && m.authorities[0].record_type() == RecordType::SOA;
             match (m.answers.is_empty(), m.metadata.truncation) {
-                (false, false) => Ok(Outcome::Answered),
-                (true, true) if m.queries.len() == 1 => Ok(Outcome::Slipped),
+                (false, false) if rcode == ResponseCode::NoError => Ok(Outcome::Answered),
+                (true, false) if soa_only && matches!(rcode, ResponseCode::NXDomain | ResponseCode::NoError) => {
+                    Ok(Outcome::Negative)
+                }
+                (true, true) if m.queries.len() == 1 && m.authorities.is_empty() => Ok(Outcome::Slipped),
                 _ => Err(format!("odd reply {m:?}")),
             }
         }
@@ -189,7 +196,7 @@ fn random_and_mutated_packets() {
     let mut seeds = Vec::new();
     for t in [Transport::V4, Transport::V6, Transport::V4.vlan(3), Transport::V6.vlan(9)] {
         for n in names {
-            for qt in [TYPE_A, TYPE_AAAA] {
+            for qt in [TYPE_A, TYPE_AAAA, TYPE_MX] {
                 seeds.push(query_frame(&t, &Query::new(n, qt).bytes()));
                 seeds.push(query_frame(&t, &Query::new(n, qt).edns(Edns::new(1232)).bytes()));
             }
@@ -198,7 +205,7 @@ fn random_and_mutated_packets() {
 
     // `cargo xtask fuzz` sends a million (SPILLWAY_XDP_FUZZ_PACKETS).
     let total: u64 = std::env::var("SPILLWAY_XDP_FUZZ_PACKETS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let (mut tx, mut slipped, mut dropped) = (0u64, 0u64, 0u64);
+    let (mut tx, mut negative, mut slipped, mut dropped) = (0u64, 0u64, 0u64, 0u64);
     let mut failures = Vec::new();
     for i in 0..total {
         let input: Vec<u8> = if i % 4 == 0 {
@@ -232,6 +239,7 @@ fn random_and_mutated_packets() {
         };
         match check_outcome(&dp, &input) {
             Ok(Outcome::Answered) => tx += 1,
+            Ok(Outcome::Negative) => negative += 1,
             Ok(Outcome::Slipped) => slipped += 1,
             Ok(Outcome::Dropped) => dropped += 1,
             Ok(Outcome::Passed) => {}
@@ -247,8 +255,16 @@ fn random_and_mutated_packets() {
     // Mutations that leave a query valid (e.g. a changed ID, with a matching checksum by
     // chance, or the unmutated seeds above) must still be answered: the fuzz reaches the
     // answering path.
-    eprintln!("{tx} of {total} answered, {slipped} slipped, {dropped} dropped by the rate limit");
+    eprintln!(
+        "{tx} of {total} answered, {negative} negative answers, {slipped} slipped, {dropped} dropped by the rate limit"
+    );
     let outcomes = dp.xdp_stats().expect("XDP counters");
+    assert_eq!(
+        outcomes[XdpOutcome::AnsweredNxDomain as usize] + outcomes[XdpOutcome::AnsweredNoData as usize],
+        negative,
+        "every negative answer counted"
+    );
+    assert!(negative > 0, "the fuzz reached the negative-answer path");
     assert_eq!(outcomes[XdpOutcome::RrlDropped as usize], dropped, "every drop is the rate limit's");
     assert_eq!(outcomes[XdpOutcome::RrlSlipped as usize], slipped);
     assert!(tx > 0 && slipped > 0 && dropped > 0, "the fuzz reached the answer, slip and drop paths");

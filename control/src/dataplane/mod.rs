@@ -29,15 +29,19 @@ use aya::{
 };
 use spillway_common::{
     maps::{
-        CUSTOMER_STATS_MAP, CUSTOMERS_MAP, CustomerCounters, CustomerRecord, LOCAL_ADDRS_V4_MAP, LOCAL_ADDRS_V6_MAP,
-        NAMES_MAP, NameKey, NameValue, PROXIES_MAP, ProxySet, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP, RRL_EXEMPT_V6_MAP,
-        RRL_STATS_MAP, XDP_STATS_MAP,
+        CUSTOMER_STATS_MAP, CUSTOMERS_MAP, CustomerCounters, CustomerRecord, EXISTING_MAP, LOCAL_ADDRS_V4_MAP,
+        LOCAL_ADDRS_V6_MAP, NAMES_MAP, NameKey, NameValue, PROXIES_MAP, ProxySet, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP,
+        RRL_EXEMPT_V6_MAP, RRL_STATS_MAP, XDP_STATS_MAP, ZONE_INFO_MAP, ZONES_MAP,
     },
+    negative::{ZONE_KEY_LEN, ZoneInfo, ZoneRecord},
     rrl::{RRL_ACTIONS, RrlParams},
     stats::XDP_OUTCOMES,
 };
 
-use self::pins::{MapsOrigin, PINNED_MAPS, PinDir};
+use self::{
+    pins::{MapsOrigin, PINNED_MAPS, PinDir},
+    records::ZoneEntry,
+};
 use crate::{
     EBPF_OBJECT,
     config::XdpModeConfig,
@@ -91,6 +95,9 @@ pub struct Dataplane {
     rrl_exempt_v4: LpmTrie<MapData, [u8; 4], u8>,
     rrl_exempt_v6: LpmTrie<MapData, [u8; 16], u8>,
     rrl_stats: PerCpuArray<MapData, u64>,
+    zones: LpmTrie<MapData, [u8; ZONE_KEY_LEN], ZoneRecord>,
+    zone_info: Array<MapData, ZoneInfo>,
+    existing: HashMap<MapData, NameKey, u32>,
     pins: Option<Pinned>,
 }
 
@@ -168,6 +175,9 @@ impl Dataplane {
         let rrl_exempt_v4 = LpmTrie::try_from(take(RRL_EXEMPT_V4_MAP)?).map_err(map_err(RRL_EXEMPT_V4_MAP))?;
         let rrl_exempt_v6 = LpmTrie::try_from(take(RRL_EXEMPT_V6_MAP)?).map_err(map_err(RRL_EXEMPT_V6_MAP))?;
         let rrl_stats = PerCpuArray::try_from(take(RRL_STATS_MAP)?).map_err(map_err(RRL_STATS_MAP))?;
+        let zones = LpmTrie::try_from(take(ZONES_MAP)?).map_err(map_err(ZONES_MAP))?;
+        let zone_info = Array::try_from(take(ZONE_INFO_MAP)?).map_err(map_err(ZONE_INFO_MAP))?;
+        let existing = HashMap::try_from(take(EXISTING_MAP)?).map_err(map_err(EXISTING_MAP))?;
         Ok(Self {
             ebpf,
             names,
@@ -181,6 +191,9 @@ impl Dataplane {
             rrl_exempt_v4,
             rrl_exempt_v6,
             rrl_stats,
+            zones,
+            zone_info,
+            existing,
             pins,
         })
     }
@@ -367,6 +380,47 @@ impl Dataplane {
         replace_prefixes(&mut self.rrl_exempt_v4, &v4, RRL_EXEMPT_V4_MAP)?;
         replace_prefixes(&mut self.rrl_exempt_v6, &v6, RRL_EXEMPT_V6_MAP)?;
         self.rrl_config.set(0, params, 0).map_err(map_err(RRL_CONFIG_MAP))
+    }
+
+    /// Make `zones` the zones the program answers negatively for, all with SOA serial
+    /// `serial`: the serial and the new zones first, then stale zones go.
+    pub fn set_zones(&mut self, zones: &[ZoneEntry], serial: u32) -> Result<()> {
+        self.zone_info.set(0, ZoneInfo { serial, _pad: 0 }, 0).map_err(map_err(ZONE_INFO_MAP))?;
+        for z in zones {
+            self.zones.insert(&LpmKey::new(z.prefix_len, z.key), z.record, 0).map_err(map_err(ZONES_MAP))?;
+        }
+        let stale: Vec<(u32, [u8; ZONE_KEY_LEN])> = self
+            .zones
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| (k.prefix_len(), k.data()))
+            .filter(|(len, data)| !zones.iter().any(|z| z.prefix_len == *len && z.key == *data))
+            .collect();
+        for (len, data) in stale {
+            self.zones.remove(&LpmKey::new(len, data)).map_err(map_err(ZONES_MAP))?;
+        }
+        Ok(())
+    }
+
+    /// The SOA serial of every zone's negative answers.
+    pub fn set_serial(&mut self, serial: u32) -> Result<()> {
+        let mut info = self.zone_info.get(&0, 0).map_err(map_err(ZONE_INFO_MAP))?;
+        info.serial = serial;
+        self.zone_info.set(0, info, 0).map_err(map_err(ZONE_INFO_MAP))
+    }
+
+    /// A name that exists without a customer's data (`spillway_common::maps::existing`).
+    pub fn set_existing(&mut self, key: NameKey, kind: u32) -> Result<()> {
+        self.existing.insert(key, kind, 0).map_err(map_err(EXISTING_MAP))
+    }
+
+    pub fn remove_existing(&mut self, key: NameKey) -> Result<()> {
+        self.existing.remove(&key).map_err(map_err(EXISTING_MAP))
+    }
+
+    /// Every name in the existing-names map and its kind (for reconciling pinned maps).
+    pub fn existing(&self) -> Result<Vec<(NameKey, u32)>> {
+        self.existing.iter().map(|r| r.map_err(map_err(EXISTING_MAP))).collect()
     }
 
     /// Per-action counts of the program's rate limit, indexed by `RrlAction`.

@@ -7,6 +7,7 @@ use spillway_common::{
     decision::fraction_to_threshold,
     maps::{CustomerRecord, MAX_CNAME_LEN, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS, NameKey, ProxySet, assignment, overflow},
     name::name_key,
+    negative::{ZONE_KEY_LEN, ZoneRecord, zone_key},
 };
 
 use crate::config::{Assignment, CustomerConfig, Overflow, ProxyConfig, parse_name};
@@ -19,6 +20,22 @@ pub fn name_wire(name: &Name) -> Vec<u8> {
 /// The names-map key of a configured name.
 pub fn key_of(text: &str) -> Result<NameKey, String> {
     Ok(name_key(&name_wire(&parse_name(text)?)))
+}
+
+/// One zone in the `ZONES` LPM trie.
+#[derive(Debug, Clone, Copy)]
+pub struct ZoneEntry {
+    /// [`zone_key`] of the apex; `prefix_len` bits of it are the apex.
+    pub key: [u8; ZONE_KEY_LEN],
+    pub prefix_len: u32,
+    pub record: ZoneRecord,
+}
+
+impl ZoneEntry {
+    pub fn new(apex: &Name, record: ZoneRecord) -> Self {
+        let wire = name_wire(apex);
+        Self { key: zone_key(&wire), prefix_len: (wire.len() * 8) as u32, record }
+    }
 }
 
 /// Ones-complement sum of bytes starting at an even offset, folded to 16 bits.

@@ -24,21 +24,18 @@ use spillway_common::{
         OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_index, proxy_window,
         subnet_key_v4, subnet_key_v6,
     },
-    dns::{OUR_EDNS_UDP_SIZE, PLAIN_UDP_LIMIT},
+    dns::{HEADER_LEN, OUR_EDNS_UDP_SIZE, PLAIN_UDP_LIMIT},
     name::name_key,
+    negative::{MAX_SOA_LEN, ZoneRecord},
 };
 
-use super::snapshot::ZoneSnapshot;
-use crate::config::{Config, parse_name};
+use super::{
+    snapshot::ZoneSnapshot,
+    zones::{NEGATIVE_SOA, SOA_TTL, Zones},
+};
+use crate::config::Config;
 
-/// SOA timers (seconds).
-const SOA_TTL: u32 = 3600;
 const NS_TTL: u32 = 3600;
-const SOA_REFRESH: i32 = 3600;
-const SOA_RETRY: i32 = 600;
-const SOA_EXPIRE: i32 = 604_800;
-/// Negative answers are cached for min(SOA TTL, minimum) (RFC 2308 §5).
-const SOA_MINIMUM: u32 = 60;
 /// TTL of the proxies' and nameservers' own address records.
 const HOST_TTL: u32 = 300;
 
@@ -52,54 +49,33 @@ pub enum Transport {
 /// The zones and the fixed names in them (proxies, nameservers); customers come from the
 /// catalog's [`ZoneSnapshot`] at answer time.
 pub struct Authority {
-    /// Zone apexes (lowercase): ours, then the customers' delegated ones. All share one SOA
-    /// origin and contact, and our nameservers.
     zones: Vec<Name>,
     mname: Name,
     rname: Name,
     nameservers: Vec<Name>,
-    /// Proxy and nameserver host names (lowercase) -> their addresses.
     hosts: HashMap<Name, Vec<IpAddr>>,
-    /// Proper ancestors of the host names (lowercase): empty non-terminals, for telling NODATA
-    /// from NXDOMAIN; the customer names' come from the catalog (they change at run time).
     names: std::collections::HashSet<Name>,
+    /// Each zone's negative answer in the XDP program's layout.
+    negative: HashMap<Name, ZoneRecord>,
     serial_base: u32,
+}
+
+/// What a query gets: a message, or a negative answer in the shared layout.
+enum Reply {
+    Message(Message),
+    /// `r` holds the header (rcode set), the question and OPT; the zone's SOA goes in authority.
+    Negative {
+        r: Message,
+        zone: Name,
+    },
 }
 
 impl Authority {
     pub fn new(config: &Config, serial_base: u32) -> Self {
-        // Our zones, then the sub-zones customers delegate to us: all get our SOA and NS.
-        let ours: Vec<Name> = config.server.zones.iter().filter_map(|z| parse_name(z).ok()).collect();
-        let delegated = config.customers().flat_map(|c| c.zones.iter()).filter_map(|z| parse_name(z).ok());
-        let home = ours.first().cloned().unwrap_or_else(Name::root);
-        let mname = config
-            .server
-            .nameservers
-            .first()
-            .and_then(|n| parse_name(n).ok())
-            .unwrap_or_else(|| Name::from_ascii("ns1").expect("label").append_domain(&home).expect("fits"));
-        let rname = Name::from_ascii("hostmaster").expect("label").append_domain(&home).expect("fits");
-        let zones: Vec<Name> = ours.iter().cloned().chain(delegated).map(|apex| apex.to_lowercase()).collect();
-        let nameservers: Vec<Name> = config.server.nameservers.iter().filter_map(|n| parse_name(n).ok()).collect();
-        let mut hosts: HashMap<Name, Vec<IpAddr>> = HashMap::new();
-        if let Some(first) = zones.first() {
-            for p in config.proxies() {
-                if let Ok(label) = Name::from_ascii(&p.name)
-                    && let Ok(name) = label.append_domain(first)
-                {
-                    hosts.entry(name.to_lowercase()).or_default().extend(p.addresses.iter().copied());
-                }
-            }
-        }
-        for (n, addrs) in &config.server.glue {
-            if let Ok(name) = parse_name(n) {
-                hosts.entry(name.to_lowercase()).or_default().extend(addrs.iter().copied());
-            }
-        }
-        let mut names = std::collections::HashSet::new();
-        let hosts_text: Vec<String> = hosts.keys().map(|n| n.to_string()).collect();
-        crate::catalog::add_ancestors(&mut names, &hosts_text);
-        Self { zones, mname, rname, nameservers, hosts, names, serial_base }
+        let z = Zones::from_config(config);
+        let negative = z.zones.iter().map(|apex| (apex.clone(), z.negative_record(apex))).collect();
+        let Zones { zones, mname, rname, nameservers, hosts, host_ancestors } = z;
+        Self { zones, mname, rname, nameservers, hosts, names: host_ancestors, negative, serial_base }
     }
 
     /// The reply to a request, or None when nothing should be sent (a response, or fewer bytes
@@ -125,11 +101,62 @@ impl Authority {
                 return Message::error_msg(id, op, ResponseCode::FormErr).to_vec().ok();
             }
         };
-        let reply = self.reply(catalog, &query, client);
-        encode(&query, reply, transport)
+        match self.reply(catalog, &query, client) {
+            Reply::Message(r) => encode(&query, r, transport),
+            Reply::Negative { mut r, zone } => {
+                if let Some(bytes) = self.negative_bytes(catalog, &r, &zone, &query, transport) {
+                    return Some(bytes);
+                }
+                // Too long a SOA, or too big for the client's UDP size: hickory's form, which
+                // truncates.
+                r.add_authority(self.soa(catalog, NEGATIVE_SOA.ttl, zone));
+                encode(&query, r, transport)
+            }
+        }
     }
 
-    fn reply(&self, catalog: &ZoneSnapshot, query: &Message, client: IpAddr) -> Message {
+    /// The negative answer in the layout of `spillway_common::negative`, byte for byte what
+    /// the XDP program sends: `r` encoded (header, question, OPT), the SOA inserted before the
+    /// OPT. `None` when the zone's SOA has no precomputed form or the reply exceeds the UDP
+    /// limit.
+    fn negative_bytes(
+        &self,
+        catalog: &ZoneSnapshot,
+        r: &Message,
+        zone: &Name,
+        query: &Message,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let rec = self.negative.get(zone)?;
+        let mut soa = [0u8; MAX_SOA_LEN];
+        let soa_len = rec.soa_bytes(self.serial_base.wrapping_add(catalog.generation()), &mut soa);
+        if soa_len == 0 {
+            return None;
+        }
+        let mut bytes = r.to_vec().ok()?;
+        let qname_len = wire_name_len(&bytes, HEADER_LEN)?;
+        let question_end = HEADER_LEN + qname_len + 4;
+        if bytes.len() < question_end {
+            return None;
+        }
+        let mut tail = bytes.split_off(question_end);
+        bytes.extend_from_slice(&ZoneRecord::owner_pointer(qname_len, rec.zone_len as usize).to_be_bytes());
+        bytes.extend_from_slice(&soa[..soa_len]);
+        bytes.append(&mut tail);
+        bytes[8..10].copy_from_slice(&1u16.to_be_bytes());
+        (bytes.len() <= udp_limit(query, transport)).then_some(bytes)
+    }
+
+    fn reply(&self, catalog: &ZoneSnapshot, query: &Message, client: IpAddr) -> Reply {
+        Reply::Message(match self.reply_to(catalog, query, client) {
+            Ok(r) => r,
+            Err(negative) => return negative,
+        })
+    }
+
+    /// `Err`: a negative answer. (A large `Err`, built once per query and moved once.)
+    #[allow(clippy::result_large_err)]
+    fn reply_to(&self, catalog: &ZoneSnapshot, query: &Message, client: IpAddr) -> Result<Message, Reply> {
         let mut r = Message::response(query.metadata.id, query.metadata.op_code);
         if query.metadata.op_code != OpCode::Query {
             // NOTIMP with nothing of the request's but its id and opcode: AA, RD, RA, AD and CD
@@ -140,7 +167,7 @@ impl Authority {
                 e.set_max_payload(OUR_EDNS_UDP_SIZE);
                 r.set_edns(e);
             }
-            return r;
+            return Ok(r);
         }
         r.metadata.recursion_desired = query.metadata.recursion_desired;
         r.metadata.checking_disabled = query.metadata.checking_disabled;
@@ -158,22 +185,22 @@ impl Authority {
                 r.metadata.response_code = ResponseCode::BADVERS;
                 e.set_rcode_high(ResponseCode::BADVERS.high());
                 r.set_edns(e);
-                return r;
+                return Ok(r);
             }
             r.set_edns(e);
         }
         let [q] = query.queries.as_slice() else {
             r.metadata.response_code = ResponseCode::FormErr;
-            return r;
+            return Ok(r);
         };
         let qname = q.name.to_lowercase();
         let Some(zone) = self.zones.iter().filter(|z| z.zone_of(&qname)).max_by_key(|z| z.num_labels()) else {
             r.metadata.response_code = ResponseCode::Refused;
-            return r;
+            return Ok(r);
         };
         if q.query_class != DNSClass::IN {
             r.metadata.response_code = ResponseCode::Refused;
-            return r;
+            return Ok(r);
         }
         r.metadata.authoritative = true;
         let owner = q.name.clone();
@@ -184,7 +211,7 @@ impl Authority {
                 RecordType::SOA | RecordType::ANY => {
                     // ANY is answered minimally (RFC 8482): the SOA alone.
                     r.add_answer(self.soa(catalog, SOA_TTL, owner));
-                    return r;
+                    return Ok(r);
                 }
                 RecordType::NS => {
                     for ns in &self.nameservers {
@@ -193,7 +220,7 @@ impl Authority {
                             r.add_additional(address_record(ns.clone(), HOST_TTL, *addr));
                         }
                     }
-                    return r;
+                    return Ok(r);
                 }
                 // A customer's delegated apex may be one of its names (A/AAAA below).
                 _ => {}
@@ -207,10 +234,7 @@ impl Authority {
                 // ANY gets one RRset (RFC 8482): the A answer by the rule.
                 RecordType::A | RecordType::ANY => false,
                 RecordType::AAAA => true,
-                _ => {
-                    self.no_data(&mut r, zone, catalog);
-                    return r;
-                }
+                _ => return Err(Reply::Negative { r, zone: zone.clone() }),
             };
             let rec = c.record();
             let (origins, proxies_len) =
@@ -258,12 +282,12 @@ impl Authority {
                         Some(t) => {
                             r.add_answer(Record::from_rdata(owner, rec.ttl, RData::CNAME(CNAME(t))));
                         }
-                        None => self.no_data(&mut r, zone, catalog),
+                        None => return Err(Reply::Negative { r, zone: zone.clone() }),
                     }
                 }
-                None => self.no_data(&mut r, zone, catalog),
+                None => return Err(Reply::Negative { r, zone: zone.clone() }),
             }
-            return r;
+            return Ok(r);
         }
 
         if let Some(addrs) = self.hosts.get(&qname) {
@@ -275,36 +299,57 @@ impl Authority {
             let matching: Vec<IpAddr> =
                 addrs.iter().copied().filter(|a| qtype == RecordType::ANY || Some(a.is_ipv6()) == want_v6).collect();
             if matching.is_empty() {
-                self.no_data(&mut r, zone, catalog);
+                return Err(Reply::Negative { r, zone: zone.clone() });
             } else {
                 for a in matching {
                     r.add_answer(address_record(owner.clone(), HOST_TTL, a));
                 }
             }
-            return r;
+            return Ok(r);
         }
 
         // The apex, and a name that exists only because names exist below it (an empty
         // non-terminal), have no data; anything else in the zone does not exist.
-        if qname == *zone || self.names.contains(&qname) || catalog.is_empty_non_terminal(&qname) {
-            self.no_data(&mut r, zone, catalog);
-        } else {
+        if !(qname == *zone || self.names.contains(&qname) || catalog.is_empty_non_terminal(&qname)) {
             r.metadata.response_code = ResponseCode::NXDomain;
-            r.add_authority(self.soa(catalog, SOA_MINIMUM.min(SOA_TTL), zone.clone()));
         }
-        r
+        Err(Reply::Negative { r, zone: zone.clone() })
     }
 
     fn soa(&self, catalog: &ZoneSnapshot, ttl: u32, owner: Name) -> Record {
         let serial = self.serial_base.wrapping_add(catalog.generation());
-        let soa =
-            SOA::new(self.mname.clone(), self.rname.clone(), serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, SOA_MINIMUM);
+        let t = NEGATIVE_SOA;
+        let soa = SOA::new(
+            self.mname.clone(),
+            self.rname.clone(),
+            serial,
+            t.refresh as i32,
+            t.retry as i32,
+            t.expire as i32,
+            t.minimum,
+        );
         Record::from_rdata(owner, ttl, RData::SOA(soa))
     }
+}
 
-    /// NODATA (and, with the rcode set, NXDOMAIN): the zone's SOA in authority.
-    fn no_data(&self, r: &mut Message, zone: &Name, catalog: &ZoneSnapshot) {
-        r.add_authority(self.soa(catalog, SOA_MINIMUM.min(SOA_TTL), zone.clone()));
+/// Length of the uncompressed name at `at` in a message, root label included.
+fn wire_name_len(msg: &[u8], at: usize) -> Option<usize> {
+    let mut end = at;
+    loop {
+        match *msg.get(end)? {
+            0 => return Some(end + 1 - at),
+            len @ 1..=63 => end += 1 + len as usize,
+            _ => return None,
+        }
+    }
+}
+
+/// The largest reply `query` may get over `transport`.
+fn udp_limit(query: &Message, transport: Transport) -> usize {
+    match (&query.edns, transport) {
+        (_, Transport::Tcp) => usize::from(u16::MAX),
+        (Some(e), Transport::Udp) => usize::from(e.max_payload().clamp(PLAIN_UDP_LIMIT, OUR_EDNS_UDP_SIZE)),
+        (None, Transport::Udp) => usize::from(PLAIN_UDP_LIMIT),
     }
 }
 
@@ -321,11 +366,7 @@ fn address_record(name: Name, ttl: u32, addr: IpAddr) -> Record {
 /// reply to a spoofed source is what a reflector is made of.
 fn encode(query: &Message, reply: Message, transport: Transport) -> Option<Vec<u8>> {
     let bytes = reply.to_vec().ok()?;
-    let limit = match (&query.edns, transport) {
-        (_, Transport::Tcp) => usize::from(u16::MAX),
-        (Some(e), Transport::Udp) => usize::from(e.max_payload().clamp(PLAIN_UDP_LIMIT, OUR_EDNS_UDP_SIZE)),
-        (None, Transport::Udp) => usize::from(PLAIN_UDP_LIMIT),
-    };
+    let limit = udp_limit(query, transport);
     if bytes.len() <= limit {
         return Some(bytes);
     }
@@ -345,7 +386,7 @@ mod tests {
     use hickory_proto::op::Query;
 
     use super::*;
-    use crate::catalog::Catalog;
+    use crate::{catalog::Catalog, dns::zones::SOA_MINIMUM};
 
     const CONFIG: &str = r#"
 [server]

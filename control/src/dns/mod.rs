@@ -7,5 +7,6 @@ pub mod rrl;
 pub mod server;
 pub mod snapshot;
 pub mod tcp;
+pub mod zones;
 
 pub use authority::{Authority, Transport};

@@ -57,7 +57,7 @@ struct Case {
     action: u32,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 7] = [
     Case { label: "A, IPv4", ipv6: false, qtype: TYPE_A, name: SHORT, edns: false, action: fixture::XDP_TX },
     Case { label: "AAAA, IPv6", ipv6: true, qtype: TYPE_AAAA, name: SHORT, edns: false, action: fixture::XDP_TX },
     Case { label: "A, IPv4, EDNS", ipv6: false, qtype: TYPE_A, name: SHORT, edns: true, action: fixture::XDP_TX },
@@ -70,10 +70,19 @@ const CASES: [Case; 5] = [
         action: fixture::XDP_TX,
     },
     Case {
-        label: "passed (unknown name)",
+        label: "NXDOMAIN, IPv4",
         ipv6: false,
         qtype: TYPE_A,
         name: "nx.cdn.example.net.",
+        edns: false,
+        action: fixture::XDP_TX,
+    },
+    Case { label: "NODATA (MX), IPv4", ipv6: false, qtype: TYPE_MX, name: SHORT, edns: false, action: fixture::XDP_TX },
+    Case {
+        label: "passed (not our zone)",
+        ipv6: false,
+        qtype: TYPE_A,
+        name: "nx.example.org.",
         edns: false,
         action: fixture::XDP_PASS,
     },
