@@ -9,7 +9,10 @@
 //! The SOA's names are written whole (no compression): the record is then the same bytes for
 //! every query, precomputed once per zone with its checksum, and the program copies it.
 
-use crate::dns::{HEADER_LEN, OUR_EDNS_UDP_SIZE, TYPE_OPT};
+use crate::{
+    checksum::csum16,
+    dns::{HEADER_LEN, OUR_EDNS_UDP_SIZE, TYPE_OPT},
+};
 
 /// Room for the SOA record after its owner: type, class, TTL, RDLENGTH (10), both names,
 /// five timers (20). A zone whose SOA is longer is passed to userspace.
@@ -107,7 +110,7 @@ impl ZoneRecord {
             at += 4;
         }
         r.soa_len = at as u16;
-        r.soa_sum = fold(sum_even(&r.soa[..at]));
+        r.soa_sum = csum16(&r.soa[..at]);
         r
     }
 
@@ -147,26 +150,6 @@ pub const fn decidable_type(qtype: u16) -> bool {
     matches!(qtype, 1..=40 | 42..=127 | 256..=65279)
 }
 
-/// Ones'-complement sum of bytes starting at an even offset (unfolded).
-fn sum_even(b: &[u8]) -> u64 {
-    let mut s = 0u64;
-    let mut i = 0;
-    while i < b.len() {
-        let hi = b[i] as u64;
-        let lo = if i + 1 < b.len() { b[i + 1] as u64 } else { 0 };
-        s += (hi << 8) | lo;
-        i += 2;
-    }
-    s
-}
-
-fn fold(mut s: u64) -> u32 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,7 +166,7 @@ mod tests {
         assert_eq!(&z.soa[..4], &[0, 6, 0, 1]);
         assert_eq!(u16::from_be_bytes([z.soa[8], z.soa[9]]) as usize, rdlen);
         assert_eq!(z.serial_off as usize, 10 + mname.len() + rname.len());
-        assert_eq!(z.soa_sum, fold(sum_even(&z.soa[..z.soa_len as usize])));
+        assert_eq!(z.soa_sum, csum16(&z.soa[..z.soa_len as usize]));
         let mut out = [0u8; MAX_SOA_LEN];
         let n = z.soa_bytes(0x0102_0304, &mut out);
         let s = z.serial_off as usize;

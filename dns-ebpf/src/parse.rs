@@ -242,8 +242,8 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
         edns_udp_size = if udp_size < PLAIN_UDP_LIMIT { PLAIN_UDP_LIMIT } else { udp_size };
         edns_do = ttl & EDNS_FLAG_DO != 0;
     } else if replay && arcount == 1 {
-        // A replayed reply: its OPT sits after the answers or the SOA. Take it as present so the repeat
-        // keeps timing the EDNS reply path (the OPT's few reads above are not timed).
+        // A replayed reply: its OPT sits after the answers or the SOA. Take it as present so
+        // the repeat keeps timing the EDNS reply path (the OPT's few reads above are not timed).
         edns = true;
     }
     if msg_len != dns_len && !replay {

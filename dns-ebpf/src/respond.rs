@@ -167,7 +167,8 @@ pub fn write_negative(
         return Err(PassTooBig);
     }
     let (l4, udp_len) = turn_around(ctx, q, dns_len)?;
-    let header = Header::reply(q, if slip { FLAG_TC } else { 0 } | rcode, 0, if slip { 0 } else { 1 });
+    let tc = if slip { FLAG_TC } else { 0 };
+    let header = Header::reply(q, tc | rcode, 0, if slip { 0 } else { 1 });
     header.write(ctx, d)?;
     let mut body = Csum::new();
     if !slip {
