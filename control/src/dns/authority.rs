@@ -49,6 +49,7 @@ pub enum Transport {
 /// The zones and the fixed names in them (proxies, nameservers); customers come from the
 /// catalog's [`ZoneSnapshot`] at answer time.
 pub struct Authority {
+    // Our zones, SOA names, name servers, hosts and the hosts' ancestors: as in [`Zones`].
     zones: Vec<Name>,
     mname: Name,
     rname: Name,
