@@ -4,12 +4,12 @@
 //! answers (NXDOMAIN, NODATA) for random names under and beside every zone, empty non-terminals,
 //! host names and apexes. Queries XDP passes on must get their answer from userspace instead.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use spillway::{
     config::Config,
-    dataplane::{LoadOptions, program},
-    dns::{Authority, Transport as DnsTransport},
+    dataplane::{Dataplane, LoadOptions, program},
+    dns::{Authority, Transport as DnsTransport, snapshot::ZoneSnapshot},
 };
 use spillway_tests::{
     dnswire::*,
@@ -76,13 +76,18 @@ fn recase(name: &str, pattern: u32) -> String {
         .collect()
 }
 
-#[test]
-fn xdp_and_userspace_agree() {
-    require_privileges!();
+/// The data plane and the userspace server from the same config, on the same serial.
+fn setup() -> (Dataplane, Authority, Arc<ZoneSnapshot>) {
     let (dp, catalog) = fixture::load(CONFIG, LoadOptions::default());
     let config = Config::parse(CONFIG, "equivalence.toml").expect("config");
     let authority = Authority::new(&config, catalog.serial_base());
-    let catalog = catalog.snapshot();
+    (dp, authority, catalog.snapshot())
+}
+
+#[test]
+fn xdp_and_userspace_agree() {
+    require_privileges!();
+    let (dp, authority, catalog) = setup();
 
     let names = [
         "on.cdn.example.net.",
@@ -157,10 +162,7 @@ fn xdp_and_userspace_agree() {
 #[test]
 fn negative_answers_agree() {
     require_privileges!();
-    let (dp, catalog) = fixture::load(CONFIG, LoadOptions::default());
-    let config = Config::parse(CONFIG, "equivalence.toml").expect("config");
-    let authority = Authority::new(&config, catalog.serial_base());
-    let catalog = catalog.snapshot();
+    let (dp, authority, catalog) = setup();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         rng ^= rng << 13;
@@ -209,7 +211,7 @@ fn negative_answers_agree() {
         let dns = q.bytes();
         let client: IpAddr = if t.ipv6 { CLIENT_V6.into() } else { CLIENT_V4.into() };
         let user = authority.answer(&catalog, &dns, client, DnsTransport::Udp).expect("userspace answers");
-        let (action, out) = fixture::run(&dp, program::DNS, &frame_for(&t, &dns));
+        let (action, out) = fixture::run(&dp, program::DNS, &query_frame(&t, &dns));
         if action == XDP_TX {
             compared += 1;
             let xdp = checked_dns_payload(&out).expect("valid reply");
@@ -230,10 +232,6 @@ fn negative_answers_agree() {
     );
     assert!(rcodes[3] >= 200, "XDP sent only {} NXDOMAIN of {compared} answers", rcodes[3]);
     assert!(rcodes[0] >= 100, "XDP sent only {} NOERROR of {compared} answers", rcodes[0]);
-}
-
-fn frame_for(t: &Transport, dns: &[u8]) -> Vec<u8> {
-    query_frame(t, dns)
 }
 
 fn hex(b: &[u8]) -> String {

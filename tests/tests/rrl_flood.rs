@@ -142,6 +142,16 @@ fn bystander(stop: Arc<AtomicBool>) -> (u32, u32) {
 }
 
 /// A counter's value in a `/metrics` text.
+/// A flood of at least `min_sent` queries got `RATE` to `budget` replies, every second limited
+/// one slipped (some may be lost on the veth), and no more bytes than it sent.
+fn assert_limited(what: &str, t: &Tally, min_sent: u64, budget: u64) {
+    assert!(t.sent >= min_sent, "the flood ran: {t:?}");
+    assert!(t.answers >= RATE && t.answers <= budget, "{what} answers within the rate ({budget}): {t:?}");
+    let limited = t.sent - t.answers;
+    assert!(t.slips * 2 <= limited + 2 && t.slips * 2 >= limited * 9 / 10, "slip 2: {t:?}");
+    assert!(t.received_bytes <= t.sent_bytes, "bytes back / bytes sent ≤ 1: {t:?}");
+}
+
 fn counter(text: &str, series: &str) -> u64 {
     client::metric(text, series) as u64
 }
@@ -191,11 +201,7 @@ fn a_flood_from_one_subnet_gets_the_rate_and_slips() {
     // A random-subdomain flood: NXDOMAIN from XDP, one budget for the subnet whatever the name.
     let t = topo.client.run(|| flood(FLOOD_PPS, |i| format!("nx{i}.cdn.example.net.")));
     eprintln!("NXDOMAIN flood: {t:?}");
-    assert!(t.sent >= 10_000, "the flood ran: {t:?}");
-    assert!(t.answers >= RATE && t.answers <= budget, "NXDOMAIN answers within the rate ({budget}): {t:?}");
-    let limited = t.sent - t.answers;
-    assert!(t.slips * 2 <= limited + 2 && t.slips * 2 >= limited * 9 / 10, "slip 2: {t:?}");
-    assert!(t.received_bytes <= t.sent_bytes, "bytes back / bytes sent ≤ 1: {t:?}");
+    assert_limited("NXDOMAIN", &t, 10_000, budget);
     let (_, after_nx) = daemon::http(&topo, "GET", "/metrics", None, None);
     let xdp_nx = counter(&after_nx, "spillway_xdp_packets_total{outcome=\"answered_nxdomain\"}");
     assert!(xdp_nx >= t.answers, "the NXDOMAIN answers were XDP's: {xdp_nx} < {}", t.answers);
@@ -206,11 +212,7 @@ fn a_flood_from_one_subnet_gets_the_rate_and_slips() {
     // same rule.
     let t = topo.client.run(|| flood(USERSPACE_PPS, |i| format!("nx{i}.example.org.")));
     eprintln!("REFUSED flood: {t:?}");
-    assert!(t.sent >= 3_000, "the flood ran: {t:?}");
-    assert!(t.answers >= RATE && t.answers <= budget, "REFUSED answers within the rate ({budget}): {t:?}");
-    let limited = t.sent - t.answers;
-    assert!(t.slips * 2 <= limited + 2 && t.slips * 2 >= limited * 9 / 10, "slip 2: {t:?}");
-    assert!(t.received_bytes <= t.sent_bytes, "bytes back / bytes sent ≤ 1: {t:?}");
+    assert_limited("REFUSED", &t, 3_000, budget);
     let (_, after) = daemon::http(&topo, "GET", "/metrics", None, None);
     let all_slipped = |m: &str| counter(m, "spillway_rrl_total{action=\"slipped\"}");
     let xdp_slips = |m: &str| counter(m, "spillway_xdp_packets_total{outcome=\"rrl_slipped\"}");
