@@ -42,6 +42,26 @@ pub fn fraction_to_threshold(fraction: f64) -> u64 {
     (f * THRESHOLD_ALWAYS as f64).round() as u64
 }
 
+/// The random numbers one query's answer takes, from one uniform u32 (one
+/// `bpf_get_prandom_u32` per query in the XDP program): the fraction draw is the number itself,
+/// the proxy window's start and the weighted origin's draw come from its splitmix64 mix. Only
+/// one of the last two is used by an answer, and the mix spreads them evenly over the numbers
+/// the fraction draw left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Draws {
+    pub fraction: u32,
+    pub window: u32,
+    pub origin: u32,
+}
+
+impl Draws {
+    #[inline(always)]
+    pub const fn from_rand(rand: u32) -> Self {
+        let m = mix64(rand as u64);
+        Self { fraction: rand, window: (m >> 32) as u32, origin: m as u32 }
+    }
+}
+
 /// Proxy or overflow, for a query of a family with `proxies` proxy and `origins` origin addresses.
 /// `None`: nothing to answer with (NODATA).
 #[inline(always)]
@@ -217,6 +237,18 @@ mod tests {
         assert_eq!(choose_target(&r, 7, 0, 0), Some(Target::Cname));
         let r = rec(THRESHOLD_ALWAYS, overflow::ORIGIN);
         assert_eq!(choose_target(&r, 7, 0, 0), None);
+    }
+
+    #[test]
+    fn one_draw_spreads_windows_over_the_proxy_share() {
+        // Draws below a quarter threshold (the proxy answers) still start windows evenly.
+        let mut starts = [0u32; 5];
+        for rand in (0..u32::MAX / 4).step_by(4099) {
+            starts[proxy_window(5, Draws::from_rand(rand).window).0] += 1;
+        }
+        let (lo, hi) = (starts.iter().min().unwrap(), starts.iter().max().unwrap());
+        assert!(*hi - *lo < hi / 20, "uneven starts {starts:?}");
+        assert_eq!(Draws::from_rand(7).fraction, 7);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod answers;
 pub mod checksum;
 pub mod decision;
 pub mod dns;

@@ -3,12 +3,12 @@
 //! Layout rule: every field is naturally aligned and padding is explicit, so the kernel and
 //! userspace agree on the bytes without relying on compiler padding.
 
+use crate::answers::{CNAME_RR_BUF, PROXY_RING_V4_LEN, PROXY_RING_V6_LEN, RR_A_LEN, RR_AAAA_LEN};
+
 /// Customer names: [`NameKey`] -> [`NameValue`].
 pub const NAMES_MAP: &str = "NAMES";
 /// Customer records: customer index (u32) -> [`CustomerRecord`].
 pub const CUSTOMERS_MAP: &str = "CUSTOMERS";
-/// The proxy servers' addresses: key 0 -> [`ProxySet`].
-pub const PROXIES_MAP: &str = "PROXIES";
 /// Per-CPU answer counters per customer index: [`CustomerCounters`].
 pub const CUSTOMER_STATS_MAP: &str = "CUSTOMER_STATS";
 /// Per-CPU counters per [`crate::stats::XdpOutcome`].
@@ -41,10 +41,10 @@ pub const MAX_RRL_BUCKETS: u32 = 1 << 18;
 /// without changing size (the name hash, a field's use): pinned maps of another version are
 /// then migrated, never reused. Sizes and entries are compared by the loader anyway.
 #[cfg(not(feature = "layout-next"))]
-pub const MAP_LAYOUT_VERSION: u32 = 3;
+pub const MAP_LAYOUT_VERSION: u32 = 4;
 /// One version ahead, for the binary the upgrade test migrates to (`spillway/upgrade-test`).
 #[cfg(feature = "layout-next")]
-pub const MAP_LAYOUT_VERSION: u32 = 4;
+pub const MAP_LAYOUT_VERSION: u32 = 5;
 
 pub const MAX_NAMES: u32 = 1 << 20;
 pub const MAX_CUSTOMERS: u32 = 1 << 16;
@@ -99,9 +99,10 @@ pub mod assignment {
     pub const HASH: u8 = 2;
 }
 
-/// Everything the data plane needs to answer for one customer. Replaced whole on every change:
-/// the map is a `BPF_F_NO_PREALLOC` hash map, so an update swaps in a new element under RCU and a
-/// packet sees either the old or the new record, never a mix.
+/// Everything the data plane needs to answer for one customer: the decision's inputs and every
+/// answer record it may send, precomputed (see [`crate::answers`]). Replaced whole on every
+/// change: the map is a `BPF_F_NO_PREALLOC` hash map, so an update swaps in a new element under
+/// RCU and a packet sees either the old or the new record, never a mix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CustomerRecord {
@@ -114,17 +115,32 @@ pub struct CustomerRecord {
     pub assignment: u8,
     pub origin_v4_len: u8,
     pub origin_v6_len: u8,
-    pub cname_len: u16,
-    pub _pad0: u16,
-    /// Ones-complement sum of `cname[..cname_len]` as if it started at an even offset, folded.
-    pub cname_csum: u32,
+    /// The proxies' addresses per family (at most [`MAX_PROXY_ADDRS`]).
+    pub proxy_v4_len: u8,
+    pub proxy_v6_len: u8,
+    /// Length of `cname_rr`; 0: no CNAME target.
+    pub cname_rr_len: u16,
+    /// Ones'-complement sum of `cname_rr[..cname_rr_len]`, folded.
+    pub cname_rr_sum: u32,
     pub origin_v4: [[u8; 4]; MAX_ORIGIN_ADDRS],
     /// Cumulative weights for [`assignment::WEIGHTED`]: entry i is w0 + ... + wi.
     pub origin_v4_cum_weight: [u32; MAX_ORIGIN_ADDRS],
     pub origin_v6: [[u8; 16]; MAX_ORIGIN_ADDRS],
     pub origin_v6_cum_weight: [u32; MAX_ORIGIN_ADDRS],
-    /// CNAME target in wire format, case as configured.
-    pub cname: [u8; MAX_CNAME_LEN + 1],
+    /// Sum of each origin's record.
+    pub origin_v4_sum: [u32; MAX_ORIGIN_ADDRS],
+    pub origin_v6_sum: [u32; MAX_ORIGIN_ADDRS],
+    /// Sum of the proxy window starting at each proxy.
+    pub proxy_v4_sum: [u32; MAX_PROXY_ADDRS],
+    pub proxy_v6_sum: [u32; MAX_PROXY_ADDRS],
+    /// One A / AAAA record per origin.
+    pub origin_v4_rr: [u8; MAX_ORIGIN_ADDRS * RR_A_LEN],
+    pub origin_v6_rr: [u8; MAX_ORIGIN_ADDRS * RR_AAAA_LEN],
+    /// The CNAME record to the origin name, target case as configured.
+    pub cname_rr: [u8; CNAME_RR_BUF],
+    /// The proxy rings.
+    pub proxy_v4_rr: [u8; PROXY_RING_V4_LEN],
+    pub proxy_v6_rr: [u8; PROXY_RING_V6_LEN],
 }
 
 impl CustomerRecord {
@@ -136,19 +152,29 @@ impl CustomerRecord {
             assignment: assignment::ROUND_ROBIN,
             origin_v4_len: 0,
             origin_v6_len: 0,
-            cname_len: 0,
-            _pad0: 0,
-            cname_csum: 0,
+            proxy_v4_len: 0,
+            proxy_v6_len: 0,
+            cname_rr_len: 0,
+            cname_rr_sum: 0,
             origin_v4: [[0; 4]; MAX_ORIGIN_ADDRS],
             origin_v4_cum_weight: [0; MAX_ORIGIN_ADDRS],
             origin_v6: [[0; 16]; MAX_ORIGIN_ADDRS],
             origin_v6_cum_weight: [0; MAX_ORIGIN_ADDRS],
-            cname: [0; MAX_CNAME_LEN + 1],
+            origin_v4_sum: [0; MAX_ORIGIN_ADDRS],
+            origin_v6_sum: [0; MAX_ORIGIN_ADDRS],
+            proxy_v4_sum: [0; MAX_PROXY_ADDRS],
+            proxy_v6_sum: [0; MAX_PROXY_ADDRS],
+            origin_v4_rr: [0; MAX_ORIGIN_ADDRS * RR_A_LEN],
+            origin_v6_rr: [0; MAX_ORIGIN_ADDRS * RR_AAAA_LEN],
+            cname_rr: [0; CNAME_RR_BUF],
+            proxy_v4_rr: [0; PROXY_RING_V4_LEN],
+            proxy_v6_rr: [0; PROXY_RING_V6_LEN],
         }
     }
 }
 
-/// The proxy servers' addresses by family, replaced whole like [`CustomerRecord`].
+/// The proxy servers' addresses by family: what userspace builds the proxy rings of every
+/// [`CustomerRecord`] from, and answers from itself.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ProxySet {
@@ -180,7 +206,6 @@ mod pod {
     unsafe impl aya::Pod for NameKey {}
     unsafe impl aya::Pod for NameValue {}
     unsafe impl aya::Pod for CustomerRecord {}
-    unsafe impl aya::Pod for ProxySet {}
     unsafe impl aya::Pod for CustomerCounters {}
     unsafe impl aya::Pod for crate::rrl::RrlParams {}
     unsafe impl aya::Pod for crate::rrl::RrlKey {}
@@ -190,4 +215,4 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<CustomerRecord>().is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<ProxySet>() == 8 + 4 * 64 + 16 * 64);
+const _: () = assert!(core::mem::size_of::<CustomerRecord>() == 4576);

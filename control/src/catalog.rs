@@ -200,7 +200,7 @@ impl Catalog {
             .ok_or_else(|| Error::Record(id.clone(), "the customers map is full".into()))?;
         let keys = self.free_keys(&id, &config.names)?;
         let fraction = if self.gated { 0.0 } else { config.fraction };
-        let record = customer_record(&config, fraction).map_err(|e| Error::Record(id.clone(), e))?;
+        let record = customer_record(&config, fraction, &self.proxy_set).map_err(|e| Error::Record(id.clone(), e))?;
         if let Some(dp) = dp.as_deref_mut() {
             dp.set_customer(index, &record)?;
             for key in &keys {
@@ -345,10 +345,11 @@ impl Catalog {
         self.by_id.get(id).map(|&i| &self.customers[i])
     }
 
-    /// Put the catalog into a freshly loaded data plane. New maps are filled: proxies, records,
-    /// then names (a name points at a record that already exists). Pinned maps taken over are
-    /// reconciled in place: names that left or moved go first (passed on to userspace
-    /// meanwhile), then proxies, records and names are written, then records nobody uses go.
+    /// Put the catalog into a freshly loaded data plane. New maps are filled: records (their
+    /// answers to the proxies precomputed), then names (a name points at a record that already
+    /// exists). Pinned maps taken over are reconciled in place: names that left or moved go first
+    /// (passed on to userspace meanwhile), then records and names are written, then records
+    /// nobody uses go.
     /// Counters stay with the customer that owned them; an index that now holds another
     /// customer, or none, starts from zero.
     pub fn install(&self, dp: &mut Dataplane) -> Result<()> {
@@ -366,7 +367,6 @@ impl Catalog {
                 }
             }
         }
-        dp.set_proxies(&self.proxy_set)?;
         for c in &self.customers {
             if reused && !kept.contains(&c.index) {
                 dp.zero_customer_stats(c.index)?;
@@ -414,7 +414,7 @@ impl Catalog {
     ) -> Result<&Customer> {
         let i = *self.by_id.get(id).ok_or_else(|| Error::Record(id.into(), "no such customer".into()))?;
         let c = &self.customers[i];
-        let record = customer_record(&c.config, fraction).map_err(|e| Error::Record(id.into(), e))?;
+        let record = customer_record(&c.config, fraction, &self.proxy_set).map_err(|e| Error::Record(id.into(), e))?;
         if let Some(dp) = dp.as_deref_mut() {
             dp.set_customer(c.index, &record)?;
         }

@@ -18,15 +18,15 @@ mod rrl;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::xdp, programs::XdpContext};
 use spillway_common::{
-    decision::{OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_window},
+    decision::{Draws, OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_window},
     dns::{TYPE_A, TYPE_AAAA},
-    maps::{ProxySet, existing},
+    maps::existing,
     rrl::{RrlAction, RrlClass},
     stats::XdpOutcome,
 };
 
 use crate::{
-    maps::{CUSTOMER_STATS, CUSTOMERS, EXISTING, NAMES, PROXIES, XDP_STATS},
+    maps::{CUSTOMER_STATS, CUSTOMERS, EXISTING, NAMES, XDP_STATS},
     respond::{Answer, write_reply},
 };
 
@@ -40,9 +40,6 @@ static BENCH_REPLAY: u8 = 0;
 #[cfg(feature = "variant")]
 #[unsafe(no_mangle)]
 static PROGRAM_VARIANT: u32 = 1;
-
-/// Stands in when the proxies map is empty: no proxy of either family.
-static EMPTY_PROXIES: ProxySet = ProxySet::empty();
 
 #[xdp]
 pub fn spillway_dns(ctx: XdpContext) -> u32 {
@@ -86,18 +83,17 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
     }
     let customer = name.customer;
     let rec = unsafe { CUSTOMERS.get(&customer) }.ok_or(XdpOutcome::PassUnknownName)?;
-    let proxies = unsafe { PROXIES.get(&0) }.unwrap_or(&EMPTY_PROXIES);
     let v6 = q.qtype == TYPE_AAAA;
-    let proxy_len = if v6 { proxies.v6_len } else { proxies.v4_len };
+    let proxy_len = if v6 { rec.proxy_v6_len } else { rec.proxy_v4_len } as u32;
     let origin_len = if v6 { rec.origin_v6_len } else { rec.origin_v4_len };
-    let rand = unsafe { bpf_get_prandom_u32() };
-    let Some(target) = choose_target(rec, rand, proxy_len, origin_len) else { return negative(ctx, true) };
+    let draws = Draws::from_rand(unsafe { bpf_get_prandom_u32() });
+    let Some(target) = choose_target(rec, draws.fraction, proxy_len, origin_len) else { return negative(ctx, true) };
     match rrl::limit(ctx, q, RrlClass::Answer as u32) {
         RrlAction::Send | RrlAction::Exempt => {}
         RrlAction::Drop => return Ok(XdpOutcome::RrlDropped),
         RrlAction::Slip => {
             // `write_reply` is a subprogram: a second call site is a call, not a copy.
-            write_reply(ctx, q, rec, proxies, &Answer::Slip)?;
+            write_reply(ctx, q, rec, &Answer::Slip)?;
             return Ok(XdpOutcome::RrlSlipped);
         }
     }
@@ -105,7 +101,7 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
 
     let answer = match target {
         Target::Proxy => {
-            let (start, count) = proxy_window(proxy_len, unsafe { bpf_get_prandom_u32() });
+            let (start, count) = proxy_window(proxy_len, draws.window);
             Answer::Proxies { start, count }
         }
         Target::Cname => Answer::Cname,
@@ -118,21 +114,18 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
                 },
                 None => 0,
             };
-            let draw = OriginDraw { rr_cursor, rand: unsafe { bpf_get_prandom_u32() }, client_key: q.client_key };
-            let mut addr = [0u8; 16];
-            if v6 {
+            let draw = OriginDraw { rr_cursor, rand: draws.origin, client_key: q.client_key };
+            let index = if v6 {
                 let cum = &rec.origin_v6_cum_weight;
-                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v6(&rec.origin_v6[i & 7]));
-                addr = rec.origin_v6[i & 7];
+                pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v6(&rec.origin_v6[i & 7]))
             } else {
                 let cum = &rec.origin_v4_cum_weight;
-                let i = pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v4(&rec.origin_v4[i & 7]));
-                addr[..4].copy_from_slice(&rec.origin_v4[i & 7]);
-            }
-            Answer::Origin { addr }
+                pick_origin(rec.assignment, origin_len, cum, draw, |i| addr_key_v4(&rec.origin_v4[i & 7]))
+            };
+            Answer::Origin { index }
         }
     };
-    write_reply(ctx, q, rec, proxies, &answer)?;
+    write_reply(ctx, q, rec, &answer)?;
     if let Some(c) = counters {
         unsafe { (*c).answers[target as usize & 3] += 1 };
     }

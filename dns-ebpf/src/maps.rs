@@ -9,7 +9,7 @@ use aya_ebpf::{
 use spillway_common::{
     maps::{
         CustomerCounters, CustomerRecord, MAX_CUSTOMERS, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_RRL_BUCKETS, NameKey,
-        NameValue, ProxySet,
+        NameValue,
     },
     name::NAME_WORDS,
     negative::{MAX_ZONES, ZONE_KEY_LEN, ZoneInfo, ZoneRecord},
@@ -23,9 +23,6 @@ pub static NAMES: HashMap<NameKey, NameValue> = HashMap::with_max_entries(MAX_NA
 /// NO_PREALLOC: updates swap whole elements under RCU (see `CustomerRecord`).
 #[map(name = "CUSTOMERS")]
 pub static CUSTOMERS: HashMap<u32, CustomerRecord> = HashMap::with_max_entries(MAX_CUSTOMERS, BPF_F_NO_PREALLOC);
-
-#[map(name = "PROXIES")]
-pub static PROXIES: HashMap<u32, ProxySet> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 
 #[map(name = "CUSTOMER_STATS")]
 pub static CUSTOMER_STATS: PerCpuArray<CustomerCounters> = PerCpuArray::with_max_entries(MAX_CUSTOMERS, 0);
@@ -90,9 +87,6 @@ pub struct Scratch {
     /// The rate limit's bucket key, and a new bucket before it is inserted.
     pub rrl_key: RrlKey,
     pub rrl_bucket: RrlBucket,
-    /// The answer records, built here and copied into the packet with one
-    /// `bpf_xdp_store_bytes`.
-    pub answers: [u8; ANSWERS_BUF],
     /// Headers and question, while the packet grows at its head (see `respond::grow`).
     pub head: [u8; HEAD_BUF],
 }
@@ -100,6 +94,3 @@ pub struct Scratch {
 /// Room for the longest part kept when growing at the head: Ethernet + VLAN + IPv6 + UDP + DNS
 /// header + 255-byte name + type and class = 337 bytes.
 pub const HEAD_BUF: usize = 512;
-
-/// Room for the largest answer section the program writes: 8 AAAA records.
-pub const ANSWERS_BUF: usize = 256;

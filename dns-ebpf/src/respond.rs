@@ -8,16 +8,16 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use spillway_common::{
-    decision::proxy_index,
+    answers::{CNAME_RR_BUF, RR_A_LEN, RR_AAAA_LEN},
     dns::*,
-    maps::{CustomerRecord, MAX_CNAME_LEN, MAX_PROXY_ANSWER, ProxySet},
+    maps::{CustomerRecord, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS, MAX_PROXY_ANSWER},
     negative::{MAX_SOA_LEN, ZoneRecord, opt_record},
     stats::XdpOutcome::{self, *},
 };
 
 use crate::{
     csum::Csum,
-    maps::{ANSWERS_BUF, HEAD_BUF, SCRATCH, ZONE_INFO},
+    maps::{HEAD_BUF, SCRATCH, ZONE_INFO},
     packet::{ptr_at, store},
     parse::Query,
 };
@@ -32,8 +32,8 @@ const UDP_HLEN: usize = 8;
 pub enum Answer {
     /// A window of the proxies of the query's family.
     Proxies { start: usize, count: usize },
-    /// One origin address, 4 or 16 bytes used per the query's family.
-    Origin { addr: [u8; 16] },
+    /// One origin address of the query's family.
+    Origin { index: usize },
     /// A CNAME to the customer's origin name.
     Cname,
     /// No records, TC=1: the rate limit's slip (the client retries over TCP).
@@ -50,28 +50,53 @@ impl Answer {
     }
 }
 
-/// Rewrite the packet into the reply. On `Err` before the tail adjustment the packet is
-/// untouched; the adjustment itself is the last step that can fail.
+/// Rewrite the packet into the reply: the answer section is one of `rec`'s precomputed
+/// records (or a window of them), copied with one store and summed with its precomputed sum.
+/// On `Err` before the tail adjustment the packet is untouched; the adjustment itself is the last
+/// step that can fail.
 #[inline(never)]
-pub fn write_reply(
-    ctx: &XdpContext,
-    q: &Query,
-    rec: &CustomerRecord,
-    proxies: &ProxySet,
-    answer: &Answer,
-) -> Result<(), XdpOutcome> {
+pub fn write_reply(ctx: &XdpContext, q: &Query, rec: &CustomerRecord, answer: &Answer) -> Result<(), XdpOutcome> {
     let d = q.dns & 0x7f;
     let qname_len = q.qname_len & 0xff;
-    let addr_len = if q.qtype == TYPE_AAAA { 16 } else { 4 };
-    let rdlen = match answer {
-        Answer::Cname => (rec.cname_len as usize) & MAX_CNAME_LEN,
-        _ => addr_len,
+    let v6 = q.qtype == TYPE_AAAA;
+    let rr_len = if v6 { RR_AAAA_LEN } else { RR_A_LEN };
+    // What to copy: a pointer into the record, a length and the bytes' sum. Every index is
+    // masked to its array so the verifier sees the copy inside the record.
+    let (src, len, sum): (*const u8, usize, u32) = match *answer {
+        Answer::Proxies { start, count } => {
+            let s = start & (MAX_PROXY_ADDRS - 1);
+            let n = count & (MAX_PROXY_ANSWER * 2 - 1);
+            if n > MAX_PROXY_ANSWER {
+                return Err(PassNoData);
+            }
+            if v6 {
+                (unsafe { rec.proxy_v6_rr.as_ptr().add(s * RR_AAAA_LEN) }, n * RR_AAAA_LEN, rec.proxy_v6_sum[s])
+            } else {
+                (unsafe { rec.proxy_v4_rr.as_ptr().add(s * RR_A_LEN) }, n * RR_A_LEN, rec.proxy_v4_sum[s])
+            }
+        }
+        Answer::Origin { index } => {
+            let i = index & (MAX_ORIGIN_ADDRS - 1);
+            if v6 {
+                (unsafe { rec.origin_v6_rr.as_ptr().add(i * RR_AAAA_LEN) }, rr_len, rec.origin_v6_sum[i])
+            } else {
+                (unsafe { rec.origin_v4_rr.as_ptr().add(i * RR_A_LEN) }, rr_len, rec.origin_v4_sum[i])
+            }
+        }
+        Answer::Cname => {
+            let n = rec.cname_rr_len as usize & 0x1ff;
+            if n == 0 || n > CNAME_RR_BUF {
+                // The loader never writes a CNAME customer without a target.
+                return Err(PassNoData);
+            }
+            (rec.cname_rr.as_ptr(), n, rec.cname_rr_sum)
+        }
+        Answer::Slip => (rec.cname_rr.as_ptr(), 0, 0),
     };
-    let count = answer.count() & (MAX_PROXY_ANSWER * 2 - 1);
-    let answers_len = count * (RR_FIXED_LEN + rdlen);
+    let count = answer.count();
     let opt_len = if q.edns { OPT_RR_LEN } else { 0 };
     let ans_off = HEADER_LEN + qname_len + 4;
-    let dns_len = ans_off + answers_len + opt_len;
+    let dns_len = ans_off + len + opt_len;
     if dns_len > q.udp_limit() as usize {
         // Userspace truncates (TC) properly; this never happens with 255-byte names and at most
         // 8 records, but the rule is the rule.
@@ -84,56 +109,14 @@ pub fn write_reply(
     let header = Header::reply(q, tc, count as u16, 0);
     header.write(ctx, d)?;
 
-    // Answer records after the question, then OPT. `body` sums what follows the question,
-    // with offsets relative to the message so odd name lengths place words right.
+    // The answers after the question, then OPT. `body` sums what follows the question, with
+    // offsets relative to the message so odd name lengths place words right.
     let mut body = Csum::new();
-    let v6 = addr_len == 16;
-    match answer {
-        Answer::Slip => {}
-        Answer::Cname => {
-            if rdlen == 0 {
-                // The loader never writes a CNAME customer without a target.
-                return Err(PassNoData);
-            }
-            let fixed = rr_fixed(TYPE_CNAME, rec.ttl, rdlen as u16);
-            store(ctx, d + ans_off, fixed.as_ptr(), RR_FIXED_LEN)?;
-            body.add_sum_at(ans_off, sum_bytes(&fixed));
-            let rdata = ans_off + RR_FIXED_LEN;
-            store(ctx, d + rdata, rec.cname.as_ptr(), rdlen)?;
-            let mut c = Csum::new();
-            c.add_raw(rec.cname_csum as u64);
-            body.add_sum_at(rdata, c);
-        }
-        Answer::Origin { .. } | Answer::Proxies { .. } => {
-            // Built in the scratch buffer at constant offsets, then copied in one call.
-            let scratch = SCRATCH.get_ptr_mut(0).ok_or(PassMalformed)?;
-            let buf = unsafe { &mut (*scratch).answers };
-            let mut section = Csum::new();
-            match answer {
-                Answer::Origin { addr } => {
-                    let v4 = [addr[0], addr[1], addr[2], addr[3]];
-                    put_addr_rr(buf, 0, q.qtype, rec.ttl, v6, &v4, addr, &mut section);
-                }
-                Answer::Proxies { start, .. } => {
-                    let len = if v6 { proxies.v6_len } else { proxies.v4_len };
-                    let mut i = 0;
-                    while i < MAX_PROXY_ANSWER {
-                        if i >= count {
-                            break;
-                        }
-                        let idx = proxy_index(*start, i, len);
-                        let at = i * (RR_FIXED_LEN + addr_len);
-                        put_addr_rr(buf, at, q.qtype, rec.ttl, v6, &proxies.v4[idx], &proxies.v6[idx], &mut section);
-                        i += 1;
-                    }
-                }
-                Answer::Cname | Answer::Slip => {}
-            }
-            store(ctx, d + ans_off, buf.as_ptr(), answers_len & (ANSWERS_BUF - 1))?;
-            body.add_sum_at(ans_off, section);
-        }
-    }
-    put_opt(ctx, q, ans_off + answers_len, &mut body)?;
+    store(ctx, d + ans_off, src, len)?;
+    let mut section = Csum::new();
+    section.add_raw(sum as u64);
+    body.add_sum_at(ans_off, section);
+    put_opt(ctx, q, ans_off + len, &mut body)?;
     finish(ctx, q, l4, udp_len, &header, body)
 }
 
@@ -352,60 +335,4 @@ fn grow(ctx: &XdpContext, new_len: usize, keep: usize) -> Result<(), XdpOutcome>
     // From here the packet has moved: a failure can no longer pass it on untouched, but the
     // store is within the `keep` bytes just made room for and cannot fail.
     store(ctx, 0, head.as_ptr(), keep)
-}
-
-/// Pointer to the question name, type, class IN, TTL, RDLENGTH.
-#[inline(always)]
-fn rr_fixed(rtype: u16, ttl: u32, rdlen: u16) -> [u8; RR_FIXED_LEN] {
-    let p = PTR_TO_QNAME.to_be_bytes();
-    let t = rtype.to_be_bytes();
-    let c = CLASS_IN.to_be_bytes();
-    let l = ttl.to_be_bytes();
-    let r = rdlen.to_be_bytes();
-    [p[0], p[1], t[0], t[1], c[0], c[1], l[0], l[1], l[2], l[3], r[0], r[1]]
-}
-
-/// Ones-complement sum of an even-length array.
-#[inline(always)]
-fn sum_bytes<const N: usize>(b: &[u8; N]) -> Csum {
-    let mut s = Csum::new();
-    let mut k = 0;
-    while k + 1 < N {
-        s.add16(u16::from_be_bytes([b[k], b[k + 1]]));
-        k += 2;
-    }
-    s
-}
-
-/// Put one A or AAAA record at `at` in the answer buffer and add it to `section`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn put_addr_rr(
-    buf: &mut [u8; ANSWERS_BUF],
-    at: usize,
-    rtype: u16,
-    ttl: u32,
-    v6: bool,
-    v4: &[u8; 4],
-    v6addr: &[u8; 16],
-    section: &mut Csum,
-) {
-    let rdlen = if v6 { 16 } else { 4 };
-    let fixed = rr_fixed(rtype, ttl, rdlen);
-    let at = at & (ANSWERS_BUF - 1);
-    if at + RR_FIXED_LEN + 16 > ANSWERS_BUF {
-        return;
-    }
-    buf[at..at + RR_FIXED_LEN].copy_from_slice(&fixed);
-    let mut s = sum_bytes(&fixed);
-    let rdata = at + RR_FIXED_LEN;
-    if v6 {
-        buf[rdata..rdata + 16].copy_from_slice(v6addr);
-        s.add_bytes16(v6addr);
-    } else {
-        buf[rdata..rdata + 4].copy_from_slice(v4);
-        s.add_bytes4(v4);
-    }
-    // Records are of even length, so every record starts at an even offset of the section.
-    section.add_sum_at(0, s);
 }

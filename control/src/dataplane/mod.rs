@@ -30,8 +30,8 @@ use aya::{
 use spillway_common::{
     maps::{
         CUSTOMER_STATS_MAP, CUSTOMERS_MAP, CustomerCounters, CustomerRecord, EXISTING_MAP, LOCAL_ADDRS_V4_MAP,
-        LOCAL_ADDRS_V6_MAP, NAMES_MAP, NameKey, NameValue, PROXIES_MAP, ProxySet, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP,
-        RRL_EXEMPT_V6_MAP, RRL_STATS_MAP, XDP_STATS_MAP, ZONE_INFO_MAP, ZONES_MAP,
+        LOCAL_ADDRS_V6_MAP, NAMES_MAP, NameKey, NameValue, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP, RRL_EXEMPT_V6_MAP,
+        RRL_STATS_MAP, XDP_STATS_MAP, ZONE_INFO_MAP, ZONES_MAP,
     },
     negative::{ZONE_KEY_LEN, ZoneInfo, ZoneRecord},
     rrl::{RRL_ACTIONS, RrlParams},
@@ -86,7 +86,6 @@ pub struct Dataplane {
     ebpf: Ebpf,
     names: HashMap<MapData, NameKey, NameValue>,
     customers: HashMap<MapData, u32, CustomerRecord>,
-    proxies: HashMap<MapData, u32, ProxySet>,
     customer_stats: PerCpuArray<MapData, CustomerCounters>,
     xdp_stats: PerCpuArray<MapData, u64>,
     local_v4: HashMap<MapData, [u8; 4], u8>,
@@ -166,7 +165,6 @@ impl Dataplane {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap(name));
         let names = HashMap::try_from(take(NAMES_MAP)?).map_err(map_err(NAMES_MAP))?;
         let customers = HashMap::try_from(take(CUSTOMERS_MAP)?).map_err(map_err(CUSTOMERS_MAP))?;
-        let proxies = HashMap::try_from(take(PROXIES_MAP)?).map_err(map_err(PROXIES_MAP))?;
         let customer_stats = PerCpuArray::try_from(take(CUSTOMER_STATS_MAP)?).map_err(map_err(CUSTOMER_STATS_MAP))?;
         let xdp_stats = PerCpuArray::try_from(take(XDP_STATS_MAP)?).map_err(map_err(XDP_STATS_MAP))?;
         let local_v4 = HashMap::try_from(take(LOCAL_ADDRS_V4_MAP)?).map_err(map_err(LOCAL_ADDRS_V4_MAP))?;
@@ -182,7 +180,6 @@ impl Dataplane {
             ebpf,
             names,
             customers,
-            proxies,
             customer_stats,
             xdp_stats,
             local_v4,
@@ -312,10 +309,6 @@ impl Dataplane {
         let prog: &Xdp =
             self.ebpf.program(name).ok_or(Error::MissingProgram(name))?.try_into().map_err(prog_err(name))?;
         Ok(prog.fd().map_err(prog_err(name))?.as_fd())
-    }
-
-    pub fn set_proxies(&mut self, set: &ProxySet) -> Result<()> {
-        self.proxies.insert(0, set, 0).map_err(map_err(PROXIES_MAP))
     }
 
     /// Replace a customer's record whole (atomic for readers: see `CustomerRecord`).

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use hickory_proto::{rr::Name, serialize::binary::BinEncodable};
 use spillway_common::{
-    checksum::csum16,
+    answers::fill_answers,
     decision::fraction_to_threshold,
     maps::{CustomerRecord, MAX_CNAME_LEN, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS, NameKey, ProxySet, assignment, overflow},
     name::name_key,
@@ -39,8 +39,8 @@ impl ZoneEntry {
     }
 }
 
-/// The record the data plane answers from, at `fraction`.
-pub fn customer_record(c: &CustomerConfig, fraction: f64) -> Result<CustomerRecord, String> {
+/// The record the data plane answers from, at `fraction`, with its answers to the `proxies`.
+pub fn customer_record(c: &CustomerConfig, fraction: f64, proxies: &ProxySet) -> Result<CustomerRecord, String> {
     let mut r = CustomerRecord::zeroed();
     r.proxy_threshold = fraction_to_threshold(fraction);
     r.ttl = c.ttl;
@@ -75,15 +75,14 @@ pub fn customer_record(c: &CustomerConfig, fraction: f64) -> Result<CustomerReco
     }
     r.origin_v4_len = n4 as u8;
     r.origin_v6_len = n6 as u8;
-    if let Some(cname) = &c.origin_cname {
-        let wire = name_wire(&parse_name(cname)?);
-        if wire.len() > MAX_CNAME_LEN {
-            return Err("origin_cname longer than 255 bytes".into());
-        }
-        r.cname[..wire.len()].copy_from_slice(&wire);
-        r.cname_len = wire.len() as u16;
-        r.cname_csum = csum16(&wire);
+    let cname = match &c.origin_cname {
+        Some(cname) => name_wire(&parse_name(cname)?),
+        None => Vec::new(),
+    };
+    if cname.len() > MAX_CNAME_LEN {
+        return Err("origin_cname longer than 255 bytes".into());
     }
+    fill_answers(&mut r, proxies, &cname)?;
     Ok(r)
 }
 
@@ -109,6 +108,7 @@ pub fn proxy_set<'a>(proxies: impl IntoIterator<Item = &'a ProxyConfig>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spillway_common::checksum::csum16;
 
     fn customer() -> CustomerConfig {
         CustomerConfig {
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn record_fields() {
-        let r = customer_record(&customer(), 0.5).unwrap();
+        let r = customer_record(&customer(), 0.5, &ProxySet::empty()).unwrap();
         assert_eq!(r.proxy_threshold, 1 << 31);
         assert_eq!(r.ttl, 60);
         assert_eq!(r.overflow, overflow::CNAME);
@@ -141,14 +141,16 @@ mod tests {
         assert_eq!(r.origin_v4_cum_weight[..2], [3, 4]);
         assert_eq!(r.origin_v6_cum_weight[0], 5);
         let wire = b"\x06Origin\x04Shop\x07Example\x00";
-        assert_eq!(&r.cname[..r.cname_len as usize], wire);
-        assert_eq!(r.cname_csum, csum16(wire));
+        assert_eq!(&r.cname_rr[12..r.cname_rr_len as usize], wire);
+        assert_eq!(r.cname_rr_sum, csum16(&r.cname_rr[..r.cname_rr_len as usize]));
+        assert_eq!(&r.origin_v4_rr[16 + 12..32], &[203, 0, 113, 11]);
     }
 
     #[test]
     fn fraction_edges() {
-        assert_eq!(customer_record(&customer(), 0.0).unwrap().proxy_threshold, 0);
-        assert_eq!(customer_record(&customer(), 1.0).unwrap().proxy_threshold, 1 << 32);
+        let none = ProxySet::empty();
+        assert_eq!(customer_record(&customer(), 0.0, &none).unwrap().proxy_threshold, 0);
+        assert_eq!(customer_record(&customer(), 1.0, &none).unwrap().proxy_threshold, 1 << 32);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use hickory_proto::{
 };
 use spillway_common::{
     decision::{
-        OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_index, proxy_window,
+        Draws, OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_index, proxy_window,
         subnet_key_v4, subnet_key_v6,
     },
     dns::{HEADER_LEN, OUR_EDNS_UDP_SIZE, PLAIN_UDP_LIMIT},
@@ -240,10 +240,11 @@ impl Authority {
             let rec = c.record();
             let (origins, proxies_len) =
                 if v6 { (rec.origin_v6_len, proxies.v6_len) } else { (rec.origin_v4_len, proxies.v4_len) };
-            match choose_target(&rec, rand::random(), proxies_len, origins) {
+            let draws = Draws::from_rand(rand::random());
+            match choose_target(&rec, draws.fraction, proxies_len, origins) {
                 Some(Target::Proxy) => {
                     c.count(Target::Proxy as usize);
-                    let (start, count) = proxy_window(proxies_len, rand::random());
+                    let (start, count) = proxy_window(proxies_len, draws.window);
                     for i in 0..count {
                         let idx = proxy_index(start, i, proxies_len);
                         let addr = if v6 {
@@ -258,7 +259,7 @@ impl Authority {
                     c.count(Target::Origin as usize);
                     let draw = OriginDraw {
                         rr_cursor: c.next_rr(),
-                        rand: rand::random(),
+                        rand: draws.origin,
                         client_key: match client {
                             IpAddr::V4(a) => subnet_key_v4(a.octets()),
                             IpAddr::V6(a) => subnet_key_v6(a.octets()),

@@ -40,8 +40,9 @@ impl LiveCustomer {
         }
     }
 
-    pub fn record(&self) -> CustomerRecord {
-        **self.record.load()
+    /// The record in force (shared: it holds every precomputed answer, a few kilobytes).
+    pub fn record(&self) -> Arc<CustomerRecord> {
+        self.record.load_full()
     }
 
     pub fn set_record(&self, record: CustomerRecord) {
