@@ -84,6 +84,9 @@ pub struct Scratch {
     /// The `ZONES` key of the question (see `negative::find_zone`).
     pub zone_key: Key<[u8; ZONE_KEY_LEN]>,
     pub _pad2: [u8; 4],
+    /// The rate limit's exemption lookups (see `rrl::exempt`).
+    pub exempt_v4: Key<[u8; 4]>,
+    pub exempt_v6: Key<[u8; 16]>,
     /// The rate limit's bucket key, and a new bucket before it is inserted.
     pub rrl_key: RrlKey,
     pub rrl_bucket: RrlBucket,

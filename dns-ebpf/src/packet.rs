@@ -24,8 +24,8 @@ pub fn read_u8(ctx: &XdpContext, off: usize) -> Result<u8, XdpOutcome> {
 
 #[inline(always)]
 pub fn read_be16(ctx: &XdpContext, off: usize) -> Result<u16, XdpOutcome> {
-    let p = ptr_at::<[u8; 2]>(ctx, off)?;
-    Ok(u16::from_be_bytes(unsafe { *p }))
+    let p = ptr_at::<u16>(ctx, off)?;
+    Ok(u16::from_be(unsafe { core::ptr::read_unaligned(p) }))
 }
 
 #[inline(always)]
@@ -34,9 +34,17 @@ pub fn read_be32(ctx: &XdpContext, off: usize) -> Result<u32, XdpOutcome> {
     Ok(u32::from_be_bytes(unsafe { *p }))
 }
 
+/// Bytes on the stack, 8-aligned. The program is built with unaligned word access allowed (see
+/// `build.rs`), so LLVM may move byte arrays a word at a time; the verifier takes that from the
+/// packet and map values but refuses unaligned words on the stack, so every byte array the
+/// program keeps on the stack is one of these.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub struct Aligned<T>(pub T);
+
 #[inline(always)]
-pub fn read<const N: usize>(ctx: &XdpContext, off: usize) -> Result<[u8; N], XdpOutcome> {
-    Ok(unsafe { *ptr_at::<[u8; N]>(ctx, off)? })
+pub fn read<const N: usize>(ctx: &XdpContext, off: usize) -> Result<Aligned<[u8; N]>, XdpOutcome> {
+    Ok(Aligned(unsafe { core::ptr::read_unaligned(ptr_at::<[u8; N]>(ctx, off)?) }))
 }
 
 /// Copy `len` bytes from `src` into the packet at `off`, bounds-checked by the kernel. For

@@ -19,7 +19,7 @@ use spillway_common::{
 use crate::{
     csum::Csum,
     maps::{LOCAL_ADDRS_V4, LOCAL_ADDRS_V6, SCRATCH},
-    packet::{read, read_be16, read_be32, read_u8},
+    packet::{Aligned, read, read_be16, read_be32, read_u8},
 };
 
 const ETH_HLEN: usize = 14;
@@ -114,17 +114,17 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
             if read_u8(ctx, l3 + 9)? != IPPROTO_UDP {
                 return Err(PassNotDns);
             }
-            let src: [u8; 4] = read(ctx, l3 + 12)?;
-            let dst: [u8; 4] = read(ctx, l3 + 16)?;
-            addr_sum.add_bytes4(&src);
-            addr_sum.add_bytes4(&dst);
+            let src: Aligned<[u8; 4]> = read(ctx, l3 + 12)?;
+            let dst: Aligned<[u8; 4]> = read(ctx, l3 + 16)?;
+            addr_sum.add_bytes4(&src.0);
+            addr_sum.add_bytes4(&dst.0);
             if total_len < IPV4_HLEN {
                 return Err(PassMalformed);
             }
-            if unsafe { LOCAL_ADDRS_V4.get(&dst) }.is_none() {
+            if unsafe { LOCAL_ADDRS_V4.get(&dst.0) }.is_none() {
                 return Err(PassNotLocal);
             }
-            (false, l3 + IPV4_HLEN, total_len - IPV4_HLEN, subnet_key_v4(src))
+            (false, l3 + IPV4_HLEN, total_len - IPV4_HLEN, subnet_key_v4(src.0))
         }
         ETH_P_IPV6 => {
             if read_u8(ctx, l3)? >> 4 != 6 {
@@ -136,14 +136,14 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
                 IPV6_NEXTHDR_FRAGMENT => return Err(PassFragment),
                 _ => return Err(PassNotDns),
             }
-            let src: [u8; 16] = read(ctx, l3 + 8)?;
-            let dst: [u8; 16] = read(ctx, l3 + 24)?;
-            addr_sum.add_bytes16(&src);
-            addr_sum.add_bytes16(&dst);
-            if unsafe { LOCAL_ADDRS_V6.get(&dst) }.is_none() {
+            let src: Aligned<[u8; 16]> = read(ctx, l3 + 8)?;
+            let dst: Aligned<[u8; 16]> = read(ctx, l3 + 24)?;
+            addr_sum.add_bytes16(&src.0);
+            addr_sum.add_bytes16(&dst.0);
+            if unsafe { LOCAL_ADDRS_V6.get(&dst.0) }.is_none() {
                 return Err(PassNotLocal);
             }
-            (true, l3 + IPV6_HLEN, payload_len, subnet_key_v6(src))
+            (true, l3 + IPV6_HLEN, payload_len, subnet_key_v6(src.0))
         }
         _ => return Err(PassNotIp),
     };

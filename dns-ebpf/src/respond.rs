@@ -18,7 +18,7 @@ use spillway_common::{
 use crate::{
     csum::Csum,
     maps::{HEAD_BUF, SCRATCH, ZONE_INFO},
-    packet::{ptr_at, store},
+    packet::{Aligned, ptr_at, store},
     parse::Query,
 };
 
@@ -155,9 +155,9 @@ pub fn write_negative(
     header.write(ctx, d)?;
     let mut body = Csum::new();
     if !slip {
-        let owner = ZoneRecord::owner_pointer(qname_len, zone_len).to_be_bytes();
-        store(ctx, d + ans_off, owner.as_ptr(), 2)?;
-        body.add16_at(ans_off, u16::from_be_bytes(owner));
+        let owner = Aligned(ZoneRecord::owner_pointer(qname_len, zone_len).to_be_bytes());
+        store(ctx, d + ans_off, owner.0.as_ptr(), 2)?;
+        body.add16_at(ans_off, u16::from_be_bytes(owner.0));
         let soa_off = ans_off + 2;
         store(ctx, d + soa_off, zone.soa.as_ptr(), soa_len)?;
         let mut c = Csum::new();
@@ -165,8 +165,8 @@ pub fn write_negative(
         body.add_sum_at(soa_off, c);
         // The serial, into the zero bytes the sum left for it.
         let serial_off = soa_off + (zone.serial_off as usize & (MAX_SOA_LEN - 1));
-        let s = serial.to_be_bytes();
-        store(ctx, d + serial_off, s.as_ptr(), 4)?;
+        let s = Aligned(serial.to_be_bytes());
+        store(ctx, d + serial_off, s.0.as_ptr(), 4)?;
         body.add16_at(serial_off, (serial >> 16) as u16);
         body.add16_at(serial_off + 2, serial as u16);
     }
@@ -218,21 +218,29 @@ fn turn_around(ctx: &XdpContext, q: &Query, dns_len: usize) -> Result<(usize, u1
 
     // Each header is edited through one checked pointer to all of it: LLVM may merge separate
     // checks and rebuild a pointer the verifier then has no range for.
-    let eth = unsafe { &mut *ptr_at::<[u8; 12]>(ctx, 0)? };
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&eth[6..]);
-    macs[6..].copy_from_slice(&eth[..6]);
-    *eth = macs;
+    // Swaps move whole words, unaligned (see `packet::Aligned`), straight between packet bytes.
+    let eth = ptr_at::<[u8; 12]>(ctx, 0)? as *mut u8;
+    unsafe {
+        let (d0, d1) = (ld::<u32>(eth, 0), ld::<u16>(eth, 4));
+        st(eth, 0, ld::<u32>(eth, 6));
+        st(eth, 4, ld::<u16>(eth, 10));
+        st(eth, 6, d0);
+        st(eth, 10, d1);
+    }
 
     let udp_len = (UDP_HLEN + dns_len) as u16;
     let l4 = if q.ipv6 {
         let ip = unsafe { &mut *ptr_at::<[u8; IPV6_HLEN]>(ctx, l3)? };
         ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
         ip[7] = HOP_LIMIT;
-        let mut src = [0u8; 16];
-        src.copy_from_slice(&ip[8..24]);
-        ip.copy_within(24..40, 8);
-        ip[24..40].copy_from_slice(&src);
+        let p = ip.as_mut_ptr();
+        unsafe {
+            let (s0, s1) = (ld::<u64>(p, 8), ld::<u64>(p, 16));
+            st(p, 8, ld::<u64>(p, 24));
+            st(p, 16, ld::<u64>(p, 32));
+            st(p, 24, s0);
+            st(p, 32, s1);
+        }
         l3 + IPV6_HLEN
     } else {
         let ip = unsafe { &mut *ptr_at::<[u8; IPV4_HLEN]>(ctx, l3)? };
@@ -240,27 +248,46 @@ fn turn_around(ctx: &XdpContext, q: &Query, dns_len: usize) -> Result<(usize, u1
         ip[8] = HOP_LIMIT;
         ip[10] = 0;
         ip[11] = 0;
-        let mut src = [0u8; 4];
-        src.copy_from_slice(&ip[12..16]);
-        ip.copy_within(16..20, 12);
-        ip[16..20].copy_from_slice(&src);
+        let p = ip.as_mut_ptr();
         let mut sum = Csum::new();
-        let mut i = 0;
-        while i < IPV4_HLEN {
-            sum.add16(u16::from_be_bytes([ip[i], ip[i + 1]]));
-            i += 2;
+        unsafe {
+            let src = ld::<u32>(p, 12);
+            st(p, 12, ld::<u32>(p, 16));
+            st(p, 16, src);
+            // The header as five native-order words, and the checksum written back in native
+            // order: byte order does not change a ones'-complement sum (RFC 1071 §2(B)).
+            let mut i = 0;
+            while i < IPV4_HLEN {
+                sum.add32(ld::<u32>(p, i));
+                i += 4;
+            }
+            st::<u16>(p, 10, !sum.fold());
         }
-        ip[10..12].copy_from_slice(&sum.finish().to_be_bytes());
         l3 + IPV4_HLEN
     };
 
     // UDP: swap the ports, new length; the checksum is written last.
     let udp = unsafe { &mut *ptr_at::<[u8; UDP_HLEN]>(ctx, l4)? };
-    let sport = [udp[0], udp[1]];
-    udp.copy_within(2..4, 0);
-    udp[2..4].copy_from_slice(&sport);
+    let p = udp.as_mut_ptr();
+    unsafe {
+        let sport = ld::<u16>(p, 0);
+        st(p, 0, ld::<u16>(p, 2));
+        st(p, 2, sport);
+    }
     udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
     Ok((l4, udp_len))
+}
+
+/// A `T` at `p + off`, unaligned.
+#[inline(always)]
+unsafe fn ld<T: Copy>(p: *const u8, off: usize) -> T {
+    unsafe { core::ptr::read_unaligned(p.add(off) as *const T) }
+}
+
+/// Write a `T` at `p + off`, unaligned.
+#[inline(always)]
+unsafe fn st<T: Copy>(p: *mut u8, off: usize, v: T) {
+    unsafe { core::ptr::write_unaligned(p.add(off) as *mut T, v) }
 }
 
 /// The OPT record at message offset `off` when the query had one, added to `body`.
@@ -270,8 +297,9 @@ fn put_opt(ctx: &XdpContext, q: &Query, off: usize, body: &mut Csum) -> Result<(
         return Ok(());
     }
     let d = q.dns & 0x7f;
-    let opt = opt_record(q.edns_do);
-    store(ctx, d + off, opt.as_ptr(), OPT_RR_LEN)?;
+    let opt = Aligned(opt_record(q.edns_do));
+    store(ctx, d + off, opt.0.as_ptr(), OPT_RR_LEN)?;
+    let opt = &opt.0;
     body.add16_at(off + 1, u16::from_be_bytes([opt[1], opt[2]]));
     body.add16_at(off + 3, u16::from_be_bytes([opt[3], opt[4]]));
     body.add16_at(off + 7, u16::from_be_bytes([opt[7], opt[8]]));

@@ -48,18 +48,28 @@ pub fn limit(ctx: &XdpContext, q: &Query, class: u32) -> RrlAction {
 }
 
 /// The client's address is read again from the packet, still the query here: kept in `Query`
-/// it cost stack the program does not have.
+/// it cost stack the program does not have. The trie keys are built in scratch: they are packed
+/// structs, which on the stack LLVM may write at unaligned offsets the verifier refuses there.
 #[inline(always)]
 fn exempt(ctx: &XdpContext, q: &Query) -> bool {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return false };
     let l3 = q.l3 & 0x1f;
     if q.ipv6 {
+        let key = unsafe { &mut (*scratch).exempt_v6 };
         match read::<16>(ctx, l3 + 8) {
-            Ok(src) => RRL_EXEMPT_V6.get(Key::new(128, src)).is_some(),
+            Ok(src) => {
+                *key = Key::new(128, src.0);
+                RRL_EXEMPT_V6.get(key).is_some()
+            }
             Err(_) => false,
         }
     } else {
+        let key = unsafe { &mut (*scratch).exempt_v4 };
         match read::<4>(ctx, l3 + 12) {
-            Ok(src) => RRL_EXEMPT_V4.get(Key::new(32, src)).is_some(),
+            Ok(src) => {
+                *key = Key::new(32, src.0);
+                RRL_EXEMPT_V4.get(key).is_some()
+            }
             Err(_) => false,
         }
     }
