@@ -17,6 +17,39 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, XdpOutcome> {
     Ok((start + off) as *mut T)
 }
 
+/// `N` packet bytes at an offset, checked once: the fields of a fixed-size header are then
+/// read without a check each. Offsets are constants within `N` (the verifier refuses the
+/// program otherwise).
+#[derive(Clone, Copy)]
+pub struct View<const N: usize>(*const u8);
+
+impl<const N: usize> View<N> {
+    #[inline(always)]
+    pub fn at(ctx: &XdpContext, off: usize) -> Result<Self, XdpOutcome> {
+        Ok(Self(ptr_at::<[u8; N]>(ctx, off)? as *const u8))
+    }
+
+    #[inline(always)]
+    pub fn u8(self, i: usize) -> u8 {
+        unsafe { *self.0.add(i) }
+    }
+
+    #[inline(always)]
+    pub fn be16(self, i: usize) -> u16 {
+        u16::from_be(unsafe { core::ptr::read_unaligned(self.0.add(i) as *const u16) })
+    }
+
+    #[inline(always)]
+    pub fn be32(self, i: usize) -> u32 {
+        u32::from_be(unsafe { core::ptr::read_unaligned(self.0.add(i) as *const u32) })
+    }
+
+    #[inline(always)]
+    pub fn bytes<const M: usize>(self, i: usize) -> Aligned<[u8; M]> {
+        Aligned(unsafe { core::ptr::read_unaligned(self.0.add(i) as *const [u8; M]) })
+    }
+}
+
 #[inline(always)]
 pub fn read_u8(ctx: &XdpContext, off: usize) -> Result<u8, XdpOutcome> {
     Ok(unsafe { *ptr_at::<u8>(ctx, off)? })

@@ -6,7 +6,7 @@
 //! be an OPT of version 0 (its options are ignored). Anything else is an `Err(reason)`:
 //! the packet goes on to the kernel untouched and the userspace server answers it.
 
-use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use spillway_common::{
     decision::{subnet_key_v4, subnet_key_v6},
     dns::*,
@@ -19,7 +19,7 @@ use spillway_common::{
 use crate::{
     csum::Csum,
     maps::{LOCAL_ADDRS_V4, LOCAL_ADDRS_V6, SCRATCH},
-    packet::{Aligned, read, read_be16, read_be32, read_u8},
+    packet::{View, ptr_at, read_be16, read_u8},
 };
 
 const ETH_HLEN: usize = 14;
@@ -80,42 +80,43 @@ impl Query {
 fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), XdpOutcome> {
     // Group bit of the destination MAC: multicast or broadcast, never answered (a reply to
     // a frame every host received would come from every host).
-    // (Two bytes: for a one-byte read at 0, LLVM writes the bound check as `data >= data_end`,
-    // which the verifier does not take as a range.)
-    if read_be16(ctx, 0).map_err(|_| PassNotIp)? & 0x0100 != 0 {
+    let eth = View::<ETH_HLEN>::at(ctx, 0).map_err(|_| PassNotIp)?;
+    if eth.u8(0) & 1 != 0 {
         return Err(PassNotUnicast);
     }
     let mut l3 = ETH_HLEN;
-    let mut ethertype = read_be16(ctx, 12).map_err(|_| PassNotIp)?;
+    let mut ethertype = eth.be16(12);
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         ethertype = read_be16(ctx, 16).map_err(|_| PassNotIp)?;
         l3 = ETH_HLEN + 4;
     }
 
+    // Each header is checked once for its length, then read at constant offsets.
     let mut addr_sum = Csum::new();
     let (ipv6, l4, ip_payload_len, client_key) = match ethertype {
         ETH_P_IP => {
-            let vihl = read_u8(ctx, l3)?;
+            let ip = View::<IPV4_HLEN>::at(ctx, l3)?;
+            let vihl = ip.u8(0);
             if vihl >> 4 != 4 || vihl & 0xf < 5 {
                 return Err(PassMalformed);
             }
             if vihl & 0xf != 5 {
                 return Err(PassIpOptions);
             }
-            let total_len = read_be16(ctx, l3 + 2)? as usize;
+            let total_len = ip.be16(2) as usize;
             // The reserved flag must be zero (RFC 791); more-fragments or an offset: a fragment.
-            let frag = read_be16(ctx, l3 + 6)?;
+            let frag = ip.be16(6);
             if frag & 0x8000 != 0 {
                 return Err(PassMalformed);
             }
             if frag & 0x3fff != 0 {
                 return Err(PassFragment);
             }
-            if read_u8(ctx, l3 + 9)? != IPPROTO_UDP {
+            if ip.u8(9) != IPPROTO_UDP {
                 return Err(PassNotDns);
             }
-            let src: Aligned<[u8; 4]> = read(ctx, l3 + 12)?;
-            let dst: Aligned<[u8; 4]> = read(ctx, l3 + 16)?;
+            let src = ip.bytes::<4>(12);
+            let dst = ip.bytes::<4>(16);
             addr_sum.add_bytes4(&src.0);
             addr_sum.add_bytes4(&dst.0);
             if total_len < IPV4_HLEN {
@@ -127,17 +128,18 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
             (false, l3 + IPV4_HLEN, total_len - IPV4_HLEN, subnet_key_v4(src.0))
         }
         ETH_P_IPV6 => {
-            if read_u8(ctx, l3)? >> 4 != 6 {
+            let ip = View::<IPV6_HLEN>::at(ctx, l3)?;
+            if ip.u8(0) >> 4 != 6 {
                 return Err(PassMalformed);
             }
-            let payload_len = read_be16(ctx, l3 + 4)? as usize;
-            match read_u8(ctx, l3 + 6)? {
+            let payload_len = ip.be16(4) as usize;
+            match ip.u8(6) {
                 IPPROTO_UDP => {}
                 IPV6_NEXTHDR_FRAGMENT => return Err(PassFragment),
                 _ => return Err(PassNotDns),
             }
-            let src: Aligned<[u8; 16]> = read(ctx, l3 + 8)?;
-            let dst: Aligned<[u8; 16]> = read(ctx, l3 + 24)?;
+            let src = ip.bytes::<16>(8);
+            let dst = ip.bytes::<16>(24);
             addr_sum.add_bytes16(&src.0);
             addr_sum.add_bytes16(&dst.0);
             if unsafe { LOCAL_ADDRS_V6.get(&dst.0) }.is_none() {
@@ -148,16 +150,17 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
         _ => return Err(PassNotIp),
     };
 
-    let sport = read_be16(ctx, l4)?;
-    let dport = read_be16(ctx, l4 + 2)?;
+    let udp = View::<UDP_HLEN>::at(ctx, l4)?;
+    let sport = udp.be16(0);
+    let dport = udp.be16(2);
     if dport != DNS_PORT {
         return Err(PassNotDns);
     }
     if sport == 0 {
         return Err(PassSourcePort);
     }
-    let udp_len = read_be16(ctx, l4 + 4)? as usize;
-    let udp_csum = read_be16(ctx, l4 + 6)?;
+    let udp_len = udp.be16(4) as usize;
+    let udp_csum = udp.be16(6);
     // The UDP length must agree with the IP length, and the frame must hold it (it may be
     // longer: Ethernet pads short frames).
     let frame_len = ctx.data_end() - ctx.data();
@@ -167,12 +170,13 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
     let dns = l4 + UDP_HLEN;
     let dns_len = udp_len - UDP_HLEN;
 
-    let id = read_be16(ctx, dns)?;
-    let flags = read_be16(ctx, dns + 2)?;
-    let qdcount = read_be16(ctx, dns + 4)?;
-    let ancount = read_be16(ctx, dns + 6)?;
-    let nscount = read_be16(ctx, dns + 8)?;
-    let arcount = read_be16(ctx, dns + 10)?;
+    let hdr = View::<HEADER_LEN>::at(ctx, dns)?;
+    let id = hdr.be16(0);
+    let flags = hdr.be16(2);
+    let qdcount = hdr.be16(4);
+    let ancount = hdr.be16(6);
+    let nscount = hdr.be16(8);
+    let arcount = hdr.be16(10);
     if (flags & FLAG_QR != 0 && !replay)
         || flags & (OPCODE_MASK | FLAG_TC) != 0
         || qdcount != 1
@@ -224,12 +228,12 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
     let mut edns_do = false;
     let replayed_records = replay && (ancount != 0 || nscount != 0);
     if arcount == 1 && !replayed_records {
-        let opt_off = q_end + 4;
-        let root = read_u8(ctx, opt_off)?;
-        let rtype = read_be16(ctx, opt_off + 1)?;
-        let udp_size = read_be16(ctx, opt_off + 3)?;
-        let ttl = read_be32(ctx, opt_off + 5)?;
-        let rdlen = read_be16(ctx, opt_off + 9)?;
+        let opt = View::<OPT_RR_LEN>::at(ctx, q_end + 4)?;
+        let root = opt.u8(0);
+        let rtype = opt.be16(1);
+        let udp_size = opt.be16(3);
+        let ttl = opt.be32(5);
+        let rdlen = opt.be16(9);
         // Version (second byte of the TTL) must be 0 (userspace answers BADVERS otherwise).
         if root != 0 || rtype != TYPE_OPT || (ttl >> 16) & 0xff != 0 {
             return Err(PassEdns);
@@ -283,27 +287,31 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
 }
 
 /// The names-map key and the checksum of the question name's `len` bytes at `off` (which the
-/// label walk found in the packet), from a zero-padded copy in scratch.
+/// label walk found in the packet), hashed a word at a time straight from the packet (unaligned
+/// 8-byte loads, see `build.rs`). The name's last word may run past the packet's end; the
+/// question's type and class follow the name, so when it has fewer than 4 bytes left the word
+/// is loaded so as to end with the class, and shifted down.
 #[inline(always)]
 fn hash_name(ctx: &XdpContext, off: usize, len: usize) -> Result<(NameKey, Csum), XdpOutcome> {
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(PassName)?;
-    let words = unsafe { &mut (*scratch).name };
     let len = len & 0xff;
     if len == 0 {
         return Err(PassName);
     }
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, words.as_mut_ptr() as *mut _, len as u32) } != 0 {
-        return Err(PassName);
-    }
     let last = (len - 1) / 8;
-    // Keep the last word's bytes that belong to the name (little-endian: the low ones).
-    let tail_bits = (len & 7) * 8;
-    let tail_mask = if tail_bits == 0 { u64::MAX } else { (1u64 << tail_bits) - 1 };
+    // Bytes of the name in its last word (1..=8), kept in the low bytes (little-endian loads).
+    let tail = len - last * 8;
+    let tail_mask = if tail == 8 { u64::MAX } else { (1u64 << (tail * 8)) - 1 };
     let mut hasher = NameHasher::new();
     let mut sum = Csum::new();
     let mut k = 0;
     while k < NAME_WORDS {
-        let mut w = words[k];
+        let short = k == last && tail < 4;
+        let at = if short { off + len - 4 } else { off + k * 8 };
+        let p = ptr_at::<u64>(ctx, at).map_err(|_| PassName)?;
+        let mut w = unsafe { core::ptr::read_unaligned(p) };
+        if short {
+            w >>= (4 - tail) * 8;
+        }
         if k == last {
             w &= tail_mask;
         }
