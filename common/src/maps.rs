@@ -16,6 +16,8 @@ pub const XDP_STATS_MAP: &str = "XDP_STATS";
 /// The addresses the program answers for, per family: address -> 1. Empty: it answers nothing.
 pub const LOCAL_ADDRS_V4_MAP: &str = "LOCAL_ADDRS_V4";
 pub const LOCAL_ADDRS_V6_MAP: &str = "LOCAL_ADDRS_V6";
+/// The same addresses when a family has few: key 0 -> [`LocalSet`].
+pub const LOCAL_SET_MAP: &str = "LOCAL_SET";
 /// Response rate limiting: key 0 -> [`crate::rrl::RrlParams`].
 pub const RRL_CONFIG_MAP: &str = "RRL_CONFIG";
 /// Response rate limiting: [`crate::rrl::RrlKey`] -> [`crate::rrl::RrlBucket`] (LRU).
@@ -190,6 +192,39 @@ impl ProxySet {
     }
 }
 
+/// Addresses of a family kept in [`LocalSet`]; with more, the program looks them up in the
+/// `LOCAL_ADDRS_*` hash maps.
+pub const LOCAL_SET_SMALL: usize = 4;
+
+/// The local addresses of each family when there are at most [`LOCAL_SET_SMALL`] of them, so
+/// that the common host costs the program a few compares in an array slot instead of a hash
+/// lookup; `v4_len`/`v6_len` above [`LOCAL_SET_SMALL`]: look in the hash map. Written after
+/// the hash maps. An update is not atomic for a reader, and needs not be: a torn read can only
+/// pass a query to userspace, which answers it, or answer for an address removed that instant.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalSet {
+    pub v4_len: u32,
+    pub v6_len: u32,
+    pub v4: [[u8; 4]; LOCAL_SET_SMALL],
+    pub v6: [[u8; 16]; LOCAL_SET_SMALL],
+}
+
+impl LocalSet {
+    /// The set for these addresses (a family with more than [`LOCAL_SET_SMALL`] is marked for
+    /// the hash map).
+    pub fn new(v4: &[[u8; 4]], v6: &[[u8; 16]]) -> Self {
+        let mut s = Self { v4_len: v4.len() as u32, v6_len: v6.len() as u32, ..Default::default() };
+        for (slot, a) in s.v4.iter_mut().zip(v4) {
+            *slot = *a;
+        }
+        for (slot, a) in s.v6.iter_mut().zip(v6) {
+            *slot = *a;
+        }
+        s
+    }
+}
+
 /// Per-CPU, per-customer counters, indexed by [`crate::decision::Target`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -207,6 +242,7 @@ mod pod {
     unsafe impl aya::Pod for NameValue {}
     unsafe impl aya::Pod for CustomerRecord {}
     unsafe impl aya::Pod for CustomerCounters {}
+    unsafe impl aya::Pod for LocalSet {}
     unsafe impl aya::Pod for crate::rrl::RrlParams {}
     unsafe impl aya::Pod for crate::rrl::RrlKey {}
     unsafe impl aya::Pod for crate::rrl::RrlBucket {}

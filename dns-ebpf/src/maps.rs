@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use spillway_common::{
     maps::{
-        CustomerCounters, CustomerRecord, MAX_CUSTOMERS, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_RRL_BUCKETS, NameKey,
-        NameValue,
+        CustomerCounters, CustomerRecord, LocalSet, MAX_CUSTOMERS, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_RRL_BUCKETS,
+        NameKey, NameValue,
     },
     name::NAME_WORDS,
     negative::{MAX_ZONES, ZONE_KEY_LEN, ZoneInfo, ZoneRecord},
@@ -35,6 +35,9 @@ pub static LOCAL_ADDRS_V4: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_
 
 #[map(name = "LOCAL_ADDRS_V6")]
 pub static LOCAL_ADDRS_V6: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, BPF_F_NO_PREALLOC);
+
+#[map(name = "LOCAL_SET")]
+pub static LOCAL_SET: Array<LocalSet> = Array::with_max_entries(1, 0);
 
 #[map(name = "RRL_CONFIG")]
 pub static RRL_CONFIG: Array<RrlParams> = Array::with_max_entries(1, 0);

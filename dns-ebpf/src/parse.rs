@@ -10,7 +10,7 @@ use aya_ebpf::programs::XdpContext;
 use spillway_common::{
     decision::{subnet_key_v4, subnet_key_v6},
     dns::*,
-    maps::NameKey,
+    maps::{LOCAL_SET_SMALL, NameKey},
     name::{NAME_WORDS, NameHasher},
     negative::decidable_type,
     stats::XdpOutcome::{self, *},
@@ -18,7 +18,7 @@ use spillway_common::{
 
 use crate::{
     csum::Csum,
-    maps::{LOCAL_ADDRS_V4, LOCAL_ADDRS_V6, SCRATCH},
+    maps::{LOCAL_ADDRS_V4, LOCAL_ADDRS_V6, LOCAL_SET, SCRATCH},
     packet::{View, ptr_at, read_be16, read_u8},
 };
 
@@ -122,7 +122,7 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
             if total_len < IPV4_HLEN {
                 return Err(PassMalformed);
             }
-            if unsafe { LOCAL_ADDRS_V4.get(&dst.0) }.is_none() {
+            if !is_local_v4(&dst.0) {
                 return Err(PassNotLocal);
             }
             (false, l3 + IPV4_HLEN, total_len - IPV4_HLEN, subnet_key_v4(src.0))
@@ -142,7 +142,7 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
             let dst = ip.bytes::<16>(24);
             addr_sum.add_bytes16(&src.0);
             addr_sum.add_bytes16(&dst.0);
-            if unsafe { LOCAL_ADDRS_V6.get(&dst.0) }.is_none() {
+            if !is_local_v6(&dst.0) {
                 return Err(PassNotLocal);
             }
             (true, l3 + IPV6_HLEN, payload_len, subnet_key_v6(src.0))
@@ -284,6 +284,51 @@ fn parse_query(ctx: &XdpContext, replay: bool, out: *mut Query) -> Result<(), Xd
         (*out).name_sum = name_sum;
     }
     Ok(())
+}
+
+/// Whether the program answers for this IPv4 address: compares in the small set, or the hash
+/// map (see `spillway_common::maps::LocalSet`).
+#[inline(always)]
+fn is_local_v4(dst: &[u8; 4]) -> bool {
+    let Some(set) = LOCAL_SET.get(0) else { return false };
+    let n = set.v4_len as usize;
+    if n > LOCAL_SET_SMALL {
+        return unsafe { LOCAL_ADDRS_V4.get(dst) }.is_some();
+    }
+    let d = u32::from_ne_bytes(*dst);
+    let mut i = 0;
+    while i < LOCAL_SET_SMALL {
+        if i >= n {
+            break;
+        }
+        if u32::from_ne_bytes(set.v4[i]) == d {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// [`is_local_v4`] for IPv6.
+#[inline(always)]
+fn is_local_v6(dst: &[u8; 16]) -> bool {
+    let Some(set) = LOCAL_SET.get(0) else { return false };
+    let n = set.v6_len as usize;
+    if n > LOCAL_SET_SMALL {
+        return unsafe { LOCAL_ADDRS_V6.get(dst) }.is_some();
+    }
+    let d = u128::from_ne_bytes(*dst);
+    let mut i = 0;
+    while i < LOCAL_SET_SMALL {
+        if i >= n {
+            break;
+        }
+        if u128::from_ne_bytes(set.v6[i]) == d {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// The names-map key and the checksum of the question name's `len` bytes at `off` (which the

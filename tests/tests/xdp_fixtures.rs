@@ -2,13 +2,15 @@
 //! through the real XDP program with BPF_PROG_TEST_RUN. Every reply is also checked by
 //! etherparse (checksums) and parsed by hickory-proto.
 
+use std::net::IpAddr;
+
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use spillway::dataplane::{LoadOptions, program};
 use spillway_common::{rrl::RrlAction, stats::XdpOutcome};
 use spillway_tests::{
     dnswire::*,
     fixture::{self, CNAME_TARGET, ORIGIN_V4, ORIGIN_V6, PROXY_V4, PROXY_V6, XDP_DROP, XDP_PASS, XDP_TX},
-    frame::{Transport, checked_dns_payload, l3_offset, l4_offset, query_frame, reply_frame},
+    frame::{self, Transport, checked_dns_payload, l3_offset, l4_offset, query_frame, reply_frame},
     require_privileges,
 };
 
@@ -531,4 +533,45 @@ fn negative_answers_follow_name_changes() {
     assert_eq!(ask(&dp, "sub.cdn.example.net.").0, ResponseCode::NXDomain, "gone with the name below it");
     let (_, last) = ask(&dp, "deep.sub.cdn.example.net.");
     assert_eq!(last, catalog.serial());
+}
+
+/// The local-address check both ways: a few addresses per family are compared in an array
+/// slot, more are looked up in the hash maps; either way the server's address is answered and
+/// a set without it passes the query on as `not_local`.
+#[test]
+fn local_addresses_small_and_large_sets() {
+    require_privileges!();
+    let (mut dp, _catalog) = fixture::load(&fixture::config_text(), LoadOptions::default());
+    let frames = [
+        query_frame(&Transport::V4, &Query::new("fixed.cdn.example.net.", TYPE_A).bytes()),
+        query_frame(&Transport::V6, &Query::new("fixed.cdn.example.net.", TYPE_AAAA).bytes()),
+    ];
+    let others = |n: u8| -> Vec<IpAddr> {
+        (1..=n)
+            .flat_map(|i| {
+                let v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xee, i];
+                [IpAddr::from([198, 18, 0, i]), IpAddr::from(v6)]
+            })
+            .collect()
+    };
+    let server = [IpAddr::from(frame::SERVER_V4), IpAddr::from(frame::SERVER_V6)];
+    for (label, set, answered) in [
+        ("the server alone", server.to_vec(), true),
+        ("the server after 3 others (array)", [others(3), server.to_vec()].concat(), true),
+        ("the server after 9 others (hash map)", [others(9), server.to_vec()].concat(), true),
+        ("2 others (array)", others(2), false),
+        ("9 others (hash map)", others(9), false),
+    ] {
+        dp.set_local_addrs(&set).expect("addresses set");
+        for frame in &frames {
+            let before = dp.xdp_stats().expect("XDP counters")[XdpOutcome::PassNotLocal as usize];
+            let (action, _) = fixture::run(&dp, program::DNS, frame);
+            let after = dp.xdp_stats().expect("XDP counters")[XdpOutcome::PassNotLocal as usize];
+            if answered {
+                assert_eq!(action, XDP_TX, "{label}: answered");
+            } else {
+                assert_eq!((action, after), (XDP_PASS, before + 1), "{label}: passed as not_local");
+            }
+        }
+    }
 }

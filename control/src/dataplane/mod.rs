@@ -30,8 +30,8 @@ use aya::{
 use spillway_common::{
     maps::{
         CUSTOMER_STATS_MAP, CUSTOMERS_MAP, CustomerCounters, CustomerRecord, EXISTING_MAP, LOCAL_ADDRS_V4_MAP,
-        LOCAL_ADDRS_V6_MAP, NAMES_MAP, NameKey, NameValue, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP, RRL_EXEMPT_V6_MAP,
-        RRL_STATS_MAP, XDP_STATS_MAP, ZONE_INFO_MAP, ZONES_MAP,
+        LOCAL_ADDRS_V6_MAP, LOCAL_SET_MAP, LocalSet, NAMES_MAP, NameKey, NameValue, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP,
+        RRL_EXEMPT_V6_MAP, RRL_STATS_MAP, XDP_STATS_MAP, ZONE_INFO_MAP, ZONES_MAP,
     },
     negative::{ZONE_KEY_LEN, ZoneInfo, ZoneRecord},
     rrl::{RRL_ACTIONS, RrlParams},
@@ -89,6 +89,7 @@ pub struct Dataplane {
     customer_stats: PerCpuArray<MapData, CustomerCounters>,
     xdp_stats: PerCpuArray<MapData, u64>,
     local_v4: HashMap<MapData, [u8; 4], u8>,
+    local_set: Array<MapData, LocalSet>,
     local_v6: HashMap<MapData, [u8; 16], u8>,
     rrl_config: Array<MapData, RrlParams>,
     rrl_exempt_v4: LpmTrie<MapData, [u8; 4], u8>,
@@ -169,6 +170,7 @@ impl Dataplane {
         let xdp_stats = PerCpuArray::try_from(take(XDP_STATS_MAP)?).map_err(map_err(XDP_STATS_MAP))?;
         let local_v4 = HashMap::try_from(take(LOCAL_ADDRS_V4_MAP)?).map_err(map_err(LOCAL_ADDRS_V4_MAP))?;
         let local_v6 = HashMap::try_from(take(LOCAL_ADDRS_V6_MAP)?).map_err(map_err(LOCAL_ADDRS_V6_MAP))?;
+        let local_set = Array::try_from(take(LOCAL_SET_MAP)?).map_err(map_err(LOCAL_SET_MAP))?;
         let rrl_config = Array::try_from(take(RRL_CONFIG_MAP)?).map_err(map_err(RRL_CONFIG_MAP))?;
         let rrl_exempt_v4 = LpmTrie::try_from(take(RRL_EXEMPT_V4_MAP)?).map_err(map_err(RRL_EXEMPT_V4_MAP))?;
         let rrl_exempt_v6 = LpmTrie::try_from(take(RRL_EXEMPT_V6_MAP)?).map_err(map_err(RRL_EXEMPT_V6_MAP))?;
@@ -183,6 +185,7 @@ impl Dataplane {
             customer_stats,
             xdp_stats,
             local_v4,
+            local_set,
             local_v6,
             rrl_config,
             rrl_exempt_v4,
@@ -357,7 +360,9 @@ impl Dataplane {
         let v6: Vec<[u8; 16]> =
             addrs.iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(a.octets()) } else { None }).collect();
         replace_set(&mut self.local_v4, &v4, LOCAL_ADDRS_V4_MAP)?;
-        replace_set(&mut self.local_v6, &v6, LOCAL_ADDRS_V6_MAP)
+        replace_set(&mut self.local_v6, &v6, LOCAL_ADDRS_V6_MAP)?;
+        // After the hash maps: the small set may send the program to them.
+        self.local_set.set(0, LocalSet::new(&v4, &v6), 0).map_err(map_err(LOCAL_SET_MAP))
     }
 
     /// The rate limit's parameters and exempt prefixes (stale prefixes removed after).
