@@ -20,13 +20,13 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::xdp, 
 use spillway_common::{
     decision::{Draws, OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_window},
     dns::{TYPE_A, TYPE_AAAA},
-    maps::existing,
     rrl::{RrlAction, RrlClass},
     stats::XdpOutcome,
 };
 
 use crate::{
-    maps::{CUSTOMER_STATS, CUSTOMERS, EXISTING, NAMES, XDP_STATS},
+    maps::{CUSTOMER_STATS, CUSTOMERS, NAMES, XDP_STATS},
+    negative::known,
     respond::{Answer, write_reply},
 };
 
@@ -71,15 +71,9 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
         return Err(XdpOutcome::from_index(parsed).unwrap_or(XdpOutcome::PassMalformed));
     }
     let q = parse::stashed()?;
-    let Some(name) = (unsafe { NAMES.get(&q.key) }) else {
-        return match unsafe { EXISTING.get(&q.key) }.copied() {
-            Some(existing::HOST) => Err(XdpOutcome::PassHost),
-            Some(_) => negative(ctx, true),
-            None => negative(ctx, false),
-        };
-    };
+    let Some(name) = (unsafe { NAMES.get(&q.key) }) else { return negative(ctx, known::NOT_CUSTOMER) };
     if q.qtype != TYPE_A && q.qtype != TYPE_AAAA {
-        return negative(ctx, true);
+        return negative(ctx, known::EXISTS);
     }
     let customer = name.customer;
     let rec = unsafe { CUSTOMERS.get(&customer) }.ok_or(XdpOutcome::PassUnknownName)?;
@@ -87,7 +81,7 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
     let proxy_len = if v6 { rec.proxy_v6_len } else { rec.proxy_v4_len } as u32;
     let origin_len = if v6 { rec.origin_v6_len } else { rec.origin_v4_len };
     let draws = Draws::from_rand(unsafe { bpf_get_prandom_u32() });
-    let Some(target) = choose_target(rec, draws.fraction, proxy_len, origin_len) else { return negative(ctx, true) };
+    let Some(target) = choose_target(rec, draws.fraction, proxy_len, origin_len) else { return negative(ctx, known::EXISTS) };
     match rrl::limit(ctx, q, RrlClass::Answer as u32) {
         RrlAction::Send | RrlAction::Exempt => {}
         RrlAction::Drop => return Ok(XdpOutcome::RrlDropped),
@@ -136,10 +130,10 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
     })
 }
 
-/// A negative answer (NODATA when the name `exists`), or why it is passed on.
+/// A negative answer (see `negative::answer`), or why it is passed on.
 #[inline(always)]
-fn negative(ctx: &XdpContext, exists: bool) -> Result<XdpOutcome, XdpOutcome> {
-    let o = XdpOutcome::from_index(negative::answer(ctx, exists)).unwrap_or(XdpOutcome::PassMalformed);
+fn negative(ctx: &XdpContext, known: u32) -> Result<XdpOutcome, XdpOutcome> {
+    let o = XdpOutcome::from_index(negative::answer(ctx, known)).unwrap_or(XdpOutcome::PassMalformed);
     if o.is_answer() || o == XdpOutcome::RrlSlipped || o == XdpOutcome::RrlDropped { Ok(o) } else { Err(o) }
 }
 

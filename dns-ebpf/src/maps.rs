@@ -82,8 +82,6 @@ pub struct Scratch {
     /// 255 constants, so it checks the code after the name walk once instead of once per length.
     pub name_len: u32,
     pub _pad: u32,
-    /// The question name, zero-padded to whole words, for hashing (see `parse::hash_name`).
-    pub name: [u64; NAME_WORDS],
     /// The `ZONES` key of the question (see `negative::find_zone`).
     pub zone_key: Key<[u8; ZONE_KEY_LEN]>,
     pub _pad2: [u8; 4],

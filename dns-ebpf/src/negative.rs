@@ -1,18 +1,19 @@
 //! NXDOMAIN and NODATA for names in our zones, with the zone's SOA, in the layout of
 //! `spillway_common::negative` (the userspace server sends the same bytes).
 
-use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use spillway_common::{
     dns::{HEADER_LEN, MAX_NAME_WIRE_LEN},
     name::{NAME_WORDS, lower_word},
+    maps::existing,
     negative::ZoneRecord,
     rrl::{RrlAction, RrlClass},
     stats::XdpOutcome::{self, *},
 };
 
 use crate::{
-    maps::{SCRATCH, ZONES},
-    packet::read_be16,
+    maps::{EXISTING, SCRATCH, ZONES},
+    packet::{ptr_at, read_be16},
     parse::{Query, stashed},
     respond::write_negative,
     rrl,
@@ -22,23 +23,38 @@ const TYPE_NS: u16 = 2;
 const TYPE_SOA: u16 = 6;
 const RCODE_NXDOMAIN: u16 = 3;
 
-/// Answer the stashed query negatively: NODATA when `exists` (the name exists but has no data
-/// of the type), else NXDOMAIN. Returns the outcome's index. Out of line: its frame and the
-/// rate limit's are not on the stack with the positive path's.
+/// What the caller knows of the question name.
+pub mod known {
+    /// Not a customer's name: whether it exists is the `EXISTING` map's to say.
+    pub const NOT_CUSTOMER: u32 = 0;
+    /// A customer's name with no data of the type.
+    pub const EXISTS: u32 = 1;
+}
+
+/// Answer the stashed query negatively: NODATA when the name exists but has no data of the
+/// type, else NXDOMAIN. `known` is one of [`known`]. Returns the outcome's index. Out of line:
+/// its frame and the rate limit's are not on the stack with the positive path's.
 #[inline(never)]
-pub fn answer(ctx: &XdpContext, exists: bool) -> u32 {
+pub fn answer(ctx: &XdpContext, known: u32) -> u32 {
     let q = match stashed() {
         Ok(q) => q,
         Err(o) => return o as u32,
     };
-    match decide(ctx, q, exists) {
+    match decide(ctx, q, known) {
         Ok(o) | Err(o) => o as u32,
     }
 }
 
 #[inline(always)]
-fn decide(ctx: &XdpContext, q: &Query, exists: bool) -> Result<XdpOutcome, XdpOutcome> {
+fn decide(ctx: &XdpContext, q: &Query, known: u32) -> Result<XdpOutcome, XdpOutcome> {
+    // The zone first: a name outside every zone (the passed query) costs no second hash lookup.
     let (zone, zone_len) = find_zone(ctx, q)?;
+    let exists = known == known::EXISTS
+        || match unsafe { EXISTING.get(&q.key) }.copied() {
+            Some(existing::HOST) => return Err(PassHost),
+            Some(_) => true,
+            None => false,
+        };
     // The apex exists (SOA and NS there are positive answers: userspace's).
     let apex = zone_len == q.qname_len & 0xff;
     if apex && (q.qtype == TYPE_SOA || q.qtype == TYPE_NS) {
@@ -73,27 +89,32 @@ fn find_zone(ctx: &XdpContext, q: &Query) -> Result<(&'static ZoneRecord, usize)
     if len == 0 {
         return Err(PassNotInZone);
     }
-    // The name into whole words with the padding in front, so reversing the words' order and
-    // each word's bytes reverses the name.
+    // The name as whole words with the padding in front, so that reversing the words' order
+    // and each word's bytes reverses the name: word i is read straight from the packet at
+    // `name_off - pad + 8i` (the padding bytes, the DNS header's, are masked off the first), so
+    // the last word ends with the name.
     let words_n = (len + 7) / 8;
-    let pad = words_n * 8 - len;
-    let words = unsafe { &mut (*scratch).name };
-    words[0] = 0;
-    let dst = unsafe { (words.as_mut_ptr() as *mut u8).add(pad & 7) };
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, name_off as u32, dst as *mut _, len as u32) } != 0 {
-        return Err(PassNotInZone);
-    }
+    let pad = (words_n * 8 - len) & 7;
+    let first_mask = !((1u64 << (pad * 8)) - 1);
+    let start = name_off - pad;
     let key = unsafe { &mut (*scratch).zone_key };
     key.prefix_len = (len * 8) as u32;
     let data = core::ptr::addr_of_mut!(key.data) as *mut u64;
-    let mut k = 0;
-    while k < NAME_WORDS {
-        if k >= words_n {
+    // Forwards through the packet (LLVM turns a backwards walk's bound checks into negative
+    // offsets, which the verifier refuses), backwards through the key.
+    let mut i = 0;
+    while i < NAME_WORDS {
+        if i >= words_n {
             break;
         }
-        let w = lower_word(words[(words_n - 1 - k) & (NAME_WORDS - 1)]).swap_bytes();
-        unsafe { core::ptr::write_unaligned(data.add(k), w) };
-        k += 1;
+        let p = ptr_at::<u64>(ctx, start + i * 8).map_err(|_| PassNotInZone)?;
+        let mut w = unsafe { core::ptr::read_unaligned(p) };
+        if i == 0 {
+            w &= first_mask;
+        }
+        let k = (words_n - 1 - i) & (NAME_WORDS - 1);
+        unsafe { core::ptr::write_unaligned(data.add(k), lower_word(w).swap_bytes()) };
+        i += 1;
     }
     let zone = ZONES.get(&*key).ok_or(PassNotInZone)?;
     let zone_len = zone.zone_len as usize & 0xff;
