@@ -81,7 +81,9 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
     let proxy_len = if v6 { rec.proxy_v6_len } else { rec.proxy_v4_len } as u32;
     let origin_len = if v6 { rec.origin_v6_len } else { rec.origin_v4_len };
     let draws = Draws::from_rand(unsafe { bpf_get_prandom_u32() });
-    let Some(target) = choose_target(rec, draws.fraction, proxy_len, origin_len) else { return negative(ctx, known::EXISTS) };
+    let Some(target) = choose_target(rec, draws.fraction, proxy_len, origin_len) else {
+        return negative(ctx, known::EXISTS);
+    };
     match rrl::limit(ctx, q, RrlClass::Answer as u32) {
         RrlAction::Send | RrlAction::Exempt => {}
         RrlAction::Drop => return Ok(XdpOutcome::RrlDropped),

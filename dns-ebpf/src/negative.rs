@@ -4,8 +4,8 @@
 use aya_ebpf::programs::XdpContext;
 use spillway_common::{
     dns::{HEADER_LEN, MAX_NAME_WIRE_LEN},
-    name::{NAME_WORDS, lower_word},
     maps::existing,
+    name::{NAME_WORDS, lower_word},
     negative::ZoneRecord,
     rrl::{RrlAction, RrlClass},
     stats::XdpOutcome::{self, *},

@@ -148,6 +148,7 @@ fn cases() -> Vec<Case> {
         pass_as("ANY", XdpOutcome::PassType, query_frame(&v4, &Query::new("nobody.cdn.example.net.", 255).bytes())),
         pass_as("AXFR over UDP", XdpOutcome::PassType, query_frame(&v4, &Query::new("cdn.example.net.", 252).bytes())),
         pass_as("name outside the zone", XdpOutcome::PassNotInZone, query_frame(&v4, &a("fixed.example.org.").bytes())),
+        pass_as("a proxy's host name", XdpOutcome::PassHost, query_frame(&v4, &a("Edge-1.cdn.example.net.").bytes())),
         pass_as(
             "a label byte that equals a length is no zone boundary",
             XdpOutcome::PassNotInZone,
