@@ -51,7 +51,7 @@ impl Answer {
 }
 
 /// Rewrite the packet into the reply: the answer section is one of `rec`'s precomputed
-/// records (or a window of them), copied with one store and summed with its precomputed sum.
+/// records (or a window of them), copied into the packet and summed with its precomputed sum.
 /// On `Err` before the tail adjustment the packet is untouched; the adjustment itself is the last
 /// step that can fail.
 #[inline(never)]
