@@ -1,6 +1,7 @@
 //! The XDP program under many packets: the fraction drawn per query, the proxy window, the origin
-//! algorithms, and 100 000 random and mutated packets that must each be passed untouched,
-//! answered with a well-formed reply, or slipped or dropped by the rate limit.
+//! algorithms, 100 000 random and mutated packets that must each be passed untouched,
+//! answered with a well-formed reply, or slipped or dropped by the rate limit, and records
+//! replaced while the program reads them.
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,7 +10,12 @@ use hickory_proto::{
     rr::{RData, RecordType},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use spillway::dataplane::{LoadOptions, program};
+use std::os::fd::AsFd;
+
+use spillway::dataplane::{
+    LoadOptions, program, records,
+    test_run::{TestRunOptions, test_run},
+};
 use spillway_common::stats::XdpOutcome;
 use spillway_tests::{
     dnswire::*,
@@ -268,4 +274,49 @@ fn random_and_mutated_packets() {
     assert_eq!(outcomes[XdpOutcome::RrlDropped as usize], dropped, "every drop is the rate limit's");
     assert_eq!(outcomes[XdpOutcome::RrlSlipped as usize], slipped);
     assert!(tx > 0 && slipped > 0 && dropped > 0, "the fuzz reached the answer, slip and drop paths");
+}
+
+/// A record replaced while the program reads it is seen whole: one thread swaps the customer's
+/// record between two versions (proxies always, TTL 30 or 90: every byte of the answer section
+/// and its sum differ) as fast as the map takes it, while another runs the program; every reply
+/// is one version, well-formed, with a correct checksum, and both versions are seen.
+#[test]
+fn records_replaced_under_reads_are_never_torn() {
+    require_privileges!();
+    let (mut dp, catalog) = fixture::load(STEERING, LoadOptions::default());
+    let shop = catalog.customer("shop").expect("shop");
+    let version = |ttl: u32| {
+        let mut config = shop.config.clone();
+        config.ttl = ttl;
+        records::customer_record(&config, 1.0, catalog.proxy_set()).expect("record")
+    };
+    let (a, b) = (version(30), version(90));
+    let prog = dp.program_fd(program::DNS).expect("program").try_clone_to_owned().expect("dup");
+    let query = query_frame(&Transport::V4, &Query::new("shop.cdn.example.net.", TYPE_A).bytes());
+    // The writer replaces the record until the reader has made 5 000 runs.
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let reader = {
+        let runs = runs.clone();
+        std::thread::spawn(move || {
+            let mut seen: HashMap<u32, u32> = HashMap::new();
+            while runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5_000 {
+                let r = test_run(prog.as_fd(), &TestRunOptions::new(&query)).expect("test run");
+                assert_eq!(r.return_value, XDP_TX);
+                let msg = Message::from_vec(&checked_dns_payload(&r.data_out).expect("checksums")).expect("parses");
+                let ttls: HashSet<u32> = msg.answers.iter().map(|r| r.ttl).collect();
+                assert_eq!(msg.answers.len(), 8, "a whole window: {msg:?}");
+                assert_eq!(ttls.len(), 1, "one version per reply: {ttls:?}");
+                *seen.entry(*ttls.iter().next().unwrap()).or_default() += 1;
+            }
+            seen
+        })
+    };
+    let mut writes = 0u32;
+    while !reader.is_finished() {
+        dp.set_customer(shop.index, if writes % 2 == 0 { &a } else { &b }).expect("record replaced");
+        writes += 1;
+    }
+    let seen = reader.join().expect("reader");
+    assert_eq!(seen.keys().copied().collect::<HashSet<_>>(), HashSet::from([30, 90]), "both versions read: {seen:?}");
+    assert!(writes > 100, "{writes} replacements during the reads");
 }
