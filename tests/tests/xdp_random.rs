@@ -313,7 +313,7 @@ fn records_replaced_under_reads_are_never_torn() {
     };
     let mut writes = 0u32;
     while !reader.is_finished() {
-        dp.set_customer(shop.index, if writes % 2 == 0 { &a } else { &b }).expect("record replaced");
+        dp.set_customer(shop.index, if writes.is_multiple_of(2) { &a } else { &b }).expect("record replaced");
         writes += 1;
     }
     let seen = reader.join().expect("reader");
