@@ -7,8 +7,14 @@ use crate::answers::{CNAME_RR_BUF, PROXY_RING_V4_LEN, PROXY_RING_V6_LEN, RR_A_LE
 
 /// Customer names: [`NameKey`] -> [`NameValue`].
 pub const NAMES_MAP: &str = "NAMES";
-/// Customer records: customer index (u32) -> [`CustomerRecord`].
+/// Customer records, an array of two slots per customer: [`slots::record_index`] ->
+/// [`CustomerRecord`].
 pub const CUSTOMERS_MAP: &str = "CUSTOMERS";
+/// Which slot of a customer's records is live, an array: customer index -> one of [`slots`];
+/// entry [`slots::PROXY_RINGS`] says it for [`PROXY_RINGS_MAP`].
+pub const ACTIVE_SLOTS_MAP: &str = "ACTIVE_SLOTS";
+/// The proxies' answer records, an array of two slots: slot -> [`ProxyRings`].
+pub const PROXY_RINGS_MAP: &str = "PROXY_RINGS";
 /// Per-CPU answer counters per customer index: [`CustomerCounters`].
 pub const CUSTOMER_STATS_MAP: &str = "CUSTOMER_STATS";
 /// Per-CPU counters per [`crate::stats::XdpOutcome`].
@@ -43,13 +49,15 @@ pub const MAX_RRL_BUCKETS: u32 = 1 << 18;
 /// without changing size (the name hash, a field's use): pinned maps of another version are
 /// then migrated, never reused. Sizes and entries are compared by the loader anyway.
 #[cfg(not(feature = "layout-next"))]
-pub const MAP_LAYOUT_VERSION: u32 = 4;
+pub const MAP_LAYOUT_VERSION: u32 = 5;
 /// One version ahead, for the binary the upgrade test migrates to (`spillway/upgrade-test`).
 #[cfg(feature = "layout-next")]
-pub const MAP_LAYOUT_VERSION: u32 = 5;
+pub const MAP_LAYOUT_VERSION: u32 = 6;
 
 pub const MAX_NAMES: u32 = 1 << 20;
-pub const MAX_CUSTOMERS: u32 = 1 << 16;
+/// Customers an edge holds. Their records are preallocated, two slots each (see [`slots`]):
+/// 2 x 16 384 x 936 bytes = 31 MB of kernel memory.
+pub const MAX_CUSTOMERS: u32 = 1 << 14;
 /// Proxy addresses kept per address family.
 pub const MAX_PROXY_ADDRS: usize = 64;
 /// Proxy addresses put in one answer: a rotating window over the family's proxies.
@@ -79,6 +87,40 @@ pub struct NameValue {
     pub _pad: u32,
 }
 
+/// Two slots per record, so that a reader never sees one half written: the writer fills the
+/// slot that is not live, makes it live in `ACTIVE_SLOTS` (one aligned 4-byte store), and before
+/// it writes the other slot again waits for every program run that may still read it (an RCU
+/// grace period). A query reads the live slot's number, then that slot.
+pub mod slots {
+    use super::MAX_CUSTOMERS;
+
+    /// No record: the customer's queries go to userspace.
+    pub const NONE: u32 = 0;
+    /// Slot 0 is live.
+    pub const FIRST: u32 = 1;
+    /// Slot 1 is live.
+    pub const SECOND: u32 = 2;
+    /// The `ACTIVE_SLOTS` entry of the proxy rings.
+    pub const PROXY_RINGS: u32 = MAX_CUSTOMERS;
+    /// Entries of `ACTIVE_SLOTS`.
+    pub const ENTRIES: u32 = MAX_CUSTOMERS + 1;
+
+    /// The slot (0 or 1) that `active` (one of the constants above but [`NONE`]) makes live.
+    pub const fn slot(active: u32) -> u32 {
+        (active - 1) & 1
+    }
+
+    /// The other live value: what the next write fills and makes live.
+    pub const fn next(active: u32) -> u32 {
+        if active == FIRST { SECOND } else { FIRST }
+    }
+
+    /// The `CUSTOMERS` index of a customer's slot.
+    pub const fn record_index(customer: u32, slot: u32) -> u32 {
+        customer * 2 + (slot & 1)
+    }
+}
+
 /// What a name in the `EXISTING` map is.
 pub mod existing {
     /// An empty non-terminal, or a zone's own name: NODATA for every type.
@@ -102,9 +144,9 @@ pub mod assignment {
 }
 
 /// Everything the data plane needs to answer for one customer: the decision's inputs and every
-/// answer record it may send, precomputed (see [`crate::answers`]). Replaced whole on every
-/// change: the map is a `BPF_F_NO_PREALLOC` hash map, so an update swaps in a new element under
-/// RCU and a packet sees either the old or the new record, never a mix.
+/// answer record it may send but the proxies' ([`ProxyRings`]), precomputed (see
+/// [`crate::answers`]). Replaced whole on every change, through the other of its two slots (see
+/// [`slots`]), so a packet sees either the old or the new record, never a mix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CustomerRecord {
@@ -117,9 +159,7 @@ pub struct CustomerRecord {
     pub assignment: u8,
     pub origin_v4_len: u8,
     pub origin_v6_len: u8,
-    /// The proxies' addresses per family (at most [`MAX_PROXY_ADDRS`]).
-    pub proxy_v4_len: u8,
-    pub proxy_v6_len: u8,
+    pub _pad: u16,
     /// Length of `cname_rr`; 0: no CNAME target.
     pub cname_rr_len: u16,
     /// Ones'-complement sum of `cname_rr[..cname_rr_len]`, folded.
@@ -132,17 +172,11 @@ pub struct CustomerRecord {
     /// Sum of each origin's record.
     pub origin_v4_sum: [u32; MAX_ORIGIN_ADDRS],
     pub origin_v6_sum: [u32; MAX_ORIGIN_ADDRS],
-    /// Sum of the proxy window starting at each proxy.
-    pub proxy_v4_sum: [u32; MAX_PROXY_ADDRS],
-    pub proxy_v6_sum: [u32; MAX_PROXY_ADDRS],
     /// One A / AAAA record per origin.
     pub origin_v4_rr: [u8; MAX_ORIGIN_ADDRS * RR_A_LEN],
     pub origin_v6_rr: [u8; MAX_ORIGIN_ADDRS * RR_AAAA_LEN],
     /// The CNAME record to the origin name, target case as configured.
     pub cname_rr: [u8; CNAME_RR_BUF],
-    /// The proxy rings.
-    pub proxy_v4_rr: [u8; PROXY_RING_V4_LEN],
-    pub proxy_v6_rr: [u8; PROXY_RING_V6_LEN],
 }
 
 impl CustomerRecord {
@@ -154,8 +188,7 @@ impl CustomerRecord {
             assignment: assignment::ROUND_ROBIN,
             origin_v4_len: 0,
             origin_v6_len: 0,
-            proxy_v4_len: 0,
-            proxy_v6_len: 0,
+            _pad: 0,
             cname_rr_len: 0,
             cname_rr_sum: 0,
             origin_v4: [[0; 4]; MAX_ORIGIN_ADDRS],
@@ -164,19 +197,42 @@ impl CustomerRecord {
             origin_v6_cum_weight: [0; MAX_ORIGIN_ADDRS],
             origin_v4_sum: [0; MAX_ORIGIN_ADDRS],
             origin_v6_sum: [0; MAX_ORIGIN_ADDRS],
-            proxy_v4_sum: [0; MAX_PROXY_ADDRS],
-            proxy_v6_sum: [0; MAX_PROXY_ADDRS],
             origin_v4_rr: [0; MAX_ORIGIN_ADDRS * RR_A_LEN],
             origin_v6_rr: [0; MAX_ORIGIN_ADDRS * RR_AAAA_LEN],
             cname_rr: [0; CNAME_RR_BUF],
-            proxy_v4_rr: [0; PROXY_RING_V4_LEN],
-            proxy_v6_rr: [0; PROXY_RING_V6_LEN],
         }
     }
 }
 
-/// The proxy servers' addresses by family: what userspace builds the proxy rings of every
-/// [`CustomerRecord`] from, and answers from itself.
+/// The proxies' address records, per family a ring with the sum of the window starting at each
+/// proxy; TTL 0 (see [`crate::answers`]). Replaced whole through two slots, as customers are.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProxyRings {
+    /// The proxies' addresses per family (at most [`MAX_PROXY_ADDRS`]).
+    pub v4_len: u32,
+    pub v6_len: u32,
+    pub v4_sum: [u32; MAX_PROXY_ADDRS],
+    pub v6_sum: [u32; MAX_PROXY_ADDRS],
+    pub v4_rr: [u8; PROXY_RING_V4_LEN],
+    pub v6_rr: [u8; PROXY_RING_V6_LEN],
+}
+
+impl ProxyRings {
+    pub const fn zeroed() -> Self {
+        Self {
+            v4_len: 0,
+            v6_len: 0,
+            v4_sum: [0; MAX_PROXY_ADDRS],
+            v6_sum: [0; MAX_PROXY_ADDRS],
+            v4_rr: [0; PROXY_RING_V4_LEN],
+            v6_rr: [0; PROXY_RING_V6_LEN],
+        }
+    }
+}
+
+/// The proxy servers' addresses by family: what userspace builds [`ProxyRings`] from, and
+/// answers from itself.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ProxySet {
@@ -241,6 +297,7 @@ mod pod {
     unsafe impl aya::Pod for NameKey {}
     unsafe impl aya::Pod for NameValue {}
     unsafe impl aya::Pod for CustomerRecord {}
+    unsafe impl aya::Pod for ProxyRings {}
     unsafe impl aya::Pod for CustomerCounters {}
     unsafe impl aya::Pod for LocalSet {}
     unsafe impl aya::Pod for crate::rrl::RrlParams {}
@@ -251,4 +308,5 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<CustomerRecord>().is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<CustomerRecord>() == 4576);
+const _: () = assert!(core::mem::size_of::<CustomerRecord>() == 936);
+const _: () = assert!(core::mem::size_of::<ProxyRings>().is_multiple_of(8));

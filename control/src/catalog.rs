@@ -16,7 +16,8 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
 use spillway_common::{
-    maps::{CustomerRecord, NameKey, ProxySet, existing},
+    answers::proxy_rings,
+    maps::{CustomerRecord, NameKey, ProxyRings, ProxySet, existing},
     name::name_key,
 };
 
@@ -64,6 +65,8 @@ pub struct Customer {
 
 pub struct Catalog {
     proxy_set: ProxySet,
+    /// The proxies' answer records for the data plane, built once from `proxy_set`.
+    proxy_rings: Box<ProxyRings>,
     customers: Vec<Customer>,
     by_id: HashMap<String, usize>,
     by_key: HashMap<NameKey, usize>,
@@ -91,11 +94,13 @@ impl Catalog {
     /// Build from a validated config. Fails if two names hash to the same key (never by chance).
     pub fn from_config(config: &Config) -> Result<Self> {
         let proxy_set = proxy_set(config.proxies()).map_err(|e| Error::Record("(proxies)".into(), e))?;
+        let proxy_rings = Box::new(proxy_rings(&proxy_set).map_err(|e| Error::Record("(proxies)".into(), e.into()))?);
         let zones = Zones::from_config(config);
         let serial_base =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
         let mut catalog = Self {
             proxy_set,
+            proxy_rings,
             customers: Vec::new(),
             by_id: HashMap::new(),
             by_key: HashMap::new(),
@@ -200,7 +205,7 @@ impl Catalog {
             .ok_or_else(|| Error::Record(id.clone(), "the customers map is full".into()))?;
         let keys = self.free_keys(&id, &config.names)?;
         let fraction = if self.gated { 0.0 } else { config.fraction };
-        let record = customer_record(&config, fraction, &self.proxy_set).map_err(|e| Error::Record(id.clone(), e))?;
+        let record = customer_record(&config, fraction).map_err(|e| Error::Record(id.clone(), e))?;
         if let Some(dp) = dp.as_deref_mut() {
             dp.set_customer(index, &record)?;
             for key in &keys {
@@ -345,8 +350,8 @@ impl Catalog {
         self.by_id.get(id).map(|&i| &self.customers[i])
     }
 
-    /// Put the catalog into a freshly loaded data plane. New maps are filled: records (their
-    /// answers to the proxies precomputed), then names (a name points at a record that already
+    /// Put the catalog into a freshly loaded data plane. New maps are filled: the proxies'
+    /// records, customer records, then names (a name points at a record that already
     /// exists). Pinned maps taken over are reconciled in place: names that left or moved go first
     /// (passed on to userspace meanwhile), then records and names are written, then records
     /// nobody uses go.
@@ -354,6 +359,7 @@ impl Catalog {
     /// customer, or none, starts from zero.
     pub fn install(&self, dp: &mut Dataplane) -> Result<()> {
         let reused = dp.maps_origin() == Some(&MapsOrigin::Reused);
+        dp.set_proxy_rings(&self.proxy_rings)?;
         let mut kept = HashSet::new();
         let mut left = HashSet::new();
         if reused {
@@ -414,7 +420,7 @@ impl Catalog {
     ) -> Result<&Customer> {
         let i = *self.by_id.get(id).ok_or_else(|| Error::Record(id.into(), "no such customer".into()))?;
         let c = &self.customers[i];
-        let record = customer_record(&c.config, fraction, &self.proxy_set).map_err(|e| Error::Record(id.into(), e))?;
+        let record = customer_record(&c.config, fraction).map_err(|e| Error::Record(id.into(), e))?;
         if let Some(dp) = dp.as_deref_mut() {
             dp.set_customer(c.index, &record)?;
         }

@@ -11,7 +11,7 @@ use std::{
 
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
-use spillway_common::maps::{MAX_CNAME_LEN, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS};
+use spillway_common::maps::{MAX_CNAME_LEN, MAX_CUSTOMERS, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS};
 use toml::Spanned;
 
 /// Largest TTL allowed by RFC 2181 §8.
@@ -616,6 +616,9 @@ impl Config {
             let line = Some(header);
             let c = c.get_ref();
             let at = format!("customer[{i}] (id {:?})", c.id);
+            if i >= MAX_CUSTOMERS as usize {
+                v.push(line, &at, format!("one customer too many: an edge holds at most {MAX_CUSTOMERS}"));
+            }
             if c.id.is_empty() || !c.id.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
                 v.push(line, &format!("{at}.id"), "must be non-empty letters, digits, '-', '_' or '.'".into());
             }
@@ -850,6 +853,26 @@ ttl = 30
         for key in ["market.period_s", "market.reserve_price", "market.assumed_own_load", "market.forecast_weeks"] {
             assert!(e.contains(key), "{key} not reported: {e}");
         }
+    }
+
+    /// One customer more than an edge's maps hold is a config error, not a failure at load.
+    #[test]
+    fn customers_fit_the_maps() {
+        let customer = |i: u32| {
+            format!(
+                "[[customer]]\nid = \"c{i}\"\nnames = [\"c{i}.cdn.example.net.\"]\norigin_addresses = [\"203.0.113.10\"]\noverflow = \"origin\"\nassignment = \"hash\"\nfraction = 0.5\nttl = 30\n"
+            )
+        };
+        let base = EXAMPLE.split("[[customer]]").next().unwrap().to_owned();
+        let mut config = base.clone();
+        for i in 0..MAX_CUSTOMERS {
+            config.push_str(&customer(i));
+        }
+        assert_eq!(Config::parse(&config, "x.toml").unwrap().customers().count(), MAX_CUSTOMERS as usize);
+        config.push_str(&customer(MAX_CUSTOMERS));
+        let e = Config::parse(&config, "x.toml").unwrap_err().to_string();
+        let want = format!("customer[{MAX_CUSTOMERS}] (id \"c{MAX_CUSTOMERS}\"): one customer too many");
+        assert!(e.contains(&want), "{e}");
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum Error {
     Handover(String),
     #[error("pinned XDP state: {0}")]
     Pin(String),
+    #[error("waiting for the XDP program's readers (RCU grace period): {0}")]
+    GracePeriod(String),
     #[error("customer {0:?}: {1}")]
     Record(String, String),
     #[error("{0}")]

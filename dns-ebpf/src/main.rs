@@ -25,7 +25,7 @@ use spillway_common::{
 };
 
 use crate::{
-    maps::{CUSTOMER_STATS, CUSTOMERS, NAMES, XDP_STATS},
+    maps::{CUSTOMER_STATS, NAMES, XDP_STATS, customer_record, proxy_rings},
     negative::known,
     respond::{Answer, write_reply},
 };
@@ -76,9 +76,10 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
         return negative(ctx, known::EXISTS);
     }
     let customer = name.customer;
-    let rec = unsafe { CUSTOMERS.get(&customer) }.ok_or(XdpOutcome::PassUnknownName)?;
+    let rec = customer_record(customer).ok_or(XdpOutcome::PassUnknownName)?;
+    let rings = proxy_rings().ok_or(XdpOutcome::PassUnknownName)?;
     let v6 = q.qtype == TYPE_AAAA;
-    let proxy_len = if v6 { rec.proxy_v6_len } else { rec.proxy_v4_len } as u32;
+    let proxy_len = if v6 { rings.v6_len } else { rings.v4_len };
     let origin_len = if v6 { rec.origin_v6_len } else { rec.origin_v4_len };
     let draws = Draws::from_rand(unsafe { bpf_get_prandom_u32() });
     let Some(target) = choose_target(rec, draws.fraction, proxy_len, origin_len) else {
@@ -89,7 +90,7 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
         RrlAction::Drop => return Ok(XdpOutcome::RrlDropped),
         RrlAction::Slip => {
             // `write_reply` is a subprogram: a second call site is a call, not a copy.
-            write_reply(ctx, q, rec, &Answer::Slip)?;
+            write_reply(ctx, q, rec, rings, &Answer::Slip)?;
             return Ok(XdpOutcome::RrlSlipped);
         }
     }
@@ -121,7 +122,7 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
             Answer::Origin { index }
         }
     };
-    write_reply(ctx, q, rec, &answer)?;
+    write_reply(ctx, q, rec, rings, &answer)?;
     if let Some(c) = counters {
         unsafe { (*c).answers[target as usize & 3] += 1 };
     }

@@ -9,9 +9,8 @@ use aya_ebpf::{
 use spillway_common::{
     maps::{
         CustomerCounters, CustomerRecord, LocalSet, MAX_CUSTOMERS, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_RRL_BUCKETS,
-        NameKey, NameValue,
+        NameKey, NameValue, ProxyRings, slots,
     },
-    name::NAME_WORDS,
     negative::{MAX_ZONES, ZONE_KEY_LEN, ZoneInfo, ZoneRecord},
     rrl::{MAX_RRL_EXEMPT, RRL_ACTIONS, RrlBucket, RrlKey, RrlParams},
     stats::XDP_OUTCOMES,
@@ -20,9 +19,37 @@ use spillway_common::{
 #[map(name = "NAMES")]
 pub static NAMES: HashMap<NameKey, NameValue> = HashMap::with_max_entries(MAX_NAMES, BPF_F_NO_PREALLOC);
 
-/// NO_PREALLOC: updates swap whole elements under RCU (see `CustomerRecord`).
+/// Two slots per customer (see `spillway_common::maps::slots`).
 #[map(name = "CUSTOMERS")]
-pub static CUSTOMERS: HashMap<u32, CustomerRecord> = HashMap::with_max_entries(MAX_CUSTOMERS, BPF_F_NO_PREALLOC);
+pub static CUSTOMERS: Array<CustomerRecord> = Array::with_max_entries(MAX_CUSTOMERS * 2, 0);
+
+#[map(name = "ACTIVE_SLOTS")]
+pub static ACTIVE_SLOTS: Array<u32> = Array::with_max_entries(slots::ENTRIES, 0);
+
+#[map(name = "PROXY_RINGS")]
+pub static PROXY_RINGS: Array<ProxyRings> = Array::with_max_entries(2, 0);
+
+/// The live slot of `ACTIVE_SLOTS` entry `index`, if one is.
+#[inline(always)]
+fn live_slot(index: u32) -> Option<u32> {
+    let active = unsafe { core::ptr::read_volatile(ACTIVE_SLOTS.get_ptr(index)?) };
+    if active == slots::NONE { None } else { Some(slots::slot(active)) }
+}
+
+/// A customer's live record: two array lookups, which the verifier inlines (no hash).
+#[inline(always)]
+pub fn customer_record(customer: u32) -> Option<&'static CustomerRecord> {
+    if customer >= MAX_CUSTOMERS {
+        return None;
+    }
+    CUSTOMERS.get(slots::record_index(customer, live_slot(customer)?))
+}
+
+/// The live proxy rings.
+#[inline(always)]
+pub fn proxy_rings() -> Option<&'static ProxyRings> {
+    PROXY_RINGS.get(live_slot(slots::PROXY_RINGS)?)
+}
 
 #[map(name = "CUSTOMER_STATS")]
 pub static CUSTOMER_STATS: PerCpuArray<CustomerCounters> = PerCpuArray::with_max_entries(MAX_CUSTOMERS, 0);

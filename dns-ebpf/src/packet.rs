@@ -61,12 +61,6 @@ pub fn read_be16(ctx: &XdpContext, off: usize) -> Result<u16, XdpOutcome> {
     Ok(u16::from_be(unsafe { core::ptr::read_unaligned(p) }))
 }
 
-#[inline(always)]
-pub fn read_be32(ctx: &XdpContext, off: usize) -> Result<u32, XdpOutcome> {
-    let p = ptr_at::<[u8; 4]>(ctx, off)?;
-    Ok(u32::from_be_bytes(unsafe { *p }))
-}
-
 /// Bytes on the stack, 8-aligned. The program is built with unaligned word access allowed (see
 /// `build.rs`), so LLVM may move byte arrays a word at a time; the verifier takes that from the
 /// packet and map values but refuses unaligned words on the stack, so every byte array the

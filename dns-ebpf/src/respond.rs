@@ -8,9 +8,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use spillway_common::{
-    answers::{CNAME_RR_BUF, RR_A_LEN, RR_AAAA_LEN},
+    answers::{CNAME_RR_BUF, RR_A_LEN, RR_AAAA_LEN, RR_TTL_OFF, ttl_sum},
     dns::*,
-    maps::{CustomerRecord, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS, MAX_PROXY_ANSWER},
+    maps::{CustomerRecord, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS, MAX_PROXY_ANSWER, ProxyRings},
     negative::{MAX_SOA_LEN, ZoneRecord, opt_record},
     stats::XdpOutcome::{self, *},
 };
@@ -51,11 +51,18 @@ impl Answer {
 }
 
 /// Rewrite the packet into the reply: the answer section is one of `rec`'s precomputed
-/// records (or a window of them), copied into the packet and summed with its precomputed sum.
+/// records or a window of the proxies' (`rings`), copied into the packet and summed with its
+/// precomputed sum; the proxies' records get the customer's TTL on the way.
 /// On `Err` before the tail adjustment the packet is untouched; the adjustment itself is the last
 /// step that can fail.
 #[inline(never)]
-pub fn write_reply(ctx: &XdpContext, q: &Query, rec: &CustomerRecord, answer: &Answer) -> Result<(), XdpOutcome> {
+pub fn write_reply(
+    ctx: &XdpContext,
+    q: &Query,
+    rec: &CustomerRecord,
+    rings: &ProxyRings,
+    answer: &Answer,
+) -> Result<(), XdpOutcome> {
     let d = q.dns & 0x7f;
     let qname_len = q.qname_len & 0xff;
     let v6 = q.qtype == TYPE_AAAA;
@@ -69,10 +76,11 @@ pub fn write_reply(ctx: &XdpContext, q: &Query, rec: &CustomerRecord, answer: &A
             if n > MAX_PROXY_ANSWER {
                 return Err(PassNoData);
             }
+            let ttl = ttl_sum(rec.ttl, n as u32);
             if v6 {
-                (unsafe { rec.proxy_v6_rr.as_ptr().add(s * RR_AAAA_LEN) }, n * RR_AAAA_LEN, rec.proxy_v6_sum[s])
+                (unsafe { rings.v6_rr.as_ptr().add(s * RR_AAAA_LEN) }, n * RR_AAAA_LEN, rings.v6_sum[s] + ttl)
             } else {
-                (unsafe { rec.proxy_v4_rr.as_ptr().add(s * RR_A_LEN) }, n * RR_A_LEN, rec.proxy_v4_sum[s])
+                (unsafe { rings.v4_rr.as_ptr().add(s * RR_A_LEN) }, n * RR_A_LEN, rings.v4_sum[s] + ttl)
             }
         }
         Answer::Origin { index } => {
@@ -116,7 +124,9 @@ pub fn write_reply(ctx: &XdpContext, q: &Query, rec: &CustomerRecord, answer: &A
         store(ctx, d + ans_off, src, len)?;
     } else {
         // Address records are copied by the program, a record at a time in words: cheaper
-        // than the helper for a few dozen bytes.
+        // than the helper for a few dozen bytes. Each gets the TTL: the proxies' have none, an
+        // origin's has this one already.
+        let ttl = rec.ttl.to_be();
         let n = count & (MAX_PROXY_ANSWER * 2 - 1);
         let mut i = 0;
         while i < MAX_PROXY_ANSWER {
@@ -132,10 +142,12 @@ pub fn write_reply(ctx: &XdpContext, q: &Query, rec: &CustomerRecord, answer: &A
                     st(to, 8, ld::<u64>(from, 8));
                     st(to, 16, ld::<u64>(from, 16));
                     st(to, 24, ld::<u32>(from, 24));
+                    st(to, RR_TTL_OFF, ttl);
                 } else {
                     let to = ptr_at::<[u8; RR_A_LEN]>(ctx, at)? as *mut u8;
                     st(to, 0, ld::<u64>(from, 0));
                     st(to, 8, ld::<u64>(from, 8));
+                    st(to, RR_TTL_OFF, ttl);
                 }
             }
             i += 1;

@@ -276,47 +276,118 @@ fn random_and_mutated_packets() {
     assert!(tx > 0 && slipped > 0 && dropped > 0, "the fuzz reached the answer, slip and drop paths");
 }
 
-/// A record replaced while the program reads it is seen whole: one thread swaps the customer's
-/// record between two versions (proxies always, TTL 30 or 90: every byte of the answer section
-/// and its sum differ) as fast as the map takes it, while another runs the program; every reply
-/// is one version, well-formed, with a correct checksum, and both versions are seen.
+/// Run the program on `query` in one thread while this one calls `write(dp, n)` for n = 1, 2,
+/// ... as fast as the data plane takes it (each write into the slot the one before left waits
+/// for a grace period), until the reader has made 5 000 runs and the writer 200 writes. Every
+/// reply must be XDP_TX with correct checksums, and `version` of it (which panics on a reply
+/// that mixes versions) is counted. `write(dp, 0)` is done before the reader starts.
+fn replaced_under_reads(
+    dp: &mut spillway::dataplane::Dataplane,
+    query: Vec<u8>,
+    mut write: impl FnMut(&mut spillway::dataplane::Dataplane, u32),
+    version: impl Fn(&Message) -> u32 + Send + 'static,
+) -> HashMap<u32, u32> {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering::Relaxed},
+    };
+    write(dp, 0);
+    let prog = dp.program_fd(program::DNS).expect("program").try_clone_to_owned().expect("dup");
+    let writes = Arc::new(AtomicU32::new(1));
+    let reader = {
+        let writes = writes.clone();
+        std::thread::spawn(move || {
+            let mut seen: HashMap<u32, u32> = HashMap::new();
+            let mut runs = 0;
+            while runs < 5_000 || writes.load(Relaxed) < 200 {
+                let r = test_run(prog.as_fd(), &TestRunOptions::new(&query)).expect("test run");
+                assert_eq!(r.return_value, XDP_TX);
+                let msg = Message::from_vec(&checked_dns_payload(&r.data_out).expect("checksums")).expect("parses");
+                *seen.entry(version(&msg)).or_default() += 1;
+                runs += 1;
+            }
+            seen
+        })
+    };
+    while !reader.is_finished() {
+        let n = writes.load(Relaxed);
+        write(dp, n);
+        writes.store(n + 1, Relaxed);
+    }
+    let seen = reader.join().expect("reader");
+    let writes = writes.load(Relaxed);
+    assert!(writes >= 200, "{writes} replacements during the reads");
+    seen
+}
+
+/// A customer's record replaced while the program reads it is seen whole: two versions that
+/// differ in every byte of the origin answer (TTL 30 or 90, other addresses, other sums), and
+/// each reply is one of them.
 #[test]
 fn records_replaced_under_reads_are_never_torn() {
     require_privileges!();
     let (mut dp, catalog) = fixture::load(STEERING, LoadOptions::default());
     let shop = catalog.customer("shop").expect("shop");
-    let version = |ttl: u32| {
+    let version = |ttl: u32, base: u8| {
         let mut config = shop.config.clone();
         config.ttl = ttl;
-        records::customer_record(&config, 1.0, catalog.proxy_set()).expect("record")
+        config.origin_addresses = (1..=3).map(|i| std::net::IpAddr::from([203, 0, 113, base + i])).collect();
+        config.origin_weights = None;
+        records::customer_record(&config, 0.0).expect("record")
     };
-    let (a, b) = (version(30), version(90));
-    let prog = dp.program_fd(program::DNS).expect("program").try_clone_to_owned().expect("dup");
+    let (a, b) = (version(30, 0), version(90, 100));
     let query = query_frame(&Transport::V4, &Query::new("shop.cdn.example.net.", TYPE_A).bytes());
-    // The writer replaces the record until the reader has made 5 000 runs.
-    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let reader = {
-        let runs = runs.clone();
-        std::thread::spawn(move || {
-            let mut seen: HashMap<u32, u32> = HashMap::new();
-            while runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5_000 {
-                let r = test_run(prog.as_fd(), &TestRunOptions::new(&query)).expect("test run");
-                assert_eq!(r.return_value, XDP_TX);
-                let msg = Message::from_vec(&checked_dns_payload(&r.data_out).expect("checksums")).expect("parses");
-                let ttls: HashSet<u32> = msg.answers.iter().map(|r| r.ttl).collect();
-                assert_eq!(msg.answers.len(), 8, "a whole window: {msg:?}");
-                assert_eq!(ttls.len(), 1, "one version per reply: {ttls:?}");
-                *seen.entry(*ttls.iter().next().unwrap()).or_default() += 1;
-            }
-            seen
-        })
-    };
-    let mut writes = 0u32;
-    while !reader.is_finished() {
-        dp.set_customer(shop.index, if writes.is_multiple_of(2) { &a } else { &b }).expect("record replaced");
-        writes += 1;
-    }
-    let seen = reader.join().expect("reader");
+    let index = shop.index;
+    let seen = replaced_under_reads(
+        &mut dp,
+        query,
+        |dp, n| dp.set_customer(index, if n.is_multiple_of(2) { &a } else { &b }).expect("record replaced"),
+        |msg| {
+            let [rr] = &msg.answers[..] else { panic!("one origin answer: {msg:?}") };
+            let RData::A(addr) = &rr.data else { panic!("an A record: {rr:?}") };
+            let last = addr.0.octets()[3];
+            let want = if rr.ttl == 30 { 1..=3 } else { 101..=103 };
+            assert!(want.contains(&last), "one version per reply: TTL {} with {addr}", rr.ttl);
+            rr.ttl
+        },
+    );
     assert_eq!(seen.keys().copied().collect::<HashSet<_>>(), HashSet::from([30, 90]), "both versions read: {seen:?}");
-    assert!(writes > 100, "{writes} replacements during the reads");
+}
+
+/// The proxies' records replaced while the program reads them are seen whole: two proxy sets
+/// (11 and 8 addresses, other networks), and each reply's window is from one.
+#[test]
+fn proxy_rings_replaced_under_reads_are_never_torn() {
+    require_privileges!();
+    let (mut dp, catalog) = fixture::load(STEERING, LoadOptions::default());
+    let shop = catalog.customer("shop").expect("shop");
+    dp.set_customer(shop.index, &records::customer_record(&shop.config, 1.0).expect("record")).expect("all proxies");
+    let mut other = spillway_common::maps::ProxySet::empty();
+    for i in 0..8u8 {
+        other.v4[i as usize] = [198, 18, 0, i + 1];
+    }
+    other.v4_len = 8;
+    let rings = |set: &spillway_common::maps::ProxySet| spillway_common::answers::proxy_rings(set).expect("rings");
+    let (a, b) = (rings(catalog.proxy_set()), rings(&other));
+    let query = query_frame(&Transport::V4, &Query::new("shop.cdn.example.net.", TYPE_A).bytes());
+    let seen = replaced_under_reads(
+        &mut dp,
+        query,
+        |dp, n| dp.set_proxy_rings(if n.is_multiple_of(2) { &a } else { &b }).expect("rings replaced"),
+        |msg| {
+            assert_eq!(msg.answers.len(), 8, "a whole window: {msg:?}");
+            let nets: HashSet<[u8; 3]> = msg
+                .answers
+                .iter()
+                .map(|rr| {
+                    let RData::A(a) = &rr.data else { panic!("an A record: {rr:?}") };
+                    let a = a.0.octets();
+                    [a[0], a[1], a[2]]
+                })
+                .collect();
+            assert_eq!(nets.len(), 1, "one proxy set per reply: {msg:?}");
+            nets.into_iter().next().unwrap()[1] as u32
+        },
+    );
+    assert_eq!(seen.keys().copied().collect::<HashSet<_>>(), HashSet::from([51, 18]), "both sets read: {seen:?}");
 }

@@ -5,12 +5,14 @@
 //! daemon stops or dies, so the program keeps answering from the last state, and the next
 //! daemon takes them over and swaps its program in with `bpf_link_update` (no gap).
 
+mod grace;
 pub mod guard;
 pub mod pins;
 pub mod records;
 pub mod test_run;
 
 use std::{
+    collections::HashSet,
     os::fd::{AsFd, BorrowedFd},
     path::PathBuf,
 };
@@ -29,9 +31,10 @@ use aya::{
 };
 use spillway_common::{
     maps::{
-        CUSTOMER_STATS_MAP, CUSTOMERS_MAP, CustomerCounters, CustomerRecord, EXISTING_MAP, LOCAL_ADDRS_V4_MAP,
-        LOCAL_ADDRS_V6_MAP, LOCAL_SET_MAP, LocalSet, NAMES_MAP, NameKey, NameValue, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP,
-        RRL_EXEMPT_V6_MAP, RRL_STATS_MAP, XDP_STATS_MAP, ZONE_INFO_MAP, ZONES_MAP,
+        ACTIVE_SLOTS_MAP, CUSTOMER_STATS_MAP, CUSTOMERS_MAP, CustomerCounters, CustomerRecord, EXISTING_MAP,
+        LOCAL_ADDRS_V4_MAP, LOCAL_ADDRS_V6_MAP, LOCAL_SET_MAP, LocalSet, MAX_CUSTOMERS, NAMES_MAP, NameKey, NameValue,
+        PROXY_RINGS_MAP, ProxyRings, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP, RRL_EXEMPT_V6_MAP, RRL_STATS_MAP,
+        XDP_STATS_MAP, ZONE_INFO_MAP, ZONES_MAP, slots,
     },
     negative::{ZONE_KEY_LEN, ZoneInfo, ZoneRecord},
     rrl::{RRL_ACTIONS, RrlParams},
@@ -39,6 +42,7 @@ use spillway_common::{
 };
 
 use self::{
+    grace::GracePeriod,
     pins::{MapsOrigin, PINNED_MAPS, PinDir},
     records::ZoneEntry,
 };
@@ -85,7 +89,10 @@ struct Pinned {
 pub struct Dataplane {
     ebpf: Ebpf,
     names: HashMap<MapData, NameKey, NameValue>,
-    customers: HashMap<MapData, u32, CustomerRecord>,
+    customers: Array<MapData, CustomerRecord>,
+    active_slots: Array<MapData, u32>,
+    proxy_rings: Array<MapData, ProxyRings>,
+    slot_writes: SlotWrites,
     customer_stats: PerCpuArray<MapData, CustomerCounters>,
     xdp_stats: PerCpuArray<MapData, u64>,
     local_v4: HashMap<MapData, [u8; 4], u8>,
@@ -99,6 +106,29 @@ pub struct Dataplane {
     zone_info: Array<MapData, ZoneInfo>,
     existing: HashMap<MapData, NameKey, u32>,
     pins: Option<Pinned>,
+}
+
+/// What the writer of the two-slot maps must know (see `spillway_common::maps::slots`).
+struct SlotWrites {
+    grace: GracePeriod,
+    /// `ACTIVE_SLOTS` entries changed since the last grace period: their other slot may still
+    /// have readers.
+    changed: HashSet<u32>,
+    /// A grace period has passed since this process took the maps (a previous daemon's last
+    /// changes may have readers too).
+    settled: bool,
+}
+
+impl SlotWrites {
+    /// Wait for the readers of `index`'s other slot, if it may have any.
+    fn before_write(&mut self, index: u32) -> Result<()> {
+        if !self.settled || self.changed.contains(&index) {
+            self.grace.wait()?;
+            self.changed.clear();
+            self.settled = true;
+        }
+        Ok(())
+    }
 }
 
 fn map_err(name: &str) -> impl FnOnce(aya::maps::MapError) -> Error + '_ {
@@ -165,7 +195,10 @@ impl Dataplane {
         }
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap(name));
         let names = HashMap::try_from(take(NAMES_MAP)?).map_err(map_err(NAMES_MAP))?;
-        let customers = HashMap::try_from(take(CUSTOMERS_MAP)?).map_err(map_err(CUSTOMERS_MAP))?;
+        let customers = Array::try_from(take(CUSTOMERS_MAP)?).map_err(map_err(CUSTOMERS_MAP))?;
+        let active_slots = Array::try_from(take(ACTIVE_SLOTS_MAP)?).map_err(map_err(ACTIVE_SLOTS_MAP))?;
+        let proxy_rings = Array::try_from(take(PROXY_RINGS_MAP)?).map_err(map_err(PROXY_RINGS_MAP))?;
+        let slot_writes = SlotWrites { grace: GracePeriod::new()?, changed: HashSet::new(), settled: false };
         let customer_stats = PerCpuArray::try_from(take(CUSTOMER_STATS_MAP)?).map_err(map_err(CUSTOMER_STATS_MAP))?;
         let xdp_stats = PerCpuArray::try_from(take(XDP_STATS_MAP)?).map_err(map_err(XDP_STATS_MAP))?;
         let local_v4 = HashMap::try_from(take(LOCAL_ADDRS_V4_MAP)?).map_err(map_err(LOCAL_ADDRS_V4_MAP))?;
@@ -182,6 +215,9 @@ impl Dataplane {
             ebpf,
             names,
             customers,
+            active_slots,
+            proxy_rings,
+            slot_writes,
             customer_stats,
             xdp_stats,
             local_v4,
@@ -314,9 +350,39 @@ impl Dataplane {
         Ok(prog.fd().map_err(prog_err(name))?.as_fd())
     }
 
-    /// Replace a customer's record whole (atomic for readers: see `CustomerRecord`).
+    /// The live value of `ACTIVE_SLOTS` entry `index`.
+    fn active(&self, index: u32) -> Result<u32> {
+        self.active_slots.get(&index, 0).map_err(map_err(ACTIVE_SLOTS_MAP))
+    }
+
+    /// Make `active` live for `ACTIVE_SLOTS` entry `index`. The values differ in their low byte
+    /// only, so even a byte-wise copy by the kernel is never read torn.
+    fn set_active(&mut self, index: u32, active: u32) -> Result<()> {
+        self.active_slots.set(index, active, 0).map_err(map_err(ACTIVE_SLOTS_MAP))?;
+        self.slot_writes.changed.insert(index);
+        Ok(())
+    }
+
+    /// Replace a customer's record whole: written into its slot that is not live, then made
+    /// live (see `spillway_common::maps::slots`), so a reader sees the old or the new one.
     pub fn set_customer(&mut self, index: u32, record: &CustomerRecord) -> Result<()> {
-        self.customers.insert(index, record, 0).map_err(map_err(CUSTOMERS_MAP))
+        if index >= MAX_CUSTOMERS {
+            return Err(Error::Record(format!("#{index}"), "the customers map is full".into()));
+        }
+        self.slot_writes.before_write(index)?;
+        let next = slots::next(self.active(index)?);
+        let at = slots::record_index(index, slots::slot(next));
+        self.customers.set(at, record, 0).map_err(map_err(CUSTOMERS_MAP))?;
+        self.set_active(index, next)
+    }
+
+    /// Replace the proxies' records, as [`Dataplane::set_customer`] does a customer's.
+    pub fn set_proxy_rings(&mut self, rings: &ProxyRings) -> Result<()> {
+        let index = slots::PROXY_RINGS;
+        self.slot_writes.before_write(index)?;
+        let next = slots::next(self.active(index)?);
+        self.proxy_rings.set(slots::slot(next), rings, 0).map_err(map_err(PROXY_RINGS_MAP))?;
+        self.set_active(index, next)
     }
 
     pub fn set_name(&mut self, key: NameKey, customer: u32) -> Result<()> {
@@ -335,11 +401,18 @@ impl Dataplane {
 
     /// Every customer index with a record.
     pub fn customer_indices(&self) -> Result<Vec<u32>> {
-        self.customers.keys().map(|r| r.map_err(map_err(CUSTOMERS_MAP))).collect()
+        let mut live = Vec::new();
+        for index in 0..MAX_CUSTOMERS {
+            if self.active(index)? != slots::NONE {
+                live.push(index);
+            }
+        }
+        Ok(live)
     }
 
+    /// Take a customer's record out: its queries go to userspace from then on.
     pub fn remove_customer(&mut self, index: u32) -> Result<()> {
-        self.customers.remove(&index).map_err(map_err(CUSTOMERS_MAP))
+        self.set_active(index, slots::NONE)
     }
 
     /// Zero a customer index's counters (a pinned index that now holds another customer).

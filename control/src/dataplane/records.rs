@@ -39,8 +39,9 @@ impl ZoneEntry {
     }
 }
 
-/// The record the data plane answers from, at `fraction`, with its answers to the `proxies`.
-pub fn customer_record(c: &CustomerConfig, fraction: f64, proxies: &ProxySet) -> Result<CustomerRecord, String> {
+/// The record the data plane answers from, at `fraction` (the proxies' records are apart: see
+/// `spillway_common::answers::proxy_rings`).
+pub fn customer_record(c: &CustomerConfig, fraction: f64) -> Result<CustomerRecord, String> {
     let mut r = CustomerRecord::zeroed();
     r.proxy_threshold = fraction_to_threshold(fraction);
     r.ttl = c.ttl;
@@ -82,7 +83,7 @@ pub fn customer_record(c: &CustomerConfig, fraction: f64, proxies: &ProxySet) ->
     if cname.len() > MAX_CNAME_LEN {
         return Err("origin_cname longer than 255 bytes".into());
     }
-    fill_answers(&mut r, proxies, &cname)?;
+    fill_answers(&mut r, &cname)?;
     Ok(r)
 }
 
@@ -132,7 +133,7 @@ mod tests {
 
     #[test]
     fn record_fields() {
-        let r = customer_record(&customer(), 0.5, &ProxySet::empty()).unwrap();
+        let r = customer_record(&customer(), 0.5).unwrap();
         assert_eq!(r.proxy_threshold, 1 << 31);
         assert_eq!(r.ttl, 60);
         assert_eq!(r.overflow, overflow::CNAME);
@@ -148,9 +149,8 @@ mod tests {
 
     #[test]
     fn fraction_edges() {
-        let none = ProxySet::empty();
-        assert_eq!(customer_record(&customer(), 0.0, &none).unwrap().proxy_threshold, 0);
-        assert_eq!(customer_record(&customer(), 1.0, &none).unwrap().proxy_threshold, 1 << 32);
+        assert_eq!(customer_record(&customer(), 0.0).unwrap().proxy_threshold, 0);
+        assert_eq!(customer_record(&customer(), 1.0).unwrap().proxy_threshold, 1 << 32);
     }
 
     #[test]
