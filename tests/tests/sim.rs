@@ -44,6 +44,9 @@ fn a_demand_step_settles_within_two_ttls() {
     // Answers already cached cannot be recalled: the step overshoots until they expire.
     assert!(f.settle_s.is_some_and(|s| s <= 2.0 * f64::from(sc.ttl_s)), "{f:?}");
     assert!(f.utilization_pct >= 85.0, "{f:?}");
+    // The step is not read as noise, so the headroom after it is what the noise asks for
+    // (77% here when the step fed the noise estimate).
+    assert!(f.recovered_utilization_pct.is_some_and(|u| u >= 85.0), "{f:?}");
 }
 
 #[test]

@@ -6,7 +6,10 @@
 //! 1. Setpoint `r = purchased x scale x (1 - headroom)`; `scale <= 1` is the network's
 //!    momentary spare capacity over everything sold (load feedback: buyers shrink first).
 //!    The headroom is `headroom_sigmas` standard deviations of the served rate's own noise
-//!    (measured: resolvers of very different sizes make it lumpy), within bounds.
+//!    (measured: resolvers of very different sizes make it lumpy), within bounds. A move of
+//!    the demand estimate beyond `step_sigmas` of that noise is a step, not noise: it is kept
+//!    out of the noise (so a step does not widen the headroom for many TTLs after it), and two
+//!    such moves up in a row make the estimate jump to the new level at once.
 //! 2. The cache model ([`AnswerWindow`]) gives `f_eff`, the proxy share of the answers still
 //!    cached. `served / f_eff` is the buyer's whole demand now, whatever the fraction was
 //!    when those answers were given (smoothed: quick to rise, slow to fall).
@@ -47,6 +50,12 @@ pub struct RuleParams {
     pub demand_fall_ttls: f64,
     /// Going down, the share of a TTL after which the cache should hold the new target.
     pub down_horizon: f64,
+    /// A demand estimate this many standard deviations of the noise away from the smoothed one
+    /// is a step (see the module's comment).
+    pub step_sigmas: f64,
+    /// ...and at least this relative change: a small buyer's few large resolvers move its
+    /// estimate by tens of percent as their answers come and go, and that is noise.
+    pub step_min: f64,
 }
 
 impl Default for RuleParams {
@@ -61,6 +70,8 @@ impl Default for RuleParams {
             demand_tau_s: 2.0,
             demand_fall_ttls: 1.0,
             down_horizon: 0.5,
+            step_sigmas: 4.0,
+            step_min: 0.5,
         }
     }
 }
@@ -92,6 +103,8 @@ pub struct BuyerState {
     /// the smoothed one: the lumpiness resolvers of different sizes give the served rate.
     /// `None` until measured.
     pub noise_var: Option<f64>,
+    /// Ticks in a row whose demand estimate was a step up.
+    pub steps_up: u32,
 }
 
 /// A decision and the inputs it came from (logged and exported).
@@ -154,18 +167,33 @@ pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now
         && share > 0.02
     {
         let inst = served / share;
+        let mut jump = false;
         if let Some(prev) = s.demand_rps
             && warm
             && share > 0.05
         {
             let r = (inst / prev - 1.0).powi(2);
-            let a = dt / (2.0 * ttl as f64 + dt);
-            s.noise_var = Some(s.noise_var.map_or(r, |v| v + a * (r - v)));
+            // The noise never reads below what the smallest headroom stands for, so that on a
+            // very smooth demand an ordinary move is not taken for a step.
+            let floor = (p.headroom_min / p.headroom_sigmas).powi(2);
+            let step = r > p.step_min.powi(2) && s.noise_var.is_some_and(|v| r > p.step_sigmas.powi(2) * v.max(floor));
+            if step {
+                s.steps_up = if inst > prev { s.steps_up + 1 } else { 0 };
+                jump = s.steps_up >= 2;
+            } else {
+                s.steps_up = 0;
+                let a = dt / (2.0 * ttl as f64 + dt);
+                s.noise_var = Some(s.noise_var.map_or(r, |v| v + a * (r - v)));
+            }
         }
-        s.demand_rps = Some(s.demand_rps.map_or(inst, |prev| {
-            let tau = if inst > prev { p.demand_tau_s } else { p.demand_fall_ttls * ttl as f64 };
-            prev + dt / (tau + dt) * (inst - prev)
-        }));
+        s.demand_rps = Some(match s.demand_rps {
+            Some(_) if jump => inst,
+            Some(prev) => {
+                let tau = if inst > prev { p.demand_tau_s } else { p.demand_fall_ttls * ttl as f64 };
+                prev + dt / (tau + dt) * (inst - prev)
+            }
+            None => inst,
+        });
     }
     d.demand_rps = s.demand_rps;
     let headroom = s
@@ -214,6 +242,8 @@ pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn inputs(purchased: f64, served: Option<f64>) -> BuyerInputs {
@@ -263,6 +293,38 @@ mod tests {
         assert!((d.fraction - 0.5).abs() < 0.01, "{d:?}");
         let d = step(&p, &mut fresh(), &inputs(500.0, Some(100.0)), 0.5, 1, 1.0);
         assert!((d.fraction - 0.25).abs() < 0.01, "half the spare capacity, half the target: {d:?}");
+    }
+
+    /// A demand that triples after a noisy steady state: the estimate jumps to the new level on
+    /// the second tick and the headroom stays what the noise asks for. Without the step test
+    /// the step reads as noise and the headroom goes to its maximum.
+    #[test]
+    fn a_step_is_not_noise() {
+        let run = |p: &RuleParams| {
+            let mut s = BuyerState { fraction: 0.5, active_s: 100.0, ..Default::default() };
+            let mut at = HashMap::new();
+            for t in 0..400i64 {
+                let demand = if t < 200 { 1000.0 } else { 3000.0 };
+                // Deterministic noise within ±2%.
+                let noise = 0.02 * ((t * 7919 % 13) as f64 / 6.0 - 1.0);
+                s.window.push(t, 50, 50, 10);
+                let d = step(p, &mut s, &inputs(5000.0, Some(demand * 0.5 * (1.0 + noise))), 1.0, t, 1.0);
+                at.insert(t, d);
+            }
+            at
+        };
+        let with = run(&RuleParams::default());
+        let before = with[&199].headroom;
+        assert!(before < 0.05, "{before}");
+        assert!(with[&201].demand_rps.is_some_and(|d| d > 2900.0), "{:?}", with[&201]);
+        for t in [205, 230, 399] {
+            assert!(with[&t].headroom < 1.5 * before, "at {t}: {} against {before} before the step", with[&t].headroom);
+        }
+        let without = run(&RuleParams { step_sigmas: f64::INFINITY, ..Default::default() });
+        assert!(without[&230].headroom > 4.0 * before, "{:?}", without[&230]);
+        // A move smaller than `step_min` is noise, however far out: it widens the headroom.
+        let small = run(&RuleParams { step_min: 3.0, ..Default::default() });
+        assert!(small[&230].headroom > 4.0 * before, "{:?}", small[&230]);
     }
 
     #[test]

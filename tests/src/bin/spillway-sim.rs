@@ -66,7 +66,7 @@ fn main() {
             eprintln!("{}: plot failed: {e}", sc.name);
         }
         println!(
-            "{:<16} ttl {:>3}  max overshoot {:>5.1}%  p99 {:>5.1}% (worst buyer {:>5.1}% / {:>5.1}%)  utilization {:>5.1}% (of allowed {:>5.1}%)  settle {}  writes {}  ({:.1} s)",
+            "{:<16} ttl {:>3}  max overshoot {:>5.1}%  p99 {:>5.1}% (worst buyer {:>5.1}% / {:>5.1}%)  utilization {:>5.1}% (of allowed {:>5.1}%)  settle {}  after the step {}  writes {}  ({:.1} s)",
             sc.name,
             sc.ttl_s,
             f.max_overshoot_pct,
@@ -76,6 +76,10 @@ fn main() {
             f.utilization_pct,
             f.utilization_of_allowed_pct,
             f.settle_s.map_or("-".to_owned(), |s| format!("{s:.0} s")),
+            f.recovered_utilization_pct.map_or("-".to_owned(), |u| format!(
+                "{u:.1}% from 3 TTLs (per TTL: {})",
+                f.utilization_by_ttl_after_step_pct.iter().map(|u| format!("{u:.0}%")).collect::<Vec<_>>().join(" ")
+            )),
             tr.writes,
             started.elapsed().as_secs_f64()
         );
@@ -95,6 +99,8 @@ fn main() {
             "utilization_pct": f.utilization_pct,
             "utilization_of_allowed_pct": f.utilization_of_allowed_pct,
             "settle_s": f.settle_s,
+            "recovered_utilization_pct": f.recovered_utilization_pct,
+            "utilization_by_ttl_after_step_pct": f.utilization_by_ttl_after_step_pct,
             "dataplane_writes": tr.writes,
             "plot": png.file_name().map(|n| n.to_string_lossy().into_owned()),
         }));

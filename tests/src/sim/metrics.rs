@@ -12,6 +12,11 @@
 //! - `settle_s`: after the scenario's step, how long until served (10 s windows, all buyers
 //!   summed) is within 5% above allowed and stays there for the rest of the run (`None`
 //!   without a step). Below allowed is the controller's headroom, not a failure to settle.
+//! - `recovered_utilization_pct`: after the scenario's step, served / allowed from 3 TTLs
+//!   after it to the contracts' end, all buyers summed (`None` without a step): how well the
+//!   controller is back at work once what was cached at the step has expired.
+//! - `utilization_by_ttl_after_step_pct`: the same for each of the first 6 TTLs after the step
+//!   (the first holds the overshoot of the answers cached at the step).
 
 use serde::Serialize;
 
@@ -29,6 +34,8 @@ pub struct Figures {
     pub utilization_pct: f64,
     pub utilization_of_allowed_pct: f64,
     pub settle_s: Option<f64>,
+    pub recovered_utilization_pct: Option<f64>,
+    pub utilization_by_ttl_after_step_pct: Vec<f64>,
 }
 
 /// (window start, served / base) for every 10 s window where the base is positive throughout.
@@ -78,6 +85,13 @@ pub fn figures(sc: &Scenario, tr: &Trace) -> Figures {
         }
     }
     let settle_s = sc.step_at.map(|at| settle(tr, at as usize));
+    let ttl = sc.ttl_s as usize;
+    let end = sc.buyers.iter().map(|b| b.end).max().unwrap_or(0).max(0) as usize;
+    let recovered_utilization_pct = sc.step_at.map(|at| utilization_of_allowed(tr, at as usize + 3 * ttl, end));
+    let utilization_by_ttl_after_step_pct = sc.step_at.map_or(Vec::new(), |at| {
+        let at = at as usize;
+        (0..6).map(|k| utilization_of_allowed(tr, at + k * ttl, (at + (k + 1) * ttl).min(end))).collect()
+    });
     Figures {
         max_overshoot_pct: total.iter().copied().fold(0.0, f64::max),
         p99_overshoot_pct: p99(total),
@@ -87,7 +101,17 @@ pub fn figures(sc: &Scenario, tr: &Trace) -> Figures {
         utilization_pct: if bought > 0.0 { used / bought * 100.0 } else { 0.0 },
         utilization_of_allowed_pct: if allowed_sum > 0.0 { used / allowed_sum * 100.0 } else { 0.0 },
         settle_s,
+        recovered_utilization_pct,
+        utilization_by_ttl_after_step_pct,
     }
+}
+
+/// Summed served over summed allowed in the seconds `from..to`, in % (0 if nothing allowed).
+fn utilization_of_allowed(tr: &Trace, from: usize, to: usize) -> f64 {
+    let (served, allowed) = (summed(&tr.served), summed(&tr.allowed));
+    let to = to.min(served.len());
+    let (s, a) = (from..to).fold((0.0, 0.0), |(s, a), t| (s + served[t], a + allowed[t]));
+    if a > 0.0 { s / a * 100.0 } else { 0.0 }
 }
 
 /// Seconds after `at` until the summed served stays at or under 105% of allowed.
