@@ -56,7 +56,7 @@ pub const MAP_LAYOUT_VERSION: u32 = 6;
 
 pub const MAX_NAMES: u32 = 1 << 20;
 /// Customers an edge holds. Their records are preallocated, two slots each (see [`slots`]):
-/// 2 x 16 384 x 936 bytes = 31 MB of kernel memory.
+/// 2 x 16 384 x 944 bytes = 31 MB of kernel memory.
 pub const MAX_CUSTOMERS: u32 = 1 << 14;
 /// Proxy addresses kept per address family.
 pub const MAX_PROXY_ADDRS: usize = 64;
@@ -152,18 +152,23 @@ pub mod assignment {
 pub struct CustomerRecord {
     /// Proxy answer iff `prandom_u32 < proxy_threshold`; 0 = never, 2^32 = always.
     pub proxy_threshold: u64,
+    /// The TTL of origin and CNAME answers (the customer's).
     pub ttl: u32,
+    /// The TTL of proxy answers, which the program writes into each proxy record it copies:
+    /// the customer's, or shorter where the controller wants a quicker hold on the buyer.
+    pub proxy_ttl: u32,
     /// One of [`overflow`].
     pub overflow: u8,
     /// One of [`assignment`].
     pub assignment: u8,
     pub origin_v4_len: u8,
     pub origin_v6_len: u8,
-    pub _pad: u16,
     /// Length of `cname_rr`; 0: no CNAME target.
     pub cname_rr_len: u16,
+    pub _pad: u16,
     /// Ones'-complement sum of `cname_rr[..cname_rr_len]`, folded.
     pub cname_rr_sum: u32,
+    pub _pad2: u32,
     pub origin_v4: [[u8; 4]; MAX_ORIGIN_ADDRS],
     /// Cumulative weights for [`assignment::WEIGHTED`]: entry i is w0 + ... + wi.
     pub origin_v4_cum_weight: [u32; MAX_ORIGIN_ADDRS],
@@ -184,13 +189,15 @@ impl CustomerRecord {
         Self {
             proxy_threshold: 0,
             ttl: 0,
+            proxy_ttl: 0,
             overflow: overflow::ORIGIN,
             assignment: assignment::ROUND_ROBIN,
             origin_v4_len: 0,
             origin_v6_len: 0,
-            _pad: 0,
             cname_rr_len: 0,
+            _pad: 0,
             cname_rr_sum: 0,
+            _pad2: 0,
             origin_v4: [[0; 4]; MAX_ORIGIN_ADDRS],
             origin_v4_cum_weight: [0; MAX_ORIGIN_ADDRS],
             origin_v6: [[0; 16]; MAX_ORIGIN_ADDRS],
@@ -308,5 +315,5 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<CustomerRecord>().is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<CustomerRecord>() == 936);
+const _: () = assert!(core::mem::size_of::<CustomerRecord>() == 944);
 const _: () = assert!(core::mem::size_of::<ProxyRings>().is_multiple_of(8));

@@ -416,21 +416,45 @@ impl Catalog {
         id: &str,
         fraction: f64,
         mode: Mode,
-        mut dp: Option<&mut Dataplane>,
+        dp: Option<&mut Dataplane>,
     ) -> Result<&Customer> {
-        let i = *self.by_id.get(id).ok_or_else(|| Error::Record(id.into(), "no such customer".into()))?;
+        let i = self.position(id)?;
         let c = &self.customers[i];
-        let record = customer_record(&c.config, fraction).map_err(|e| Error::Record(id.into(), e))?;
-        if let Some(dp) = dp.as_deref_mut() {
-            dp.set_customer(c.index, &record)?;
-        }
+        let mut record = customer_record(&c.config, fraction).map_err(|e| Error::Record(id.into(), e))?;
+        record.proxy_ttl = c.record.proxy_ttl;
+        self.replace_record(i, record, dp)?;
         let c = &mut self.customers[i];
         c.fraction = fraction;
         c.mode = mode;
+        Ok(&self.customers[i])
+    }
+
+    /// Set the TTL of a customer's proxy answers (1 to its own TTL; origin and CNAME answers
+    /// keep the customer's): data plane first, then the catalog.
+    pub fn set_proxy_ttl(&mut self, id: &str, ttl: u32, dp: Option<&mut Dataplane>) -> Result<&Customer> {
+        let i = self.position(id)?;
+        let c = &self.customers[i];
+        if ttl == 0 || ttl > c.config.ttl {
+            return Err(Error::Record(id.into(), format!("proxy TTL {ttl} is not within 1..={}", c.config.ttl)));
+        }
+        let record = CustomerRecord { proxy_ttl: ttl, ..c.record };
+        self.replace_record(i, record, dp)?;
+        Ok(&self.customers[i])
+    }
+
+    fn position(&self, id: &str) -> Result<usize> {
+        self.by_id.get(id).copied().ok_or_else(|| Error::Record(id.into(), "no such customer".into()))
+    }
+
+    /// Customer `i`'s record in the data plane, then in the catalog and the userspace server.
+    fn replace_record(&mut self, i: usize, record: CustomerRecord, mut dp: Option<&mut Dataplane>) -> Result<()> {
+        if let Some(dp) = dp.as_deref_mut() {
+            dp.set_customer(self.customers[i].index, &record)?;
+        }
+        let c = &mut self.customers[i];
         c.record = record;
         c.live.set_record(record);
-        self.bump_generation(dp)?;
-        Ok(&self.customers[i])
+        self.bump_generation(dp)
     }
 }
 

@@ -52,7 +52,7 @@ impl Answer {
 
 /// Rewrite the packet into the reply: the answer section is one of `rec`'s precomputed
 /// records or a window of the proxies' (`rings`), copied into the packet and summed with its
-/// precomputed sum; the proxies' records get the customer's TTL on the way.
+/// precomputed sum; the proxies' records get the customer's proxy TTL on the way.
 /// On `Err` before the tail adjustment the packet is untouched; the adjustment itself is the last
 /// step that can fail.
 #[inline(never)]
@@ -76,7 +76,7 @@ pub fn write_reply(
             if n > MAX_PROXY_ANSWER {
                 return Err(PassNoData);
             }
-            let ttl = ttl_sum(rec.ttl, n as u32);
+            let ttl = ttl_sum(rec.proxy_ttl, n as u32);
             if v6 {
                 (unsafe { rings.v6_rr.as_ptr().add(s * RR_AAAA_LEN) }, n * RR_AAAA_LEN, rings.v6_sum[s] + ttl)
             } else {
@@ -124,9 +124,9 @@ pub fn write_reply(
         store(ctx, d + ans_off, src, len)?;
     } else {
         // Address records are copied by the program, a record at a time in words: cheaper
-        // than the helper for a few dozen bytes. Each gets the TTL: the proxies' have none, an
+        // than the helper for a few dozen bytes. Each gets its TTL: the proxies' have none, an
         // origin's has this one already.
-        let ttl = rec.ttl.to_be();
+        let ttl = if matches!(answer, Answer::Proxies { .. }) { rec.proxy_ttl } else { rec.ttl }.to_be();
         let n = count & (MAX_PROXY_ANSWER * 2 - 1);
         let mut i = 0;
         while i < MAX_PROXY_ANSWER {

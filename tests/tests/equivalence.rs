@@ -68,6 +68,9 @@ fraction = 0.0
 ttl = 15
 "#;
 
+/// The TTL of customer "on"'s proxy answers, below its own 30.
+const PROXY_TTL: u32 = 7;
+
 /// Vary the case of a name by a pattern.
 fn recase(name: &str, pattern: u32) -> String {
     name.chars()
@@ -77,8 +80,10 @@ fn recase(name: &str, pattern: u32) -> String {
 }
 
 /// The data plane and the userspace server from the same config, on the same serial.
+/// Customer "on" (all proxies) has its proxy answers' TTL set to 7 (see [`PROXY_TTL`]).
 fn setup() -> (Dataplane, Authority, Arc<ZoneSnapshot>) {
-    let (dp, catalog) = fixture::load(CONFIG, LoadOptions::default());
+    let (mut dp, mut catalog) = fixture::load(CONFIG, LoadOptions::default());
+    catalog.set_proxy_ttl("on", PROXY_TTL, Some(&mut dp)).expect("proxy TTL set");
     let config = Config::parse(CONFIG, "equivalence.toml").expect("config");
     let authority = Authority::new(&config, catalog.serial_base());
     (dp, authority, catalog.snapshot())
@@ -88,6 +93,16 @@ fn setup() -> (Dataplane, Authority, Arc<ZoneSnapshot>) {
 fn xdp_and_userspace_agree() {
     require_privileges!();
     let (dp, authority, catalog) = setup();
+    // Both paths give the proxy answers their own TTL, and the origins the customer's.
+    for (name, ttl) in [("on.cdn.example.net.", PROXY_TTL), ("off.cdn.example.net.", 45)] {
+        let dns = Query::new(name, TYPE_A).bytes();
+        let user = authority.answer(&catalog, &dns, CLIENT_V4.into(), DnsTransport::Udp).expect("answer");
+        let (_, out) = fixture::run(&dp, program::DNS, &query_frame(&Transport::V4, &dns));
+        for reply in [user, checked_dns_payload(&out).expect("valid reply")] {
+            let msg = hickory_proto::op::Message::from_vec(&reply).expect("parses");
+            assert!(!msg.answers.is_empty() && msg.answers.iter().all(|r| r.ttl == ttl), "{name}: {msg:?}");
+        }
+    }
 
     let names = [
         "on.cdn.example.net.",

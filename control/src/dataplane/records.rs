@@ -45,6 +45,7 @@ pub fn customer_record(c: &CustomerConfig, fraction: f64) -> Result<CustomerReco
     let mut r = CustomerRecord::zeroed();
     r.proxy_threshold = fraction_to_threshold(fraction);
     r.ttl = c.ttl;
+    r.proxy_ttl = c.ttl;
     r.overflow = match c.overflow {
         Overflow::Origin => overflow::ORIGIN,
         Overflow::Cname => overflow::CNAME,
@@ -135,7 +136,7 @@ mod tests {
     fn record_fields() {
         let r = customer_record(&customer(), 0.5).unwrap();
         assert_eq!(r.proxy_threshold, 1 << 31);
-        assert_eq!(r.ttl, 60);
+        assert_eq!((r.ttl, r.proxy_ttl), (60, 60), "proxy answers keep the customer's TTL until told");
         assert_eq!(r.overflow, overflow::CNAME);
         assert_eq!(r.assignment, assignment::WEIGHTED);
         assert_eq!((r.origin_v4_len, r.origin_v6_len), (2, 1));

@@ -252,7 +252,7 @@ impl Authority {
                         } else {
                             IpAddr::V4(Ipv4Addr::from(proxies.v4[idx]))
                         };
-                        r.add_answer(address_record(owner.clone(), rec.ttl, addr));
+                        r.add_answer(address_record(owner.clone(), rec.proxy_ttl, addr));
                     }
                 }
                 Some(Target::Origin) => {
@@ -528,6 +528,24 @@ zones = ["shop.example."]"#,
         assert_eq!((m.metadata.response_code, m.metadata.authoritative), (ResponseCode::NXDomain, true));
         // Still not ours: the parent zone.
         assert_eq!(udp(&a, &c, "example.", RecordType::SOA).metadata.response_code, ResponseCode::Refused);
+    }
+
+    /// Proxy answers carry the proxy TTL the catalog was given (kept across fraction changes),
+    /// origin answers the customer's; a proxy TTL of 0 or above the customer's is refused.
+    #[test]
+    fn proxy_answers_carry_their_own_ttl() {
+        let (a, mut c) = setup();
+        c.set_proxy_ttl("always", 5, None).unwrap();
+        c.set_fraction("always", 1.0, crate::catalog::Mode::Manual, None).unwrap();
+        let ttls =
+            |c: &Catalog, name| udp(&a, c, name, RecordType::A).answers.iter().map(|r| r.ttl).collect::<Vec<_>>();
+        assert_eq!(ttls(&c, "always.cdn.example.net."), [5]);
+        c.set_fraction("always", 0.0, crate::catalog::Mode::Manual, None).unwrap();
+        assert_eq!(ttls(&c, "always.cdn.example.net."), [30], "the origin keeps the customer's TTL");
+        for bad in [0, 31] {
+            assert!(c.set_proxy_ttl("always", bad, None).is_err(), "{bad}");
+        }
+        assert_eq!(c.customer("always").unwrap().record.proxy_ttl, 5, "a refused TTL changes nothing");
     }
 
     #[test]
