@@ -221,11 +221,23 @@ pub struct ControllerConfig {
     pub proxy_down_s: f64,
     /// A fraction is written to the data plane only when it moves at least this much.
     pub min_change: f64,
+    /// The shortest TTL the controller gives proxy answers of a buyer near its purchase; 0:
+    /// always the customer's TTL.
+    pub proxy_ttl_min_s: u32,
+    /// The queries short proxy TTLs may cost a buyer, as a multiple of those at its own TTL.
+    pub max_query_factor: f64,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
-        Self { target_load: 0.9, report_stale_s: 3.0, proxy_down_s: 10.0, min_change: 0.005 }
+        Self {
+            target_load: 0.9,
+            report_stale_s: 3.0,
+            proxy_down_s: 10.0,
+            min_change: 0.005,
+            proxy_ttl_min_s: 0,
+            max_query_factor: 3.0,
+        }
     }
 }
 
@@ -569,6 +581,12 @@ impl Config {
         if !(0.0..=0.5).contains(&ctl.min_change) {
             v.push(None, "controller.min_change", format!("{} is outside [0, 0.5]", ctl.min_change));
         }
+        if ctl.proxy_ttl_min_s > 3600 {
+            v.push(None, "controller.proxy_ttl_min_s", format!("{} is above 3600", ctl.proxy_ttl_min_s));
+        }
+        if !(1.0..=100.0).contains(&ctl.max_query_factor) {
+            v.push(None, "controller.max_query_factor", format!("{} is outside [1, 100]", ctl.max_query_factor));
+        }
         let mut tokens: HashSet<&str> = self.api.token.iter().map(String::as_str).collect();
 
         let mut proxy_names = HashSet::new();
@@ -853,6 +871,18 @@ ttl = 30
         for key in ["market.period_s", "market.reserve_price", "market.assumed_own_load", "market.forecast_weeks"] {
             assert!(e.contains(key), "{key} not reported: {e}");
         }
+    }
+
+    #[test]
+    fn short_proxy_ttl_keys_are_checked() {
+        let c = Config::parse(EXAMPLE, "x.toml").unwrap();
+        assert_eq!((c.controller.proxy_ttl_min_s, c.controller.max_query_factor), (0, 3.0), "off by default");
+        let on = format!("{EXAMPLE}\n[controller]\nproxy_ttl_min_s = 5\nmax_query_factor = 2.0\n");
+        let c = Config::parse(&on, "x.toml").unwrap();
+        assert_eq!((c.controller.proxy_ttl_min_s, c.controller.max_query_factor), (5, 2.0));
+        let bad = format!("{EXAMPLE}\n[controller]\nproxy_ttl_min_s = 3601\nmax_query_factor = 0.5\n");
+        let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("controller.proxy_ttl_min_s") && e.contains("controller.max_query_factor"), "{e}");
     }
 
     /// One customer more than an edge's maps hold is a config error, not a failure at load.

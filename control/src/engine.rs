@@ -10,7 +10,7 @@ use crate::{
     config::{Config, CustomerConfig},
     contracts,
     controller::{
-        BuyerInputs, BuyerTick, Controller, ControllerParams, Decision, NetworkInputs,
+        BuyerInputs, BuyerTick, Controller, ControllerParams, Decision, NetworkInputs, RuleParams,
         feed::{FeedSnapshot, ProxyFeed},
     },
     dataplane::Dataplane,
@@ -149,8 +149,15 @@ impl Engine {
                 Some(Market::load(params, &store).map_err(Error::from)?)
             }
         };
-        let controller =
-            Controller::new(ControllerParams { min_change: config.controller.min_change, ..Default::default() });
+        let ctl = &config.controller;
+        let controller = Controller::new(ControllerParams {
+            min_change: ctl.min_change,
+            rule: RuleParams {
+                proxy_ttl_min_s: ctl.proxy_ttl_min_s,
+                max_query_factor: ctl.max_query_factor,
+                ..Default::default()
+            },
+        });
         let mut engine = Engine {
             config: config.clone(),
             api_customers,
@@ -268,6 +275,14 @@ impl Engine {
                 tracing::info!(customer = %id, from = f, to = d.fraction, setpoint = d.setpoint_rps,
                     served = ?d.served_rps, demand = ?d.demand_rps, cached_share = ?d.cached_share,
                     headroom = d.headroom, why = ?d.why, scale = self.controller.scale(), "fraction moved by the controller");
+            }
+            if let Some(c) = self.catalog.customer(id)
+                && c.mode == Mode::Auto
+                && c.record.proxy_ttl != d.proxy_ttl
+            {
+                let from = c.record.proxy_ttl;
+                self.catalog.set_proxy_ttl(id, d.proxy_ttl, self.dataplane.as_mut())?;
+                tracing::info!(customer = %id, from, to = d.proxy_ttl, "proxy answers' TTL set by the controller");
             }
             self.decisions.insert(id.clone(), d);
         }

@@ -24,6 +24,11 @@ const OP: &str = "operator-token";
 const PROXY: &str = "198.51.100.10";
 
 fn config(server_if: &str, metrics_url: Option<&str>) -> String {
+    config_with(server_if, metrics_url, "", 2)
+}
+
+/// [`config`] with more `[controller]` keys and the customer's TTL.
+fn config_with(server_if: &str, metrics_url: Option<&str>, controller: &str, ttl: u32) -> String {
     let scrape = metrics_url.map(|u| format!("metrics_url = \"{u}\"\n")).unwrap_or_default();
     format!(
         r#"
@@ -43,6 +48,7 @@ assumed_own_load = 0.0
 [controller]
 report_stale_s = 2.0
 proxy_down_s = 4.0
+{controller}
 [[proxy]]
 name = "edge-1"
 addresses = ["{PROXY}"]
@@ -53,7 +59,7 @@ names = ["shop.cdn.example.net."]
 origin_addresses = ["203.0.113.10"]
 overflow = "origin"
 fraction = 0.5
-ttl = 2
+ttl = {ttl}
 "#
     )
 }
@@ -67,6 +73,14 @@ fn report(topo: &Topology, served: u64) {
     api_ok(topo, "POST", "/v1/proxies/edge-1/report", OP, Some(body));
 }
 
+/// The proxy reports serving `served` rps for shop, once a second for `secs` seconds.
+fn report_each_second(topo: &Topology, served: u64, secs: u32) {
+    for _ in 0..secs {
+        report(topo, served);
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+}
+
 #[test]
 fn proxy_reports_move_the_fraction_in_the_xdp_map() {
     require_privileges!();
@@ -78,10 +92,7 @@ fn proxy_reports_move_the_fraction_in_the_xdp_map() {
         s.spawn(|| resolvers_asking(&topo, &stop));
         let _stop = StopOnDrop(&stop);
         // The proxy says it serves 800 rps for shop, eight times what was bought.
-        for _ in 0..8 {
-            report(&topo, 800);
-            std::thread::sleep(Duration::from_millis(1000));
-        }
+        report_each_second(&topo, 800, 8);
         came_down(&topo);
         // The reports stop: once the last one is stale (report_stale_s), served is unknown,
         // not zero. The fraction holds; it does not rise.
@@ -94,6 +105,49 @@ fn proxy_reports_move_the_fraction_in_the_xdp_map() {
         }
         stop.store(true, Ordering::Relaxed);
     });
+}
+
+/// With `controller.proxy_ttl_min_s`, reports that put the buyer over its purchase shorten
+/// the TTL of its proxy answers: the API shows the TTL the controller chose, and dig sees
+/// 2 s on proxy answers while origin answers keep the customer's 10 s.
+#[test]
+fn proxy_answers_get_a_short_ttl_when_the_buyer_is_over() {
+    require_privileges!();
+    let topo = Topology::new();
+    let config = config_with(&topo.server_if, None, "proxy_ttl_min_s = 2", 10);
+    let _daemon = Daemon::start(&topo, &config).expect("spillway starts");
+    buy_now(&topo);
+    let answers = |topo: &Topology| -> Vec<(u32, String)> {
+        let argv = ["dig", "+noall", "+answer", "+tries=1", "+time=2", "@192.0.2.53", "shop.cdn.example.net", "A"];
+        let out = topo.client.exec(&argv);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((f.get(1)?.parse().ok()?, f.get(4)?.to_string()))
+            })
+            .collect()
+    };
+    let before: Vec<(u32, String)> = (0..10).flat_map(|_| answers(&topo)).collect();
+    assert!(before.iter().all(|(ttl, _)| *ttl == 10), "the customer's TTL before any report: {before:?}");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| resolvers_asking(&topo, &stop));
+        let _stop = StopOnDrop(&stop);
+        report_each_second(&topo, 800, 6);
+        let shop = api_ok(&topo, "GET", "/v1/customers/shop", OP, None);
+        assert_eq!(shop["controller"]["proxy_ttl"], 2, "{shop}");
+        stop.store(true, Ordering::Relaxed);
+    });
+    // The record in the data plane carries it: with every answer sent to the proxies (a
+    // manual fraction keeps the TTL the controller set), dig sees 2 s; with none, the origin's
+    // 10 s.
+    for (f, ttl, addr) in [(1.0, 2, PROXY), (0.0, 10, "203.0.113.10")] {
+        api_ok(&topo, "PUT", "/v1/customers/shop/fraction", OP, Some(json!({"fraction": f})));
+        let seen: Vec<(u32, String)> = (0..10).flat_map(|_| answers(&topo)).collect();
+        assert!(!seen.is_empty() && seen.iter().all(|(t, a)| *t == ttl && a == addr), "fraction {f}: {seen:?}");
+    }
 }
 
 #[test]

@@ -78,3 +78,20 @@ fn a_run_is_deterministic_from_its_seed() {
     other.seed += 1;
     assert_ne!(run(&other).served, a.served);
 }
+
+/// Short proxy TTLs (`controller.proxy_ttl_min_s = 5`): a demand step overshoots for less
+/// than half as much, small buyers' lumps are held, the steady state stays under the
+/// purchase, and the queries stay within `max_query_factor` (3) of the customer's TTL's.
+#[test]
+fn short_proxy_ttls_bound_the_overshoot() {
+    let (_, long) = check("demand_step_x3");
+    let (_, short) = check("demand_step_x3_short_ttl");
+    assert!(short.max_overshoot_pct < 0.5 * long.max_overshoot_pct, "{short:?} against {long:?}");
+    let (_, many) = check("buyers_100_short_ttl");
+    assert!(many.worst_buyer_max_overshoot_pct <= 10.0, "{many:?}");
+    let (_, steady) = check("steady_ttl30_short_ttl");
+    assert!(steady.p99_overshoot_pct <= 2.0 && steady.max_overshoot_pct <= 5.0, "{steady:?}");
+    for f in [&short, &many, &steady] {
+        assert!(f.query_factor > 1.2 && f.query_factor <= 3.0, "{f:?}");
+    }
+}

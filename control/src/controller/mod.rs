@@ -86,7 +86,9 @@ impl Controller {
                 let (state, written) =
                     self.buyers.entry(b.id.to_owned()).or_insert_with(|| (BuyerState::default(), 0.0));
                 let ttl = i64::from(b.inputs.ttl_s.max(1));
-                state.window.push(now, b.proxy_answers, b.other_answers, ttl);
+                // The proxy answers since the last tick had the TTL the last decision chose.
+                let proxy_ttl = if state.proxy_ttl == 0 { ttl } else { i64::from(state.proxy_ttl) };
+                state.window.push(now, b.proxy_answers, b.other_answers, ttl, proxy_ttl);
                 let decision = rule::step(&p.rule, state, &b.inputs, self.scale, now, dt);
                 let f = decision.fraction;
                 let write = (f - *written).abs() >= p.min_change

@@ -22,7 +22,14 @@
 //!    saturated in the error's direction, while the cache has not yet reached the last
 //!    fraction (the error is then the TTL's lag), or while `served` is unknown (anti-windup).
 //! 6. Unknown `served` (stale reports): never raise the fraction, hold it.
-//! 7. No contract in force: 0. A manual fraction wins. For the first TTL of a contract (the
+//! 7. With `proxy_ttl_min_s` set (off by default), proxy answers get a shorter TTL
+//!    ([`proxy_ttl`]) once the buyer is near what it is allowed or its demand steps up, until
+//!    its contract ends: cached answers cannot be recalled, so a short TTL is what bounds how
+//!    long a step overshoots. The TTL is not below `proxy_ttl_min_s`, nor below what keeps the
+//!    buyer's query load within `max_query_factor` of its own TTL's. Going up, the answer
+//!    fraction is then the one that makes the target share of the resolvers hold a proxy
+//!    answer ([`share_to_fraction`]), since proxy answers are asked for again sooner.
+//! 8. No contract in force: 0. A manual fraction wins. For the first TTL of a contract (the
 //!    caches have not turned over, so few and unrepresentative answers are cached): the
 //!    buyer's estimate, unless the proxies already serve more than the setpoint.
 
@@ -56,6 +63,13 @@ pub struct RuleParams {
     /// ...and at least this relative change: a small buyer's few large resolvers move its
     /// estimate by tens of percent as their answers come and go, and that is noise.
     pub step_min: f64,
+    /// The shortest TTL proxy answers get; 0 (the default): always the customer's.
+    pub proxy_ttl_min_s: u32,
+    /// The queries a short proxy TTL may cost, as a multiple of those at the customer's TTL.
+    pub max_query_factor: f64,
+    /// Served over allowed from which proxy answers get the short TTL, for as long as the
+    /// contract lasts (switching back and forth made served swing in the simulation).
+    pub short_ttl_at: f64,
 }
 
 impl Default for RuleParams {
@@ -72,6 +86,9 @@ impl Default for RuleParams {
             down_horizon: 0.5,
             step_sigmas: 4.0,
             step_min: 0.5,
+            proxy_ttl_min_s: 0,
+            max_query_factor: 3.0,
+            short_ttl_at: 0.8,
         }
     }
 }
@@ -105,6 +122,13 @@ pub struct BuyerState {
     pub noise_var: Option<f64>,
     /// Ticks in a row whose demand estimate was a step up.
     pub steps_up: u32,
+    /// Proxy answers get the short TTL (see [`proxy_ttl`]).
+    pub short_ttl: bool,
+    /// The TTL of the proxy answers given since the last tick; 0 before the first.
+    pub proxy_ttl: u32,
+    /// The proxy share of the cache the last decision aimed at (the fraction itself while proxy
+    /// answers have the customer's TTL; see [`share_to_fraction`]).
+    pub share: f64,
 }
 
 /// A decision and the inputs it came from (logged and exported).
@@ -119,6 +143,8 @@ pub struct Decision {
     /// Proxy share of the answers still cached.
     pub cached_share: Option<f64>,
     pub trim: f64,
+    /// The TTL for proxy answers from now on.
+    pub proxy_ttl: u32,
     pub why: Why,
 }
 
@@ -148,10 +174,13 @@ pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now
         demand_rps: s.demand_rps,
         cached_share: cached,
         trim: s.trim,
+        proxy_ttl: i.ttl_s,
         why: Why::Track,
     };
     if let Some(m) = i.manual {
         s.fraction = m.clamp(0.0, 1.0);
+        s.share = s.fraction;
+        s.proxy_ttl = i.ttl_s;
         return Decision { fraction: s.fraction, why: Why::Manual, ..d };
     }
     if i.purchased_rps <= 0.0 {
@@ -210,34 +239,71 @@ pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now
     let (Some(demand), true) = (demand, warm || over) else {
         let f = i.estimate.clamp(0.0, 1.0);
         s.fraction = if i.served_rps.is_none() && s.fraction > 0.0 { s.fraction.min(f) } else { f };
+        s.share = s.fraction;
+        s.proxy_ttl = i.ttl_s;
         return Decision { fraction: s.fraction, why: Why::Estimate, ..d };
     };
     let target = (setpoint / demand * (1.0 + s.trim)).clamp(0.0, 1.0);
     let mut f = target;
-    if cached.is_some_and(|c| target < c) {
+    // Going up, `f` is the share of the cache to reach; going down, the share of the new answers
+    // that drains the cache to the target (see `answer_fraction` below).
+    let down = cached.is_some_and(|c| target < c);
+    if down {
         // Down: make the cache hold the target after part of a TTL.
         let h = ((ttl as f64) * p.down_horizon).round().max(1.0) as i64;
-        let (old_p, old_n) = s.window.surviving(now, h, ttl);
+        let (old_p, old_n) = s.window.surviving(now, h);
         let new_n = s.window.rate(ttl) * h as f64;
         if new_n > 0.0 {
             f = ((target * (old_n as f64 + new_n) - old_p as f64) / new_n).clamp(0.0, target);
         }
     }
     let Some(served) = i.served_rps else {
-        // Unknown: never up.
-        s.fraction = s.fraction.min(f);
-        return Decision { fraction: s.fraction, why: Why::Hold, ..d };
+        // Unknown: never up, and the TTL holds.
+        let proxy_ttl = if s.proxy_ttl == 0 { i.ttl_s } else { s.proxy_ttl };
+        s.share = s.share.min(f);
+        s.fraction = s.fraction.min(share_to_fraction(f, i.ttl_s, proxy_ttl));
+        return Decision { fraction: s.fraction, why: Why::Hold, proxy_ttl, ..d };
     };
     // Integral trim with anti-windup: only once the cache holds what was asked (otherwise the
     // error is the TTL's lag, not a model error), and not against a saturated fraction.
     let e = if setpoint > 0.0 { (setpoint - served) / setpoint } else { -1.0 };
     let saturated = (f >= 1.0 && e > 0.0) || (f <= 0.0 && e < 0.0);
-    let settled = cached.is_some_and(|c| (c - s.fraction).abs() <= 0.1 * s.fraction.max(0.01));
+    let settled = cached.is_some_and(|c| (c - s.share).abs() <= 0.1 * s.share.max(0.01));
     if settled && !saturated {
         s.trim = (s.trim + p.ki * e * dt / ttl as f64).clamp(-p.trim_limit, p.trim_limit);
     }
-    s.fraction = f;
-    Decision { fraction: f, trim: s.trim, ..d }
+    let ratio = if allowed > 0.0 { served / allowed } else { 0.0 };
+    s.short_ttl |= ratio >= p.short_ttl_at || s.steps_up > 0;
+    let ttl = if s.short_ttl { proxy_ttl(p, i.ttl_s, f) } else { i.ttl_s };
+    s.proxy_ttl = ttl;
+    s.share = f;
+    // Up: the answers that make that share of the resolvers hold a proxy answer. Down: the
+    // share of new answers as computed (new proxy answers with a short TTL that expire before
+    // the horizon only drain the cache sooner).
+    s.fraction = if down { f } else { share_to_fraction(f, i.ttl_s, ttl) };
+    Decision { fraction: s.fraction, trim: s.trim, proxy_ttl: ttl, ..d }
+}
+
+/// The answer fraction that makes a share `share` of the resolvers hold a proxy answer, when
+/// proxy answers are cached `proxy_ttl` and the others `ttl`: a resolver holds each answer for
+/// its TTL, so the held share is `f·tp / (f·tp + (1 - f)·T)`; this is its inverse.
+pub fn share_to_fraction(share: f64, ttl: u32, proxy_ttl: u32) -> f64 {
+    let c = share.clamp(0.0, 1.0);
+    let (t, tp) = (f64::from(ttl.max(1)), f64::from(proxy_ttl.max(1)));
+    if c >= 1.0 { 1.0 } else { c * t / (c * t + (1.0 - c) * tp) }
+}
+
+/// The short TTL for proxy answers when a share `share` of the resolvers is to hold one: not
+/// below `proxy_ttl_min_s`, nor below what keeps the queries within `max_query_factor` of those
+/// at the customer's `ttl` (that share asking `ttl / short` times as often), nor above `ttl`.
+pub fn proxy_ttl(p: &RuleParams, ttl: u32, share: f64) -> u32 {
+    if p.proxy_ttl_min_s == 0 || ttl <= p.proxy_ttl_min_s {
+        return ttl;
+    }
+    let q = p.max_query_factor.max(1.0);
+    let f = share.clamp(0.0, 1.0);
+    let bound = if f > 0.0 { (f * f64::from(ttl) / (q - 1.0 + f)).ceil() } else { 0.0 };
+    f64::from(p.proxy_ttl_min_s).max(bound).min(f64::from(ttl)) as u32
 }
 
 #[cfg(test)]
@@ -268,7 +334,7 @@ mod tests {
         let d = step(&p, &mut s, &inputs(100.0, Some(0.0)), 1.0, 0, 1.0);
         assert_eq!((d.fraction, d.why), (0.3, Why::Estimate));
         // Within the first TTL the estimate holds while served is under the setpoint.
-        s.window.push(0, 30, 70, 10);
+        s.window.push(0, 30, 70, 10, 10);
         let d = step(&p, &mut s, &inputs(100.0, Some(50.0)), 1.0, 1, 1.0);
         assert_eq!((d.fraction, d.why), (0.3, Why::Estimate));
         // The cache holds 30% proxy answers and 300 rps are served: over the purchase, so it
@@ -285,7 +351,7 @@ mod tests {
         let p = RuleParams { headroom_min: 0.0, ..Default::default() };
         let fresh = || {
             let mut s = BuyerState { fraction: 0.1, active_s: 100.0, ..Default::default() };
-            s.window.push(0, 10, 90, 10);
+            s.window.push(0, 10, 90, 10, 10);
             s.demand_rps = Some(1000.0);
             s
         };
@@ -307,7 +373,7 @@ mod tests {
                 let demand = if t < 200 { 1000.0 } else { 3000.0 };
                 // Deterministic noise within ±2%.
                 let noise = 0.02 * ((t * 7919 % 13) as f64 / 6.0 - 1.0);
-                s.window.push(t, 50, 50, 10);
+                s.window.push(t, 50, 50, 10, 10);
                 let d = step(p, &mut s, &inputs(5000.0, Some(demand * 0.5 * (1.0 + noise))), 1.0, t, 1.0);
                 at.insert(t, d);
             }
@@ -327,11 +393,30 @@ mod tests {
         assert!(small[&230].headroom > 4.0 * before, "{:?}", small[&230]);
     }
 
+    /// The short proxy TTL: the floor, raised where the query load would pass its bound, never
+    /// above the customer's TTL; off with a floor of 0. The fraction that makes a share of the
+    /// resolvers hold proxy answers inverts the held share, and is the share itself at one TTL.
+    #[test]
+    fn short_proxy_ttl_and_the_fraction_for_a_share() {
+        let p = RuleParams { proxy_ttl_min_s: 5, max_query_factor: 3.0, ..Default::default() };
+        assert_eq!(proxy_ttl(&p, 30, 0.28), 5);
+        // 0.9 x 30 / tp + 0.1 <= 3 needs tp >= 9.3.
+        assert_eq!(proxy_ttl(&p, 30, 0.9), 10);
+        assert_eq!(proxy_ttl(&p, 4, 0.5), 4, "a TTL under the floor stays");
+        assert_eq!(proxy_ttl(&RuleParams::default(), 30, 0.28), 30, "off by default");
+        for c in [0.0, 0.1, 0.28, 0.5, 0.9, 1.0] {
+            assert!((share_to_fraction(c, 30, 30) - c).abs() < 1e-12);
+            let f = share_to_fraction(c, 30, 5);
+            let held = if f > 0.0 { f * 5.0 / (f * 5.0 + (1.0 - f) * 30.0) } else { 0.0 };
+            assert!((held - c).abs() < 1e-9, "{c}: {f} holds {held}");
+        }
+    }
+
     #[test]
     fn unknown_served_holds_and_does_not_wind_up() {
         let p = RuleParams::default();
         let mut s = BuyerState { fraction: 0.2, active_s: 100.0, ..Default::default() };
-        s.window.push(0, 20, 80, 10);
+        s.window.push(0, 20, 80, 10, 10);
         s.demand_rps = Some(1000.0);
         for t in 1..50 {
             let d = step(&p, &mut s, &inputs(900.0, None), 1.0, t, 1.0);
@@ -345,7 +430,7 @@ mod tests {
     fn trim_corrects_a_biased_model_and_stops_at_saturation() {
         let p = RuleParams::default();
         let mut s = BuyerState { fraction: 0.5, active_s: 100.0, ..Default::default() };
-        s.window.push(0, 50, 50, 10);
+        s.window.push(0, 50, 50, 10, 10);
         s.demand_rps = Some(1000.0);
         // The cache holds what was asked but served stays below the setpoint: the model is
         // off, the trim grows, bounded.
@@ -356,7 +441,7 @@ mod tests {
         assert!(s.trim > 0.0 && s.trim <= p.trim_limit, "{}", s.trim);
         // While the cache lags the command, no integration.
         let mut lag = BuyerState { fraction: 0.9, active_s: 100.0, ..Default::default() };
-        lag.window.push(0, 10, 90, 10);
+        lag.window.push(0, 10, 90, 10, 10);
         lag.demand_rps = Some(1000.0);
         step(&p, &mut lag, &inputs(900.0, Some(100.0)), 1.0, 1, 1.0);
         assert_eq!(lag.trim, 0.0);

@@ -66,7 +66,7 @@ fn main() {
             eprintln!("{}: plot failed: {e}", sc.name);
         }
         println!(
-            "{:<16} ttl {:>3}  max overshoot {:>5.1}%  p99 {:>5.1}% (worst buyer {:>5.1}% / {:>5.1}%)  utilization {:>5.1}% (of allowed {:>5.1}%)  settle {}  after the step {}  writes {}  ({:.1} s)",
+            "{:<16} ttl {:>3}  max overshoot {:>5.1}%  p99 {:>5.1}% (worst buyer {:>5.1}% / {:>5.1}%)  utilization {:>5.1}% (of allowed {:>5.1}%)  settle {}  after the step {}  queries x{:.2}  writes {}  ({:.1} s)",
             sc.name,
             sc.ttl_s,
             f.max_overshoot_pct,
@@ -80,6 +80,7 @@ fn main() {
                 "{u:.1}% from 3 TTLs (per TTL: {})",
                 f.utilization_by_ttl_after_step_pct.iter().map(|u| format!("{u:.0}%")).collect::<Vec<_>>().join(" ")
             )),
+            f.query_factor,
             tr.writes,
             started.elapsed().as_secs_f64()
         );
@@ -101,6 +102,7 @@ fn main() {
             "settle_s": f.settle_s,
             "recovered_utilization_pct": f.recovered_utilization_pct,
             "utilization_by_ttl_after_step_pct": f.utilization_by_ttl_after_step_pct,
+            "query_factor": f.query_factor,
             "dataplane_writes": tr.writes,
             "plot": png.file_name().map(|n| n.to_string_lossy().into_owned()),
         }));

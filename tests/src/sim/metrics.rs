@@ -15,6 +15,8 @@
 //! - `recovered_utilization_pct`: after the scenario's step, served / allowed from 3 TTLs
 //!   after it to the contracts' end, all buyers summed (`None` without a step): how well the
 //!   controller is back at work once what was cached at the step has expired.
+//! - `query_factor`: the queries resolvers sent over those they would have sent with every
+//!   answer at the customer's TTL (1.0: no added load from short proxy TTLs).
 //! - `utilization_by_ttl_after_step_pct`: the same for each of the first 6 TTLs after the step
 //!   (the first holds the overshoot of the answers cached at the step).
 
@@ -36,6 +38,7 @@ pub struct Figures {
     pub settle_s: Option<f64>,
     pub recovered_utilization_pct: Option<f64>,
     pub utilization_by_ttl_after_step_pct: Vec<f64>,
+    pub query_factor: f64,
 }
 
 /// (window start, served / base) for every 10 s window where the base is positive throughout.
@@ -103,6 +106,11 @@ pub fn figures(sc: &Scenario, tr: &Trace) -> Figures {
         settle_s,
         recovered_utilization_pct,
         utilization_by_ttl_after_step_pct,
+        query_factor: {
+            let at_ttl: f64 = sc.buyers.iter().map(|b| b.resolvers as f64).sum::<f64>() * sc.duration_s as f64
+                / f64::from(sc.ttl_s.max(1));
+            if at_ttl > 0.0 { tr.queries as f64 / at_ttl } else { 0.0 }
+        },
     }
 }
 

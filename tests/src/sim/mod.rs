@@ -8,7 +8,7 @@ pub mod model;
 pub mod plot;
 pub mod scenarios;
 
-use spillway::controller::{BuyerInputs, BuyerTick, Controller, ControllerParams, NetworkInputs};
+use spillway::controller::{BuyerInputs, BuyerTick, Controller, ControllerParams, NetworkInputs, RuleParams};
 
 use self::model::{Proxy, Resolvers, rng};
 use rand::Rng;
@@ -47,6 +47,8 @@ pub struct Scenario {
     pub own_surges: Vec<(i64, f64)>,
     /// Standard deviation of per-second demand noise (multiplicative).
     pub noise: f64,
+    /// The controller's `proxy_ttl_min_s` (0: proxy answers keep the customer's TTL).
+    pub proxy_ttl_min_s: u32,
     /// When a step happens, for `settle_s`.
     pub step_at: Option<i64>,
 }
@@ -66,6 +68,8 @@ pub struct Trace {
     pub fraction: Vec<Vec<f64>>,
     /// Data-plane writes the controller asked for.
     pub writes: u64,
+    /// Queries the resolvers sent (every buyer, every second).
+    pub queries: u64,
     pub largest_resolver_share: f64,
 }
 
@@ -92,9 +96,11 @@ pub fn run(sc: &Scenario) -> Trace {
         largest_resolver_share: resolvers.iter().map(Resolvers::largest_share).fold(0.0, f64::max),
         ..Default::default()
     };
-    let mut ctl = Controller::new(ControllerParams::default());
+    let rule = RuleParams { proxy_ttl_min_s: sc.proxy_ttl_min_s, ..Default::default() };
+    let mut ctl = Controller::new(ControllerParams { rule, ..Default::default() });
     let ids: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
     let mut fraction = vec![0.0; n];
+    let mut proxy_ttl = vec![i64::from(sc.ttl_s); n];
     let mut answers = vec![(0u64, 0u64); n];
     // Last report: served per buyer and own per proxy, from second t-1.
     let mut last_served: Vec<f64> = vec![0.0; n];
@@ -137,14 +143,17 @@ pub fn run(sc: &Scenario) -> Trace {
             })
             .collect();
         for (b, out) in ctl.tick(t, NetworkInputs { spare_rps: spare }, &ticks).into_iter().enumerate() {
-            if out.write {
+            let ttl = i64::from(out.decision.proxy_ttl);
+            if out.write || ttl != proxy_ttl[b] {
                 fraction[b] = out.decision.fraction;
+                proxy_ttl[b] = ttl;
                 tr.writes += 1;
             }
         }
         // 2. Resolvers whose answers expired ask again.
         for (b, res) in resolvers.iter_mut().enumerate() {
-            answers[b] = res.requery(&mut r, t, fraction[b]);
+            answers[b] = res.requery(&mut r, t, fraction[b], proxy_ttl[b]);
+            tr.queries += answers[b].0 + answers[b].1;
         }
         // 3. Traffic in second t, and the true room for buyers.
         let demand_factor = factor_at(&sc.demand_steps, t);

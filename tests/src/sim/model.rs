@@ -1,5 +1,6 @@
 //! The simulated world: resolvers of Zipf-distributed sizes caching each buyer's answer for
-//! the TTL, users behind them sending requests, proxies with capacities and their own
+//! its TTL (proxy answers may carry a shorter one than the customer's), users behind them
+//! sending requests, proxies with capacities and their own
 //! diurnal traffic, and the reports the proxies send. Deterministic from a seed; no network.
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -10,8 +11,12 @@ pub struct Resolvers {
     pub weight: Vec<f64>,
     /// Whether the answer it holds points at the proxies.
     pub on_proxy: Vec<bool>,
-    /// `wheel[s]`: resolvers whose cached answer expires at seconds `s mod ttl`.
+    /// `wheel[s]`: resolvers whose cached answer expires at the second `t` with
+    /// `t mod wheel.len() = s` (one slot more than the customer's TTL, so that an answer of
+    /// any TTL up to it lands in another slot than the one being asked).
     wheel: Vec<Vec<u32>>,
+    /// The customer's TTL.
+    ttl: i64,
     /// Sum of the weights of resolvers on the proxies.
     pub proxy_weight: f64,
 }
@@ -43,21 +48,32 @@ impl Resolvers {
             .collect();
         let total: f64 = sizes.iter().sum();
         let ttl = ttl.max(1) as usize;
-        let mut wheel = vec![Vec::new(); ttl];
+        let mut wheel = vec![Vec::new(); ttl + 1];
         for i in 0..n {
             wheel[rng.random_range(0..ttl)].push(i as u32);
         }
-        Self { weight: sizes.iter().map(|s| s / total).collect(), on_proxy: vec![false; n], wheel, proxy_weight: 0.0 }
+        Self {
+            weight: sizes.iter().map(|s| s / total).collect(),
+            on_proxy: vec![false; n],
+            wheel,
+            ttl: ttl as i64,
+            proxy_weight: 0.0,
+        }
     }
 
     /// The resolvers whose answer expires at second `t` ask again; each gets the proxies with
-    /// probability `fraction`. Returns (proxy answers, other answers).
-    pub fn requery(&mut self, rng: &mut StdRng, t: i64, fraction: f64) -> (u64, u64) {
-        let slot = t.rem_euclid(self.wheel.len() as i64) as usize;
+    /// probability `fraction`, with TTL `proxy_ttl` (1 to the customer's), and otherwise the
+    /// customer's TTL. Returns (proxy answers, other answers).
+    pub fn requery(&mut self, rng: &mut StdRng, t: i64, fraction: f64, proxy_ttl: i64) -> (u64, u64) {
+        let len = self.wheel.len() as i64;
+        let slot = t.rem_euclid(len) as usize;
+        let proxy_ttl = proxy_ttl.clamp(1, self.ttl);
         let (mut p, mut o) = (0, 0);
-        for &i in &self.wheel[slot] {
-            let i = i as usize;
+        for i in std::mem::take(&mut self.wheel[slot]) {
             let proxy = rng.random::<f64>() < fraction;
+            let next = if proxy { proxy_ttl } else { self.ttl };
+            self.wheel[(t + next).rem_euclid(len) as usize].push(i);
+            let i = i as usize;
             if proxy != self.on_proxy[i] {
                 self.proxy_weight += if proxy { self.weight[i] } else { -self.weight[i] };
                 self.on_proxy[i] = proxy;
@@ -115,12 +131,33 @@ mod tests {
         assert!(top > 0.1, "top 1% hold {top}");
         let (mut p, mut o) = (0, 0);
         for t in 0..10 {
-            let (a, b) = res.requery(&mut r, t, 0.3);
+            let (a, b) = res.requery(&mut r, t, 0.3, 10);
             p += a;
             o += b;
         }
         assert_eq!(p + o, 5000, "each resolver asks once per TTL");
         let share = p as f64 / 5000.0;
         assert!((share - 0.3).abs() < 0.03, "{share}");
+    }
+
+    /// Proxy answers with a shorter TTL are asked for again sooner: a resolver holds each
+    /// answer for its TTL, so the share holding a proxy answer is `f·tp / (f·tp + (1 - f)·T)`.
+    #[test]
+    fn resolvers_honour_the_proxy_answers_ttl() {
+        let mut r = rng(2);
+        let mut res = Resolvers::new(&mut r, 20_000, 1.2, 10, 30);
+        let (f, tp) = (0.7, 5);
+        let mut asked = 0;
+        for t in 0..300 {
+            let (a, b) = res.requery(&mut r, t, f, tp);
+            asked += a + b;
+        }
+        let held = res.on_proxy.iter().filter(|&&x| x).count() as f64 / 20_000.0;
+        let want = f * 5.0 / (f * 5.0 + (1.0 - f) * 30.0);
+        assert!((held - want).abs() < 0.02, "held {held}, want {want}");
+        // Queries: the proxy holders ask 6 times as often.
+        let per_s = asked as f64 / 300.0;
+        let want_per_s = 20_000.0 * (want / 5.0 + (1.0 - want) / 30.0);
+        assert!((per_s / want_per_s - 1.0).abs() < 0.05, "{per_s} against {want_per_s}");
     }
 }

@@ -49,6 +49,7 @@ fn base(name: &str, size: Size, ttl: u32) -> Scenario {
         own_surges: vec![],
         noise: 0.02,
         step_at: None,
+        proxy_ttl_min_s: 0,
     }
 }
 
@@ -101,5 +102,12 @@ pub fn all(size: Size) -> Vec<Scenario> {
 
     out.push(base("steady_ttl5", size, 5));
     out.push(base("steady_ttl300", size, 300));
+    // The TTL 30 scenarios again with short proxy TTLs (controller.proxy_ttl_min_s = 5).
+    let short: Vec<Scenario> = out
+        .iter()
+        .filter(|s| s.ttl_s == 30)
+        .map(|s| Scenario { name: format!("{}_short_ttl", s.name), proxy_ttl_min_s: 5, ..s.clone() })
+        .collect();
+    out.extend(short);
     out
 }
