@@ -246,7 +246,7 @@ pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now
     let target = (setpoint / demand * (1.0 + s.trim)).clamp(0.0, 1.0);
     let mut f = target;
     // Going up, `f` is the share of the cache to reach; going down, the share of the new answers
-    // that drains the cache to the target (see `answer_fraction` below).
+    // that drains the cache to the target (both turned into the answer fraction at the end).
     let down = cached.is_some_and(|c| target < c);
     if down {
         // Down: make the cache hold the target after part of a TTL.
