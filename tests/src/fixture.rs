@@ -55,6 +55,14 @@ fraction = 1.0
 ttl = 300
 
 [[customer]]
+id = "steered"
+names = ["steered.cdn.example.net."]
+origin_addresses = ["203.0.113.40"]
+overflow = "origin"
+fraction = 1.0
+ttl = 300
+
+[[customer]]
 id = "origin"
 names = ["origin.cdn.example.net."]
 origin_addresses = ["203.0.113.20", "2001:db8:200::20"]

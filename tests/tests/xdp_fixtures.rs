@@ -64,6 +64,9 @@ fn poke(mut f: Vec<u8>, at: usize, v: u8) -> Vec<u8> {
     f
 }
 
+/// The TTL `fixture_table` gives customer "steered"'s proxy answers.
+const STEERED_PROXY_TTL: u32 = 5;
+
 fn cases() -> Vec<Case> {
     let v4 = Transport::V4;
     let v6 = Transport::V6;
@@ -95,6 +98,15 @@ fn cases() -> Vec<Case> {
             300,
         ),
         reply_case("RD and CD copied", v4, a(fixed).flags(FLAG_RD | FLAG_CD), &proxy4, 300),
+        // Proxy answers at the TTL the controller chose, the customer's being 300.
+        reply_case("A -> proxy at the proxy TTL", v4, a("steered.cdn.example.net."), &proxy4, STEERED_PROXY_TTL),
+        reply_case(
+            "AAAA over IPv6 with EDNS -> proxy at the proxy TTL",
+            v6,
+            aaaa("steered.cdn.example.net.").edns(Edns::new(1232)),
+            &proxy6,
+            STEERED_PROXY_TTL,
+        ),
         reply_case("origin A", v4, a("origin.cdn.example.net."), &[Rdata::A(ORIGIN_V4)], 60),
         reply_case("origin AAAA over IPv6", v6, aaaa("origin.cdn.example.net."), &[Rdata::Aaaa(ORIGIN_V6)], 60),
         reply_case(
@@ -334,7 +346,9 @@ fn cases() -> Vec<Case> {
 #[test]
 fn fixture_table() {
     require_privileges!();
-    let (dp, _catalog) = fixture::load(&fixture::config_text(), LoadOptions::default());
+    let (mut dp, mut catalog) = fixture::load(&fixture::config_text(), LoadOptions::default());
+    // The controller's short TTL for one customer's proxy answers (see [`STEERED_PROXY_TTL`]).
+    catalog.set_proxy_ttl("steered", STEERED_PROXY_TTL, Some(&mut dp)).expect("proxy TTL");
     let cases = cases();
     assert!(cases.len() >= 30, "the table has {} cases", cases.len());
     let mut failures = Vec::new();
