@@ -62,6 +62,22 @@ impl Draws {
     }
 }
 
+/// The fraction draw of a query in resolver mode ([`crate::maps::draw::RESOLVER`]): a hash of the
+/// asking resolver's prefix ([`subnet_key_v4`] or [`subnet_key_v6`]) under the customer's seed, so
+/// that every query of one resolver gets the same side while the seed holds, and the share of
+/// resolvers (not of queries) on the proxies follows the threshold.
+#[inline(always)]
+pub const fn resolver_draw(client_key: u64, seed: u32) -> u32 {
+    (mix64(client_key ^ ((seed as u64) << 32 | seed as u64)) >> 32) as u32
+}
+
+/// The number a query's side is drawn from, by the record's [`crate::maps::draw`] mode:
+/// `rand` (the query's [`Draws::fraction`]) or the resolver's [`resolver_draw`].
+#[inline(always)]
+pub fn side_draw(rec: &CustomerRecord, rand: u32, client_key: u64) -> u32 {
+    if rec.draw == crate::maps::draw::RESOLVER { resolver_draw(client_key, rec.resolver_seed) } else { rand }
+}
+
 /// Proxy or overflow, for a query of a family with `proxies` proxy and `origins` origin addresses.
 /// `None`: nothing to answer with (NODATA).
 #[inline(always)]
@@ -130,6 +146,28 @@ pub fn subnet_key_v4(addr: [u8; 4]) -> u64 {
 pub fn subnet_key_v6(addr: [u8; 16]) -> u64 {
     let hi = u64::from_be_bytes([addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], 0]);
     mix64(hi ^ (6 << 56))
+}
+
+/// The inverse of [`mix64`].
+pub const fn unmix64(mut x: u64) -> u64 {
+    x ^= (x >> 31) ^ (x >> 62);
+    x = x.wrapping_mul(0x3196_42b2_d24d_8ec3);
+    x ^= (x >> 27) ^ (x >> 54);
+    x = x.wrapping_mul(0x96de_1b17_3f11_9089);
+    x ^ (x >> 30) ^ (x >> 60)
+}
+
+/// The subnet a [`subnet_key_v4`] or [`subnet_key_v6`] stands for, and its prefix length, for
+/// showing a counted resolver. A /56 whose first bytes read like a /24's key (none in the
+/// global unicast range) shows as that /24: the two share the key anyway.
+pub fn subnet_of_key(key: u64) -> (core::net::IpAddr, u8) {
+    let raw = unmix64(key);
+    if raw >> 32 == 4 && raw & 0xff == 0 {
+        return (core::net::Ipv4Addr::from(raw as u32).into(), 24);
+    }
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&(raw ^ (6 << 56)).to_be_bytes());
+    (core::net::Ipv6Addr::from(b).into(), 56)
 }
 
 #[inline(always)]
@@ -219,6 +257,38 @@ mod tests {
         r.proxy_threshold = threshold;
         r.overflow = over;
         r
+    }
+
+    use std::string::ToString;
+
+    #[test]
+    fn subnet_keys_decode_to_their_subnet() {
+        assert_eq!(unmix64(mix64(0x0123_4567_89ab_cdef)), 0x0123_4567_89ab_cdef);
+        let (a, len) = subnet_of_key(subnet_key_v4([192, 0, 2, 77]));
+        assert_eq!((a.to_string(), len), ("192.0.2.0".to_string(), 24));
+        let v6: core::net::Ipv6Addr = "2001:db8:1:2ff::5".parse().unwrap();
+        let (a, len) = subnet_of_key(subnet_key_v6(v6.octets()));
+        assert_eq!((a.to_string(), len), ("2001:db8:1:200::".to_string(), 56));
+    }
+
+    /// One resolver, one side while the seed holds; over many resolvers, the threshold's share;
+    /// another seed re-draws them.
+    #[test]
+    fn resolver_draw_is_sticky_per_prefix_and_follows_the_threshold() {
+        let key = |a: u8, b: u8, c: u8| subnet_key_v4([10, a, b, c]);
+        assert_eq!(resolver_draw(key(1, 2, 3), 9), resolver_draw(key(1, 2, 200), 9));
+        let threshold = (0.3 * THRESHOLD_ALWAYS as f64) as u64;
+        let below = |seed: u32| {
+            (0..=255u8)
+                .flat_map(|a| (0..40u8).map(move |b| (a, b)))
+                .filter(|&(a, b)| u64::from(resolver_draw(key(a, b, 1), seed)) < threshold)
+                .collect::<std::vec::Vec<_>>()
+        };
+        let (one, two) = (below(1), below(2));
+        let share = one.len() as f64 / (256.0 * 40.0);
+        assert!((share - 0.3).abs() < 0.02, "{share}");
+        let kept = one.iter().filter(|k| two.contains(k)).count() as f64 / one.len() as f64;
+        assert!((kept - 0.3).abs() < 0.05, "a new seed keeps {kept} of the proxies' resolvers");
     }
 
     #[test]

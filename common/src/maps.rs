@@ -39,6 +39,11 @@ pub const ZONES_MAP: &str = "ZONES";
 pub const ZONE_INFO_MAP: &str = "ZONE_INFO";
 /// Names that exist without a customer's data: [`NameKey`] -> one of [`existing`].
 pub const EXISTING_MAP: &str = "EXISTING";
+/// Queries per resolver prefix of the customers that draw per resolver (per-CPU LRU):
+/// [`ResolverKey`] -> queries.
+pub const RESOLVER_QUERIES_MAP: &str = "RESOLVER_QUERIES";
+/// (Resolver prefix, customer) pairs whose queries are counted; the least recently asking go.
+pub const MAX_RESOLVER_KEYS: u32 = 1 << 16;
 
 /// Destination addresses the program answers for, per family.
 pub const MAX_LOCAL_ADDRS: u32 = 4096;
@@ -49,10 +54,10 @@ pub const MAX_RRL_BUCKETS: u32 = 1 << 18;
 /// without changing size (the name hash, a field's use): pinned maps of another version are
 /// then migrated, never reused. Sizes and entries are compared by the loader anyway.
 #[cfg(not(feature = "layout-next"))]
-pub const MAP_LAYOUT_VERSION: u32 = 5;
+pub const MAP_LAYOUT_VERSION: u32 = 6;
 /// One version ahead, for the binary the upgrade test migrates to (`spillway/upgrade-test`).
 #[cfg(feature = "layout-next")]
-pub const MAP_LAYOUT_VERSION: u32 = 6;
+pub const MAP_LAYOUT_VERSION: u32 = 7;
 
 pub const MAX_NAMES: u32 = 1 << 20;
 /// Customers an edge holds. Their records are preallocated, two slots each (see [`slots`]):
@@ -135,6 +140,16 @@ pub mod overflow {
     pub const CNAME: u8 = 1;
 }
 
+/// Which number a query's side (proxies or overflow) is drawn from.
+pub mod draw {
+    /// A random number per query: the share of answers follows the fraction.
+    pub const QUERY: u8 = 0;
+    /// [`crate::decision::resolver_draw`] of the resolver's prefix under the record's seed:
+    /// every query of a resolver gets the same side while the seed holds, so the share of
+    /// resolvers follows the fraction, and their users with them.
+    pub const RESOLVER: u8 = 1;
+}
+
 /// How one origin address is chosen for an overflow answer.
 pub mod assignment {
     pub const ROUND_ROBIN: u8 = 0;
@@ -150,7 +165,8 @@ pub mod assignment {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CustomerRecord {
-    /// Proxy answer iff `prandom_u32 < proxy_threshold`; 0 = never, 2^32 = always.
+    /// Proxy answer iff the query's draw (see [`draw`]) `< proxy_threshold`; 0 = never,
+    /// 2^32 = always.
     pub proxy_threshold: u64,
     /// The TTL of origin and CNAME answers (the customer's).
     pub ttl: u32,
@@ -165,10 +181,13 @@ pub struct CustomerRecord {
     pub origin_v6_len: u8,
     /// Length of `cname_rr`; 0: no CNAME target.
     pub cname_rr_len: u16,
-    pub _pad: u16,
+    /// One of [`draw`].
+    pub draw: u8,
+    pub _pad: u8,
     /// Ones'-complement sum of `cname_rr[..cname_rr_len]`, folded.
     pub cname_rr_sum: u32,
-    pub _pad2: u32,
+    /// The seed of [`draw::RESOLVER`]: a new one re-draws which resolvers get the proxies.
+    pub resolver_seed: u32,
     pub origin_v4: [[u8; 4]; MAX_ORIGIN_ADDRS],
     /// Cumulative weights for [`assignment::WEIGHTED`]: entry i is w0 + ... + wi.
     pub origin_v4_cum_weight: [u32; MAX_ORIGIN_ADDRS],
@@ -195,9 +214,10 @@ impl CustomerRecord {
             origin_v4_len: 0,
             origin_v6_len: 0,
             cname_rr_len: 0,
+            draw: draw::QUERY,
             _pad: 0,
             cname_rr_sum: 0,
-            _pad2: 0,
+            resolver_seed: 0,
             origin_v4: [[0; 4]; MAX_ORIGIN_ADDRS],
             origin_v4_cum_weight: [0; MAX_ORIGIN_ADDRS],
             origin_v6: [[0; 16]; MAX_ORIGIN_ADDRS],
@@ -297,6 +317,16 @@ pub struct CustomerCounters {
     pub rr_cursor: u64,
 }
 
+/// Key of [`RESOLVER_QUERIES_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ResolverKey {
+    /// [`crate::decision::subnet_key_v4`] or [`crate::decision::subnet_key_v6`] of the source.
+    pub client_key: u64,
+    pub customer: u32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -306,6 +336,7 @@ mod pod {
     unsafe impl aya::Pod for CustomerRecord {}
     unsafe impl aya::Pod for ProxyRings {}
     unsafe impl aya::Pod for CustomerCounters {}
+    unsafe impl aya::Pod for ResolverKey {}
     unsafe impl aya::Pod for LocalSet {}
     unsafe impl aya::Pod for crate::rrl::RrlParams {}
     unsafe impl aya::Pod for crate::rrl::RrlKey {}

@@ -26,7 +26,7 @@ use crate::{
     dataplane::{
         Dataplane,
         pins::MapsOrigin,
-        records::{ZoneEntry, customer_record, key_of, name_wire, proxy_set},
+        records::{ZoneEntry, customer_record, key_of, name_wire, proxy_set, resolver_seed},
     },
     dns::{
         snapshot::{LiveCustomer, Published, ZoneSnapshot},
@@ -88,6 +88,9 @@ pub struct Catalog {
     zone_entries: Vec<ZoneEntry>,
     /// Host names and their ancestors (`maps::existing`), which the config fixes.
     fixed_names: HashMap<NameKey, u32>,
+    /// `server.resolver_redraw_s`, and the period whose seeds the records hold.
+    redraw_s: u32,
+    epoch: u64,
 }
 
 impl Catalog {
@@ -117,7 +120,10 @@ impl Catalog {
             serial_base,
             zone_entries: zones.zone_entries(),
             fixed_names: zones.fixed_names(),
+            redraw_s: config.server.resolver_redraw_s.max(1),
+            epoch: 0,
         };
+        catalog.epoch = catalog.epoch_at(crate::engine::unix_now());
         for c in config.customers() {
             catalog.insert_customer(c.clone(), None)?;
         }
@@ -205,7 +211,7 @@ impl Catalog {
             .ok_or_else(|| Error::Record(id.clone(), "the customers map is full".into()))?;
         let keys = self.free_keys(&id, &config.names)?;
         let fraction = if self.gated { 0.0 } else { config.fraction };
-        let record = customer_record(&config, fraction).map_err(|e| Error::Record(id.clone(), e))?;
+        let record = customer_record(&config, fraction, self.epoch).map_err(|e| Error::Record(id.clone(), e))?;
         if let Some(dp) = dp.as_deref_mut() {
             dp.set_customer(index, &record)?;
             for key in &keys {
@@ -420,7 +426,7 @@ impl Catalog {
     ) -> Result<&Customer> {
         let i = self.position(id)?;
         let c = &self.customers[i];
-        let mut record = customer_record(&c.config, fraction).map_err(|e| Error::Record(id.into(), e))?;
+        let mut record = customer_record(&c.config, fraction, self.epoch).map_err(|e| Error::Record(id.into(), e))?;
         record.proxy_ttl = c.record.proxy_ttl;
         self.replace_record(i, record, dp)?;
         let c = &mut self.customers[i];
@@ -440,6 +446,32 @@ impl Catalog {
         let record = CustomerRecord { proxy_ttl: ttl, ..c.record };
         self.replace_record(i, record, dp)?;
         Ok(&self.customers[i])
+    }
+
+    /// The re-draw period of Unix time `now`.
+    fn epoch_at(&self, now: i64) -> u64 {
+        now.max(0) as u64 / u64::from(self.redraw_s)
+    }
+
+    /// Give the customers that draw per resolver the seed of `now`'s period, if it is a new
+    /// one: which resolvers get the proxies is drawn again. Returns how many records changed.
+    pub fn redraw(&mut self, now: i64, mut dp: Option<&mut Dataplane>) -> Result<usize> {
+        let epoch = self.epoch_at(now);
+        if epoch == self.epoch {
+            return Ok(0);
+        }
+        self.epoch = epoch;
+        let mut changed = 0;
+        for i in 0..self.customers.len() {
+            let c = &self.customers[i];
+            if c.record.draw != spillway_common::maps::draw::RESOLVER {
+                continue;
+            }
+            let record = CustomerRecord { resolver_seed: resolver_seed(&c.config.id, epoch), ..c.record };
+            self.replace_record(i, record, dp.as_deref_mut())?;
+            changed += 1;
+        }
+        Ok(changed)
     }
 
     fn position(&self, id: &str) -> Result<usize> {

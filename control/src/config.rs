@@ -72,6 +72,14 @@ pub struct ServerConfig {
     /// Addresses of in-zone nameserver names (glue), e.g. `{ "ns1.cdn.example.net." = ["192.0.2.53"] }`.
     #[serde(default)]
     pub glue: std::collections::BTreeMap<String, Vec<IpAddr>>,
+    /// Customers with `draw = "resolver"` get a new seed every this many seconds (of Unix
+    /// time, so every edge re-draws at once): which resolvers get the proxies is re-drawn.
+    #[serde(default = "default_resolver_redraw_s")]
+    pub resolver_redraw_s: u32,
+}
+
+fn default_resolver_redraw_s() -> u32 {
+    3600
 }
 
 /// Response rate limiting (`[rrl]`), on the model of BIND's and Knot's: see
@@ -285,6 +293,24 @@ pub enum Overflow {
     Cname,
 }
 
+/// How a query's side (proxies or overflow) is drawn (see `spillway_common::maps::draw`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Draw {
+    /// Per query: the fraction is the share of answers.
+    #[default]
+    Query,
+    /// Per resolver prefix (/24, /56): the fraction is the share of resolvers, each keeping its
+    /// side until `server.resolver_redraw_s` re-draws them.
+    Resolver,
+}
+
+impl Draw {
+    pub fn is_query(&self) -> bool {
+        *self == Draw::Query
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Assignment {
@@ -316,6 +342,8 @@ pub struct CustomerConfig {
     pub fraction: f64,
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    #[serde(default, skip_serializing_if = "Draw::is_query")]
+    pub draw: Draw,
     /// The buyer's own API token: it sees and changes only its own bids, orders, contracts
     /// and usage.
     #[serde(default, skip_serializing)]
@@ -537,6 +565,13 @@ impl Config {
         }
         if !s.bpffs_dir.is_absolute() || s.bpffs_dir.to_str().is_none_or(|p| p.contains(['\n', '\0'])) {
             v.push(None, "server.bpffs_dir", format!("{} must be an absolute path", s.bpffs_dir.display()));
+        }
+        if s.resolver_redraw_s == 0 || s.resolver_redraw_s > 604_800 {
+            v.push(
+                None,
+                "server.resolver_redraw_s",
+                format!("{} is not within 1..=604800 (a week)", s.resolver_redraw_s),
+            );
         }
         match (&self.api.token, &self.api.token_file) {
             (None, None) => v.push(None, "api", "set token or token_file".into()),
@@ -883,6 +918,27 @@ ttl = 30
         let bad = format!("{EXAMPLE}\n[controller]\nproxy_ttl_min_s = 3601\nmax_query_factor = 0.5\n");
         let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
         assert!(e.contains("controller.proxy_ttl_min_s") && e.contains("controller.max_query_factor"), "{e}");
+    }
+
+    #[test]
+    fn draw_and_redraw_keys_are_checked() {
+        let c = Config::parse(EXAMPLE, "x.toml").unwrap();
+        assert_eq!(
+            (c.customers().next().unwrap().draw, c.server.resolver_redraw_s),
+            (Draw::Query, 3600),
+            "the defaults"
+        );
+        let on = EXAMPLE
+            .replace("xdp_mode = \"native\"", "xdp_mode = \"native\"\nresolver_redraw_s = 600")
+            .replace("id = \"shop\"", "id = \"shop\"\ndraw = \"resolver\"");
+        let c = Config::parse(&on, "x.toml").unwrap();
+        assert_eq!((c.customers().next().unwrap().draw, c.server.resolver_redraw_s), (Draw::Resolver, 600));
+        let bad = on.replace("resolver_redraw_s = 600", "resolver_redraw_s = 0");
+        let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("server.resolver_redraw_s"), "{e}");
+        let bad = on.replace("draw = \"resolver\"", "draw = \"client\"");
+        let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml:") && e.contains("`client`") && e.contains("resolver"), "{e}");
     }
 
     /// One customer more than an edge's maps hold is a config error, not a failure at load.

@@ -64,6 +64,12 @@ pub enum CustomersCommand {
     List,
     /// Show one customer.
     Get { id: String },
+    /// The resolver prefixes asking for a customer that draws per resolver, most first.
+    Resolvers {
+        id: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Override a customer's fraction (manual mode), in the data plane at once.
     SetFraction { id: String, fraction: f64 },
     /// Hand the fraction back to the control plane (auto mode).
@@ -203,6 +209,9 @@ fn request(command: &CtlCommand) -> (Method, String, Option<Value>) {
     match command {
         C::Customers(CustomersCommand::List) => get("/v1/customers".into()),
         C::Customers(CustomersCommand::Get { id }) => get(format!("/v1/customers/{id}")),
+        C::Customers(CustomersCommand::Resolvers { id, limit }) => {
+            get(format!("/v1/customers/{id}/resolvers?limit={limit}"))
+        }
         C::Customers(CustomersCommand::SetFraction { id, fraction }) => {
             (Method::PUT, format!("/v1/customers/{id}/fraction"), Some(json!({ "fraction": fraction })))
         }
@@ -317,6 +326,7 @@ mod tests {
         let commands = [
             CtlCommand::Customers(CustomersCommand::List),
             CtlCommand::Customers(CustomersCommand::Get { id: "shop".into() }),
+            CtlCommand::Customers(CustomersCommand::Resolvers { id: "shop".into(), limit: 10 }),
             CtlCommand::Customers(CustomersCommand::SetFraction { id: "shop".into(), fraction: 0.5 }),
             CtlCommand::Customers(CustomersCommand::Auto { id: "shop".into() }),
             CtlCommand::Customers(CustomersCommand::Add {

@@ -219,6 +219,7 @@ impl Engine {
             None => Ok(()),
         };
         self.sync_contracts(now, false)?;
+        self.catalog.redraw(now, self.dataplane.as_mut())?;
         market
     }
 
@@ -251,6 +252,7 @@ impl Engine {
                     served_rps: snap.served.as_ref().map(|m| m.get(&cust.config.id).copied().unwrap_or(0.0)),
                     manual: (cust.mode == Mode::Manual).then_some(cust.fraction),
                     ttl_s: cust.config.ttl,
+                    per_resolver: cust.config.draw == crate::config::Draw::Resolver,
                 },
             ));
         }

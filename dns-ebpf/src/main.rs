@@ -18,14 +18,17 @@ mod rrl;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::xdp, programs::XdpContext};
 use spillway_common::{
-    decision::{Draws, OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_window},
+    decision::{
+        Draws, OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_window, side_draw,
+    },
     dns::{TYPE_A, TYPE_AAAA},
+    maps::draw,
     rrl::{RrlAction, RrlClass},
     stats::XdpOutcome,
 };
 
 use crate::{
-    maps::{CUSTOMER_STATS, NAMES, XDP_STATS, customer_record, proxy_rings},
+    maps::{CUSTOMER_STATS, NAMES, XDP_STATS, count_resolver, customer_record, proxy_rings},
     negative::known,
     respond::{Answer, write_reply},
 };
@@ -82,7 +85,10 @@ fn try_spillway_dns(ctx: &XdpContext) -> Result<XdpOutcome, XdpOutcome> {
     let proxy_len = if v6 { rings.v6_len } else { rings.v4_len };
     let origin_len = if v6 { rec.origin_v6_len } else { rec.origin_v4_len };
     let draws = Draws::from_rand(unsafe { bpf_get_prandom_u32() });
-    let Some(target) = choose_target(rec, draws.fraction, proxy_len, origin_len) else {
+    if rec.draw == draw::RESOLVER {
+        count_resolver(customer, q.client_key);
+    }
+    let Some(target) = choose_target(rec, side_draw(rec, draws.fraction, q.client_key), proxy_len, origin_len) else {
         return negative(ctx, known::EXISTS);
     };
     match rrl::limit(ctx, q, RrlClass::Answer as u32) {

@@ -4,12 +4,12 @@ use crate::parse::Query;
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
 };
 use spillway_common::{
     maps::{
-        CustomerCounters, CustomerRecord, LocalSet, MAX_CUSTOMERS, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_RRL_BUCKETS,
-        NameKey, NameValue, ProxyRings, slots,
+        CustomerCounters, CustomerRecord, LocalSet, MAX_CUSTOMERS, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_RESOLVER_KEYS,
+        MAX_RRL_BUCKETS, NameKey, NameValue, ProxyRings, ResolverKey, slots,
     },
     negative::{MAX_ZONES, ZONE_KEY_LEN, ZoneInfo, ZoneRecord},
     rrl::{MAX_RRL_EXEMPT, RRL_ACTIONS, RrlBucket, RrlKey, RrlParams},
@@ -93,6 +93,24 @@ pub static ZONE_INFO: Array<ZoneInfo> = Array::with_max_entries(1, 0);
 /// Names that exist without a customer's data (`spillway_common::maps::existing`).
 #[map(name = "EXISTING")]
 pub static EXISTING: HashMap<NameKey, u32> = HashMap::with_max_entries(MAX_NAMES, BPF_F_NO_PREALLOC);
+
+/// Per CPU, so counting takes no lock and no atomic; userspace sums the CPUs.
+#[map(name = "RESOLVER_QUERIES")]
+pub static RESOLVER_QUERIES: LruPerCpuHashMap<ResolverKey, u64> =
+    LruPerCpuHashMap::with_max_entries(MAX_RESOLVER_KEYS, 0);
+
+/// One more query from the resolver prefix `client_key` for `customer`.
+#[inline(always)]
+pub fn count_resolver(customer: u32, client_key: u64) {
+    let key = ResolverKey { client_key, customer, _pad: 0 };
+    match RESOLVER_QUERIES.get_ptr_mut(&key) {
+        Some(n) => unsafe { *n += 1 },
+        // A full map evicts the least recently asking; a lost insert race loses one count.
+        None => {
+            let _ = RESOLVER_QUERIES.insert(&key, &1, 0);
+        }
+    }
+}
 
 /// Per-CPU scratch space (see [`Scratch`]).
 #[map(name = "SCRATCH")]

@@ -19,6 +19,9 @@ pub const PROXY_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0x01, 0, 0, 0, 0, 0, 0, 
 pub const ORIGIN_V4: [u8; 4] = [203, 0, 113, 20];
 pub const ORIGIN_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20];
 pub const CNAME_TARGET: &str = "www.Origin-Shop.example.";
+/// Customer "by_resolver"'s origins: it draws per resolver, at fraction 0.5.
+pub const BY_RESOLVER_ORIGIN_V4: [u8; 4] = [203, 0, 113, 50];
+pub const BY_RESOLVER_ORIGIN_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50];
 
 /// The longest legal name in the zone: exactly 255 bytes in wire form.
 pub fn longest_name() -> String {
@@ -61,6 +64,15 @@ origin_addresses = ["203.0.113.40"]
 overflow = "origin"
 fraction = 1.0
 ttl = 300
+
+[[customer]]
+id = "by_resolver"
+names = ["by-resolver.cdn.example.net."]
+origin_addresses = ["203.0.113.50", "2001:db8:200::50"]
+overflow = "origin"
+fraction = 0.5
+ttl = 300
+draw = "resolver"
 
 [[customer]]
 id = "origin"

@@ -18,14 +18,27 @@ pub struct Transport {
     pub ipv6: bool,
     pub sport: u16,
     pub dport: u16,
+    /// The client's address of the family (`CLIENT_V4` / `CLIENT_V6` unless set).
+    pub client_v4: [u8; 4],
+    pub client_v6: [u8; 16],
 }
 
 impl Transport {
-    pub const V4: Transport = Transport { vlan: None, ipv6: false, sport: 40000, dport: 53 };
-    pub const V6: Transport = Transport { vlan: None, ipv6: true, sport: 40000, dport: 53 };
+    pub const V4: Transport =
+        Transport { vlan: None, ipv6: false, sport: 40000, dport: 53, client_v4: CLIENT_V4, client_v6: CLIENT_V6 };
+    pub const V6: Transport = Transport { ipv6: true, ..Self::V4 };
 
     pub fn vlan(self, id: u16) -> Self {
         Self { vlan: Some(id), ..self }
+    }
+
+    /// From another client (a resolver elsewhere).
+    pub fn from_v4(self, client: [u8; 4]) -> Self {
+        Self { client_v4: client, ..self }
+    }
+
+    pub fn from_v6(self, client: [u8; 16]) -> Self {
+        Self { client_v6: client, ..self }
     }
 }
 
@@ -36,10 +49,10 @@ fn build(t: &Transport, src_mac: [u8; 6], dst_mac: [u8; 6], to_server: bool, pay
     macro_rules! finish {
         ($b:expr) => {{
             let b = if t.ipv6 {
-                let (s, d) = if to_server { (CLIENT_V6, SERVER_V6) } else { (SERVER_V6, CLIENT_V6) };
+                let (s, d) = if to_server { (t.client_v6, SERVER_V6) } else { (SERVER_V6, t.client_v6) };
                 $b.ipv6(s, d, TTL)
             } else {
-                let (s, d) = if to_server { (CLIENT_V4, SERVER_V4) } else { (SERVER_V4, CLIENT_V4) };
+                let (s, d) = if to_server { (t.client_v4, SERVER_V4) } else { (SERVER_V4, t.client_v4) };
                 $b.ipv4(s, d, TTL)
             };
             b.udp(sport, dport).write(&mut out, payload).expect("frame builds");

@@ -59,6 +59,14 @@ overflow = "cname"
 fraction = 0.0
 ttl = 60
 [[customer]]
+id = "sticky"
+names = ["sticky.cdn.example.net."]
+origin_addresses = ["203.0.113.4", "2001:db8:200::4"]
+overflow = "origin"
+fraction = 0.5
+ttl = 20
+draw = "resolver"
+[[customer]]
 id = "v4only"
 names = ["v4only.cdn.example.net.", "shop.example.", "www.deep.shop.example."]
 zones = ["shop.example."]
@@ -170,6 +178,46 @@ fn xdp_and_userspace_agree() {
         failures.len(),
         failures[..failures.len().min(4)].join("\n")
     );
+}
+
+/// Drawn per resolver, an answer is a function of the query and its source's prefix: both paths
+/// give the same bytes for resolvers all over the address space, and both sides occur.
+#[test]
+fn xdp_and_userspace_draw_the_same_side_per_resolver() {
+    require_privileges!();
+    let (dp, authority, catalog) = setup();
+    let (mut sides, mut failures) = ([0; 2], Vec::new());
+    for k in 0..200u32 {
+        let v6 = k % 4 == 3;
+        let h = spillway_common::decision::mix64(u64::from(k));
+        let (t, client): (Transport, IpAddr) = if v6 {
+            let mut a = [0u8; 16];
+            a[..8].copy_from_slice(&h.to_be_bytes());
+            a[0] = 0x20;
+            a[15] = 1;
+            (Transport::V6.from_v6(a), a.into())
+        } else {
+            let a = (h as u32).to_be_bytes();
+            (Transport::V4.from_v4(a), a.into())
+        };
+        let qtype = if k % 2 == 0 { TYPE_A } else { TYPE_AAAA };
+        let dns = Query::new("sticky.cdn.example.net.", qtype).bytes();
+        let user = authority.answer(&catalog, &dns, client, DnsTransport::Udp).expect("answer");
+        let (action, out) = fixture::run(&dp, program::DNS, &query_frame(&t, &dns));
+        assert_eq!(action, XDP_TX, "from {client}");
+        let xdp = checked_dns_payload(&out).expect("valid reply");
+        let msg = hickory_proto::op::Message::from_vec(&xdp).expect("parses");
+        let to_proxy = msg
+            .answers
+            .iter()
+            .any(|r| r.to_string().contains("198.51.100.10") || r.to_string().contains("2001:db8:100::10"));
+        sides[usize::from(to_proxy)] += 1;
+        if xdp != user {
+            failures.push(format!("from {client}:\n  xdp  {}\n  user {}", hex(&xdp), hex(&user)));
+        }
+    }
+    assert!(sides[0] > 50 && sides[1] > 50, "both sides drawn: {sides:?}");
+    assert!(failures.is_empty(), "{} of 200 differ:\n{}", failures.len(), failures[..failures.len().min(4)].join("\n"));
 }
 
 /// Negative answers: random names under and beside both zones (ours and a customer's

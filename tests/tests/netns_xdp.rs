@@ -43,6 +43,15 @@ overflow = "origin"
 assignment = "round-robin"
 fraction = 0.0
 ttl = 30
+
+[[customer]]
+id = "sticky"
+names = ["sticky.cdn.example.net."]
+origin_addresses = ["203.0.113.20", "2001:db8:200::20"]
+overflow = "origin"
+fraction = 0.5
+ttl = 30
+draw = "resolver"
 "#
     )
 }
@@ -191,6 +200,48 @@ fn xdp_answers_and_api_fraction_change() {
     let (status, text) = put(Some(TOKEN), r#"{"mode": "auto"}"#);
     assert_eq!(status, 200, "{text}");
     assert_eq!(dig(&topo, &["@192.0.2.53", "shop.cdn.example.net", "A"]), ["203.0.113.10"]);
+
+    // A customer drawing per resolver: the one client prefix of each family keeps one side
+    // (whichever this hour's seed gives it), the XDP program counts its queries, the API shows
+    // them by prefix; fraction 1 and 0 still mean all and none.
+    let sticky = |v6: bool| {
+        if v6 {
+            dig(&topo, &["-6", &format!("@{SERVER_ADDR6}"), "sticky.cdn.example.net", "AAAA"])
+        } else {
+            dig(&topo, &["@192.0.2.53", "sticky.cdn.example.net", "A"])
+        }
+    };
+    for v6 in [false, true] {
+        let first = sticky(v6);
+        assert!(
+            [vec!["198.51.100.10"], vec!["203.0.113.20"], vec!["2001:db8:100::10"], vec!["2001:db8:200::20"]]
+                .contains(&first.iter().map(String::as_str).collect::<Vec<_>>()),
+            "{first:?}"
+        );
+        for _ in 0..9 {
+            assert_eq!(sticky(v6), first, "one resolver, one side");
+        }
+    }
+    let (status, text) = http(&topo, "GET", "/v1/customers/sticky/resolvers", Some(TOKEN), None);
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!((v["draw"].as_str(), v["prefixes"].as_u64()), (Some("resolver"), Some(2)), "{text}");
+    let counted: Vec<(String, u64)> = v["resolvers"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| (r["prefix"].as_str().unwrap_or("").to_owned(), r["queries"].as_u64().unwrap_or(0)))
+        .collect();
+    assert!(counted.contains(&("192.0.2.0/24".to_owned(), 10)), "{text}");
+    assert!(counted.contains(&("2001:db8::/56".to_owned(), 10)), "{text}");
+    let (_, text) = http(&topo, "GET", "/v1/customers/shop/resolvers", Some(TOKEN), None);
+    assert!(text.contains(r#""prefixes":0"#), "per-query customers are not counted: {text}");
+    for (f, want) in [(1.0, "198.51.100.10"), (0.0, "203.0.113.20")] {
+        let body = json!({ "fraction": f }).to_string();
+        let (status, text) = http(&topo, "PUT", "/v1/customers/sticky/fraction", Some(TOKEN), Some(body));
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(sticky(false), [want], "fraction {f}");
+    }
 
     // SIGTERM: a clean stop, and XDP goes on answering from the last state (fail-static).
     let status = daemon.proc.stop().expect("stopped on SIGTERM within 5 s");

@@ -95,3 +95,27 @@ fn short_proxy_ttls_bound_the_overshoot() {
         assert!(f.query_factor > 1.2 && f.query_factor <= 3.0, "{f:?}");
     }
 }
+
+/// Drawn per resolver (re-drawn hourly): each resolver keeps its side, so a few large ones no
+/// longer come and go every TTL. Small buyers' lumps are held within the target with short
+/// proxy TTLs, at full utilization; a demand step recovers within 3 TTLs; the steady state
+/// keeps its targets. Re-drawn every TTL, the lumps come back.
+#[test]
+fn drawing_per_resolver_holds_small_buyers() {
+    let (_, by_query) = check("buyers_100_short_ttl");
+    let (_, many) = check("buyers_100_short_ttl_resolver");
+    assert!(many.worst_buyer_max_overshoot_pct <= 10.0, "{many:?}");
+    assert!(many.utilization_pct >= 90.0 && many.utilization_pct > by_query.utilization_pct + 5.0, "{many:?}");
+    let (_, long_by_query) = check("buyers_100");
+    let (_, long) = check("buyers_100_resolver");
+    assert!(long.worst_buyer_max_overshoot_pct < 0.5 * long_by_query.worst_buyer_max_overshoot_pct, "{long:?}");
+    let (_, redrawn) = check("buyers_100_resolver_redraw_ttl");
+    assert!(redrawn.worst_buyer_max_overshoot_pct > 2.0 * long.worst_buyer_max_overshoot_pct, "{redrawn:?}");
+    let (_, steady) = check("steady_ttl30_resolver");
+    assert!(steady.p99_overshoot_pct <= 2.0 && steady.max_overshoot_pct <= 5.0, "{steady:?}");
+    assert!(steady.utilization_pct >= 90.0, "{steady:?}");
+    let (_, step) = check("demand_step_x3_short_ttl_resolver");
+    assert!(step.recovered_utilization_pct.is_some_and(|u| u >= 90.0), "{step:?}");
+    let (_, long_step) = check("demand_step_x3");
+    assert!(step.max_overshoot_pct < 0.6 * long_step.max_overshoot_pct, "{step:?} against {long_step:?}");
+}

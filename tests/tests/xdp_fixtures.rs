@@ -6,10 +6,17 @@ use std::net::IpAddr;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use spillway::dataplane::{LoadOptions, program};
-use spillway_common::{rrl::RrlAction, stats::XdpOutcome};
+use spillway_common::{
+    decision::{resolver_draw, subnet_key_v4, subnet_key_v6},
+    rrl::RrlAction,
+    stats::XdpOutcome,
+};
 use spillway_tests::{
     dnswire::*,
-    fixture::{self, CNAME_TARGET, ORIGIN_V4, ORIGIN_V6, PROXY_V4, PROXY_V6, XDP_DROP, XDP_PASS, XDP_TX},
+    fixture::{
+        self, BY_RESOLVER_ORIGIN_V4, BY_RESOLVER_ORIGIN_V6, CNAME_TARGET, ORIGIN_V4, ORIGIN_V6, PROXY_V4, PROXY_V6,
+        XDP_DROP, XDP_PASS, XDP_TX,
+    },
     frame::{self, Transport, checked_dns_payload, l3_offset, l4_offset, query_frame, reply_frame},
     require_privileges,
 };
@@ -62,6 +69,40 @@ fn pass_query(name: &str, t: Transport, q: Query) -> Case {
 fn poke(mut f: Vec<u8>, at: usize, v: u8) -> Vec<u8> {
     f[at] = v;
     f
+}
+
+/// Customer "by_resolver" draws per resolver: queries from resolvers in 48 /24s and 16 /56s,
+/// each side as `resolver_draw` of the prefix under the record's seed against its threshold
+/// says (both sides occur), from two hosts of each prefix (the same side).
+fn resolver_cases(seed: u32, threshold: u64) -> Vec<Case> {
+    let name = "by-resolver.cdn.example.net.";
+    let proxy = |v6: bool| if v6 { Rdata::Aaaa(PROXY_V6) } else { Rdata::A(PROXY_V4) };
+    let origin = |v6: bool| if v6 { Rdata::Aaaa(BY_RESOLVER_ORIGIN_V6) } else { Rdata::A(BY_RESOLVER_ORIGIN_V4) };
+    let mut out = Vec::new();
+    let mut sides = [0; 2];
+    for k in 0..64u8 {
+        for host in [1u8, 200] {
+            let v6 = k >= 48;
+            let (t, key) = if v6 {
+                let mut a = [0x20, 0x01, 0x0d, 0xb8, 0x77, k, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                // Hosts differ below the /56.
+                a[7] = host;
+                a[15] = host;
+                (Transport::V6.from_v6(a), subnet_key_v6(a))
+            } else {
+                let a = [10, 77, k, host];
+                (Transport::V4.from_v4(a), subnet_key_v4(a))
+            };
+            let to_proxy = u64::from(resolver_draw(key, seed)) < threshold;
+            sides[usize::from(to_proxy)] += 1;
+            let q = if v6 { Query::new(name, TYPE_AAAA) } else { Query::new(name, TYPE_A) };
+            let (answer, what) = if to_proxy { (proxy(v6), "proxy") } else { (origin(v6), "origin") };
+            let label = format!("resolver {k} host {host} -> {what} (draw per resolver)");
+            out.push(reply_case(&label, t, q, &[answer], 300));
+        }
+    }
+    assert!(sides[0] >= 8 && sides[1] >= 8, "both sides drawn: {sides:?}");
+    out
 }
 
 /// The TTL `fixture_table` gives customer "steered"'s proxy answers.
@@ -349,7 +390,10 @@ fn fixture_table() {
     let (mut dp, mut catalog) = fixture::load(&fixture::config_text(), LoadOptions::default());
     // The controller's short TTL for one customer's proxy answers (see [`STEERED_PROXY_TTL`]).
     catalog.set_proxy_ttl("steered", STEERED_PROXY_TTL, Some(&mut dp)).expect("proxy TTL");
-    let cases = cases();
+    let by_resolver = catalog.customer("by_resolver").expect("by_resolver");
+    let (index, rec) = (by_resolver.index, by_resolver.record);
+    let mut cases = cases();
+    cases.extend(resolver_cases(rec.resolver_seed, rec.proxy_threshold));
     assert!(cases.len() >= 30, "the table has {} cases", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
@@ -430,6 +474,13 @@ fn fixture_table() {
         }
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    // Each resolver prefix of the rows above was counted, two queries each (and only the
+    // customer that draws per resolver is counted).
+    let counted = dp.resolver_queries(index).expect("resolver counts");
+    assert_eq!(counted.len(), 64, "{counted:?}");
+    assert!(counted.iter().all(|&(_, n)| n == 2), "{counted:?}");
+    let fixed = catalog.customer("fixed").expect("fixed").index;
+    assert!(dp.resolver_queries(fixed).expect("resolver counts").is_empty());
 }
 
 fn hex(b: &[u8]) -> String {

@@ -333,7 +333,7 @@ fn records_replaced_under_reads_are_never_torn() {
         config.ttl = ttl;
         config.origin_addresses = (1..=3).map(|i| std::net::IpAddr::from([203, 0, 113, base + i])).collect();
         config.origin_weights = None;
-        records::customer_record(&config, 0.0).expect("record")
+        records::customer_record(&config, 0.0, 0).expect("record")
     };
     let (a, b) = (version(30, 0), version(90, 100));
     let query = query_frame(&Transport::V4, &Query::new("shop.cdn.example.net.", TYPE_A).bytes());
@@ -361,7 +361,7 @@ fn proxy_rings_replaced_under_reads_are_never_torn() {
     require_privileges!();
     let (mut dp, catalog) = fixture::load(STEERING, LoadOptions::default());
     let shop = catalog.customer("shop").expect("shop");
-    dp.set_customer(shop.index, &records::customer_record(&shop.config, 1.0).expect("record")).expect("all proxies");
+    dp.set_customer(shop.index, &records::customer_record(&shop.config, 1.0, 0).expect("record")).expect("all proxies");
     let mut other = spillway_common::maps::ProxySet::empty();
     for i in 0..8u8 {
         other.v4[i as usize] = [198, 18, 0, i + 1];

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::{
     Extension, Json,
     body::Bytes,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::StatusCode,
 };
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState, Principal};
 use crate::{
     catalog::{Customer, Mode},
-    config::{Assignment, CustomerConfig, Overflow},
+    config::{Assignment, CustomerConfig, Draw, Overflow},
     engine::Engine,
 };
 
@@ -30,6 +30,7 @@ pub struct CustomerView {
     pub contracted_rps: u64,
     pub overflow: Overflow,
     pub assignment: Assignment,
+    pub draw: Draw,
     pub ttl: u32,
     pub origin_addresses: Vec<std::net::IpAddr>,
     pub origin_cname: Option<String>,
@@ -62,6 +63,7 @@ fn view(engine: &Engine, c: &Customer) -> CustomerView {
         contracted_rps: c.contracted_rps,
         overflow: c.config.overflow,
         assignment: c.config.assignment,
+        draw: c.config.draw,
         ttl: c.config.ttl,
         origin_addresses: c.config.origin_addresses.clone(),
         origin_cname: c.config.origin_cname.clone(),
@@ -96,6 +98,66 @@ pub async fn get(
             let c = engine.catalog.customer(&id).filter(|c| who.scope().is_none_or(|s| s == c.config.id));
             let c = c.ok_or_else(|| unknown(&id))?;
             Ok(Json(view(engine, c)))
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolversQuery {
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResolverCount {
+    /// The /24 or /56, e.g. `192.0.2.0/24`.
+    pub prefix: String,
+    pub queries: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResolverQueries {
+    pub customer: String,
+    pub draw: Draw,
+    /// Prefixes counted for the customer (the list shows the first `limit`).
+    pub prefixes: usize,
+    pub resolvers: Vec<ResolverCount>,
+}
+
+/// GET /v1/customers/{id}/resolvers: what the XDP program counted of the resolvers asking for
+/// a customer that draws per resolver, most queries first (the operator or the buyer itself).
+pub async fn resolvers(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<ResolversQuery>,
+) -> Result<Json<ResolverQueries>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit {limit} is not within 1..=10000")));
+    }
+    state
+        .with_engine(move |engine| {
+            let c = engine.catalog.customer(&id).filter(|c| who.scope().is_none_or(|s| s == c.config.id));
+            let c = c.ok_or_else(|| unknown(&id))?;
+            let counted = match &engine.dataplane {
+                Some(dp) => dp.resolver_queries(c.index).map_err(ApiError::internal)?,
+                None => Vec::new(),
+            };
+            let resolvers = counted
+                .iter()
+                .take(limit)
+                .map(|&(key, queries)| {
+                    let (net, len) = spillway_common::decision::subnet_of_key(key);
+                    ResolverCount { prefix: format!("{net}/{len}"), queries }
+                })
+                .collect();
+            Ok(Json(ResolverQueries {
+                customer: c.config.id.clone(),
+                draw: c.config.draw,
+                prefixes: counted.len(),
+                resolvers,
+            }))
         })
         .await
 }

@@ -166,6 +166,12 @@ async fn every_documented_operation_answers_as_documented() {
     api.ok("GET", "/customers/shop", OP, None).await;
     api.ok("PUT", "/customers/shop/fraction", OP, Some(json!({"fraction": 0.3}))).await;
     api.ok("PUT", "/customers/shop/fraction", OP, Some(json!({"mode": "auto"}))).await;
+    // No XDP here: nothing counted, and the customer draws per query.
+    let r = api.ok("GET", "/customers/shop/resolvers?limit=5", OP, None).await;
+    assert_eq!(
+        (&r["draw"], &r["prefixes"], r["resolvers"].as_array().map(Vec::len)),
+        (&json!("query"), &json!(0), Some(0))
+    );
     // A buyer added through the API: stored, in the catalog, with its own token at once.
     let news = json!({"id": "news", "names": ["news.cdn.example.net."], "origin_addresses": ["203.0.113.30"],
         "overflow": "origin", "fraction": 0.4, "token": "news-token"});
@@ -437,6 +443,8 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ("PUT", "/customers/shop/fraction".into(), SHOP, Some(json!({"fraction": 1.0})), 403, "operator"),
         ("PUT", "/customers/shop/fraction".into(), OP, Some(json!({"fraction": 1.5})), 400, "outside"),
         ("GET", "/customers/blog".into(), SHOP, None, 404, "no customer"),
+        ("GET", "/customers/shop/resolvers?limit=0".into(), OP, None, 400, "limit"),
+        ("GET", "/customers/blog/resolvers".into(), SHOP, None, 404, "no customer"),
         (
             "POST",
             "/customers".into(),

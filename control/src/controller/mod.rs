@@ -112,7 +112,14 @@ mod tests {
             id,
             proxy_answers: proxy,
             other_answers: other,
-            inputs: BuyerInputs { purchased_rps: purchased, estimate: 0.5, served_rps: served, manual: None, ttl_s: 5 },
+            inputs: BuyerInputs {
+                purchased_rps: purchased,
+                estimate: 0.5,
+                served_rps: served,
+                manual: None,
+                ttl_s: 5,
+                per_resolver: false,
+            },
         }
     }
 

@@ -105,6 +105,10 @@ pub struct BuyerInputs {
     /// A manual fraction set by the operator.
     pub manual: Option<f64>,
     pub ttl_s: u32,
+    /// The data plane draws per resolver (the customer's `draw = "resolver"`): a resolver that
+    /// asks again gets the same side, so the fraction is the share of resolvers on the proxies
+    /// whatever their answers' TTLs, and going down cannot drain faster than the target.
+    pub per_resolver: bool,
 }
 
 /// What the rule keeps between ticks.
@@ -248,7 +252,7 @@ pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now
     // Going up, `f` is the share of the cache to reach; going down, the share of the new answers
     // that drains the cache to the target (both turned into the answer fraction at the end).
     let down = cached.is_some_and(|c| target < c);
-    if down {
+    if down && !i.per_resolver {
         // Down: make the cache hold the target after part of a TTL.
         let h = ((ttl as f64) * p.down_horizon).round().max(1.0) as i64;
         let (old_p, old_n) = s.window.surviving(now, h);
@@ -261,7 +265,7 @@ pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now
         // Unknown: never up, and the TTL holds.
         let proxy_ttl = if s.proxy_ttl == 0 { i.ttl_s } else { s.proxy_ttl };
         s.share = s.share.min(f);
-        s.fraction = s.fraction.min(share_to_fraction(f, i.ttl_s, proxy_ttl));
+        s.fraction = s.fraction.min(answer_fraction(i, f, proxy_ttl));
         return Decision { fraction: s.fraction, why: Why::Hold, proxy_ttl, ..d };
     };
     // Integral trim with anti-windup: only once the cache holds what was asked (otherwise the
@@ -280,8 +284,14 @@ pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now
     // Up: the answers that make that share of the resolvers hold a proxy answer. Down: the
     // share of new answers as computed (new proxy answers with a short TTL that expire before
     // the horizon only drain the cache sooner).
-    s.fraction = if down { f } else { share_to_fraction(f, i.ttl_s, ttl) };
+    s.fraction = if down { f } else { answer_fraction(i, f, ttl) };
     Decision { fraction: s.fraction, trim: s.trim, proxy_ttl: ttl, ..d }
+}
+
+/// The answer fraction that makes a share `share` of the resolvers hold a proxy answer: the
+/// share itself when the data plane draws per resolver, [`share_to_fraction`] per query.
+fn answer_fraction(i: &BuyerInputs, share: f64, proxy_ttl: u32) -> f64 {
+    if i.per_resolver { share.clamp(0.0, 1.0) } else { share_to_fraction(share, i.ttl_s, proxy_ttl) }
 }
 
 /// The answer fraction that makes a share `share` of the resolvers hold a proxy answer, when
@@ -313,7 +323,14 @@ mod tests {
     use super::*;
 
     fn inputs(purchased: f64, served: Option<f64>) -> BuyerInputs {
-        BuyerInputs { purchased_rps: purchased, estimate: 0.3, served_rps: served, manual: None, ttl_s: 10 }
+        BuyerInputs {
+            purchased_rps: purchased,
+            estimate: 0.3,
+            served_rps: served,
+            manual: None,
+            ttl_s: 10,
+            per_resolver: false,
+        }
     }
 
     #[test]
@@ -410,6 +427,31 @@ mod tests {
             let held = if f > 0.0 { f * 5.0 / (f * 5.0 + (1.0 - f) * 30.0) } else { 0.0 };
             assert!((held - c).abs() < 1e-9, "{c}: {f} holds {held}");
         }
+    }
+
+    /// Drawn per resolver, a resolver that asks again gets the same side: the fraction is the
+    /// share to hold both ways. Per query, going up asks for more (proxy answers expire sooner)
+    /// and going down for less (to drain the cache within the horizon).
+    #[test]
+    fn per_resolver_fractions_are_the_share_itself() {
+        let p = RuleParams { headroom_min: 0.0, proxy_ttl_min_s: 5, ..Default::default() };
+        // The cached proxy answers were given at the customer's TTL (before the short one).
+        let run = |cached: u64, served: f64, per_resolver: bool| {
+            let mut s = BuyerState { fraction: 0.1, active_s: 100.0, short_ttl: true, ..Default::default() };
+            s.window.push(0, cached, 100 - cached, 30, 30);
+            s.demand_rps = Some(1000.0);
+            let i = BuyerInputs { ttl_s: 30, per_resolver, ..inputs(500.0, Some(served)) };
+            step(&p, &mut s, &i, 1.0, 1, 1.0)
+        };
+        // Up: 10% cached serving 100 of 1000 rps; the target share is about half.
+        let (by_query, by_resolver) = (run(10, 100.0, false), run(10, 100.0, true));
+        assert!((by_resolver.fraction - 0.5).abs() < 0.02, "{by_resolver:?}");
+        assert!(by_query.fraction > by_resolver.fraction + 0.2, "{by_query:?}");
+        assert!(by_resolver.proxy_ttl < 30, "the short TTL still applies: {by_resolver:?}");
+        // Down: 90% cached serving 900; the target is about half again.
+        let (by_query, by_resolver) = (run(90, 900.0, false), run(90, 900.0, true));
+        assert!((by_resolver.fraction - 0.5).abs() < 0.05, "{by_resolver:?}");
+        assert!(by_query.fraction < by_resolver.fraction - 0.2, "{by_query:?}");
     }
 
     #[test]

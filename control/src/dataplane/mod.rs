@@ -20,7 +20,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues,
+        Array, HashMap, IterableMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
         lpm_trie::{Key as LpmKey, LpmTrie},
     },
     programs::{
@@ -33,8 +33,8 @@ use spillway_common::{
     maps::{
         ACTIVE_SLOTS_MAP, CUSTOMER_STATS_MAP, CUSTOMERS_MAP, CustomerCounters, CustomerRecord, EXISTING_MAP,
         LOCAL_ADDRS_V4_MAP, LOCAL_ADDRS_V6_MAP, LOCAL_SET_MAP, LocalSet, MAX_CUSTOMERS, NAMES_MAP, NameKey, NameValue,
-        PROXY_RINGS_MAP, ProxyRings, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP, RRL_EXEMPT_V6_MAP, RRL_STATS_MAP,
-        XDP_STATS_MAP, ZONE_INFO_MAP, ZONES_MAP, slots,
+        PROXY_RINGS_MAP, ProxyRings, RESOLVER_QUERIES_MAP, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP, RRL_EXEMPT_V6_MAP,
+        RRL_STATS_MAP, ResolverKey, XDP_STATS_MAP, ZONE_INFO_MAP, ZONES_MAP, slots,
     },
     negative::{ZONE_KEY_LEN, ZoneInfo, ZoneRecord},
     rrl::{RRL_ACTIONS, RrlParams},
@@ -105,6 +105,7 @@ pub struct Dataplane {
     zones: LpmTrie<MapData, [u8; ZONE_KEY_LEN], ZoneRecord>,
     zone_info: Array<MapData, ZoneInfo>,
     existing: HashMap<MapData, NameKey, u32>,
+    resolver_queries: PerCpuHashMap<MapData, ResolverKey, u64>,
     pins: Option<Pinned>,
 }
 
@@ -211,6 +212,8 @@ impl Dataplane {
         let zones = LpmTrie::try_from(take(ZONES_MAP)?).map_err(map_err(ZONES_MAP))?;
         let zone_info = Array::try_from(take(ZONE_INFO_MAP)?).map_err(map_err(ZONE_INFO_MAP))?;
         let existing = HashMap::try_from(take(EXISTING_MAP)?).map_err(map_err(EXISTING_MAP))?;
+        let resolver_queries =
+            PerCpuHashMap::try_from(take(RESOLVER_QUERIES_MAP)?).map_err(map_err(RESOLVER_QUERIES_MAP))?;
         Ok(Self {
             ebpf,
             names,
@@ -230,6 +233,7 @@ impl Dataplane {
             zones,
             zone_info,
             existing,
+            resolver_queries,
             pins,
         })
     }
@@ -420,7 +424,31 @@ impl Dataplane {
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::Pin(format!("{what}: {e}")))?;
         let zeros = PerCpuValues::try_from(vec![CustomerCounters::default(); cpus])
             .map_err(|e| Error::Pin(format!("per-CPU values: {e}")))?;
-        self.customer_stats.set(index, zeros, 0).map_err(map_err(CUSTOMER_STATS_MAP))
+        self.customer_stats.set(index, zeros, 0).map_err(map_err(CUSTOMER_STATS_MAP))?;
+        let stale: Vec<ResolverKey> =
+            self.resolver_queries.keys().filter_map(|k| k.ok()).filter(|k| k.customer == index).collect();
+        for k in stale {
+            // Gone already (evicted): nothing to zero.
+            let _ = self.resolver_queries.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// The queries counted per resolver prefix for a customer index (one that draws per
+    /// resolver), summed over CPUs, most first: ([`spillway_common::decision::subnet_key_v4`]
+    /// or `_v6` of the prefix, queries). The map is an LRU: prefixes that stopped asking go
+    /// first when it is full.
+    pub fn resolver_queries(&self, index: u32) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        for entry in self.resolver_queries.iter() {
+            // An entry evicted while the walk passes it is skipped, not an error.
+            let Ok((key, per_cpu)) = entry else { continue };
+            if key.customer == index {
+                out.push((key.client_key, per_cpu.iter().sum::<u64>()));
+            }
+        }
+        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(out)
     }
 
     /// Make `addrs` the destination addresses the program answers for (others are passed).

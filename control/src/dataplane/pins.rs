@@ -5,7 +5,7 @@
 //! <bpffs_dir>/maps-<layout>/NAMES, CUSTOMERS, ACTIVE_SLOTS, PROXY_RINGS, CUSTOMER_STATS, XDP_STATS,
 //!                            LOCAL_ADDRS_V4/6, LOCAL_SET,
 //!                            RRL_CONFIG, RRL_STATE, RRL_EXEMPT_V4/6, RRL_STATS,
-//!                            ZONES, ZONE_INFO, EXISTING
+//!                            ZONES, ZONE_INFO, EXISTING, RESOLVER_QUERIES
 //! <bpffs_dir>/xdp-<mode>@<interface>        the XDP link, one per interface
 //! ```
 //!
@@ -26,8 +26,8 @@ use aya::{
 use sha2::{Digest, Sha256};
 use spillway_common::maps::{
     ACTIVE_SLOTS_MAP, CUSTOMER_STATS_MAP, CUSTOMERS_MAP, EXISTING_MAP, LOCAL_ADDRS_V4_MAP, LOCAL_ADDRS_V6_MAP,
-    LOCAL_SET_MAP, MAP_LAYOUT_VERSION, NAMES_MAP, PROXY_RINGS_MAP, RRL_CONFIG_MAP, RRL_EXEMPT_V4_MAP,
-    RRL_EXEMPT_V6_MAP, RRL_STATE_MAP, RRL_STATS_MAP, XDP_STATS_MAP, ZONE_INFO_MAP, ZONES_MAP,
+    LOCAL_SET_MAP, MAP_LAYOUT_VERSION, NAMES_MAP, PROXY_RINGS_MAP, RESOLVER_QUERIES_MAP, RRL_CONFIG_MAP,
+    RRL_EXEMPT_V4_MAP, RRL_EXEMPT_V6_MAP, RRL_STATE_MAP, RRL_STATS_MAP, XDP_STATS_MAP, ZONE_INFO_MAP, ZONES_MAP,
 };
 
 use crate::{
@@ -45,7 +45,7 @@ const BPFFS_MOUNT: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps kept across restarts: everything but per-CPU scratch and the log buffer.
-pub const PINNED_MAPS: [&str; 17] = [
+pub const PINNED_MAPS: [&str; 18] = [
     NAMES_MAP,
     CUSTOMERS_MAP,
     ACTIVE_SLOTS_MAP,
@@ -63,6 +63,7 @@ pub const PINNED_MAPS: [&str; 17] = [
     ZONES_MAP,
     ZONE_INFO_MAP,
     EXISTING_MAP,
+    RESOLVER_QUERIES_MAP,
 ];
 
 const MAPS_PREFIX: &str = "maps-";

@@ -5,13 +5,15 @@ use std::net::IpAddr;
 use hickory_proto::{rr::Name, serialize::binary::BinEncodable};
 use spillway_common::{
     answers::fill_answers,
-    decision::fraction_to_threshold,
-    maps::{CustomerRecord, MAX_CNAME_LEN, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS, NameKey, ProxySet, assignment, overflow},
+    decision::{fraction_to_threshold, mix64},
+    maps::{
+        CustomerRecord, MAX_CNAME_LEN, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS, NameKey, ProxySet, assignment, draw, overflow,
+    },
     name::name_key,
     negative::{ZONE_KEY_LEN, ZoneRecord, zone_key},
 };
 
-use crate::config::{Assignment, CustomerConfig, Overflow, ProxyConfig, parse_name};
+use crate::config::{Assignment, CustomerConfig, Draw, Overflow, ProxyConfig, parse_name};
 
 /// Wire format of a name, as the name is written (case kept).
 pub fn name_wire(name: &Name) -> Vec<u8> {
@@ -39,11 +41,25 @@ impl ZoneEntry {
     }
 }
 
-/// The record the data plane answers from, at `fraction` (the proxies' records are apart: see
-/// `spillway_common::answers::proxy_rings`).
-pub fn customer_record(c: &CustomerConfig, fraction: f64) -> Result<CustomerRecord, String> {
+/// The seed of a customer drawing per resolver in re-draw period `epoch` (Unix time over
+/// `server.resolver_redraw_s`): from its id, so every edge and restart agrees, and different
+/// customers put different resolvers on the proxies.
+pub fn resolver_seed(id: &str, epoch: u64) -> u32 {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (mix64(h ^ mix64(epoch)) >> 32) as u32
+}
+
+/// The record the data plane answers from, at `fraction`, with the resolver seed of `epoch`
+/// (the proxies' records are apart: see `spillway_common::answers::proxy_rings`).
+pub fn customer_record(c: &CustomerConfig, fraction: f64, epoch: u64) -> Result<CustomerRecord, String> {
     let mut r = CustomerRecord::zeroed();
     r.proxy_threshold = fraction_to_threshold(fraction);
+    r.draw = match c.draw {
+        Draw::Query => draw::QUERY,
+        Draw::Resolver => draw::RESOLVER,
+    };
+    r.resolver_seed = resolver_seed(&c.id, epoch);
     r.ttl = c.ttl;
     r.proxy_ttl = c.ttl;
     r.overflow = match c.overflow {
@@ -128,13 +144,25 @@ mod tests {
             assignment: Assignment::Weighted,
             fraction: 0.5,
             ttl: 60,
+            draw: Draw::Query,
             token: None,
         }
     }
 
     #[test]
+    fn the_draw_mode_and_its_seed() {
+        let r = customer_record(&customer(), 0.5, 7).unwrap();
+        assert_eq!(r.draw, draw::QUERY);
+        let by_resolver = CustomerConfig { draw: Draw::Resolver, ..customer() };
+        let r = customer_record(&by_resolver, 0.5, 7).unwrap();
+        assert_eq!((r.draw, r.resolver_seed), (draw::RESOLVER, resolver_seed("shop", 7)));
+        assert_ne!(resolver_seed("shop", 7), resolver_seed("shop", 8), "a new period, a new seed");
+        assert_ne!(resolver_seed("shop", 7), resolver_seed("shoe", 7), "customers differ");
+    }
+
+    #[test]
     fn record_fields() {
-        let r = customer_record(&customer(), 0.5).unwrap();
+        let r = customer_record(&customer(), 0.5, 0).unwrap();
         assert_eq!(r.proxy_threshold, 1 << 31);
         assert_eq!((r.ttl, r.proxy_ttl), (60, 60), "proxy answers keep the customer's TTL until told");
         assert_eq!(r.overflow, overflow::CNAME);
@@ -150,8 +178,8 @@ mod tests {
 
     #[test]
     fn fraction_edges() {
-        assert_eq!(customer_record(&customer(), 0.0).unwrap().proxy_threshold, 0);
-        assert_eq!(customer_record(&customer(), 1.0).unwrap().proxy_threshold, 1 << 32);
+        assert_eq!(customer_record(&customer(), 0.0, 0).unwrap().proxy_threshold, 0);
+        assert_eq!(customer_record(&customer(), 1.0, 0).unwrap().proxy_threshold, 1 << 32);
     }
 
     #[test]

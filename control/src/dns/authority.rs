@@ -22,7 +22,7 @@ use hickory_proto::{
 use spillway_common::{
     decision::{
         Draws, OriginDraw, Target, addr_key_v4, addr_key_v6, choose_target, pick_origin, proxy_index, proxy_window,
-        subnet_key_v4, subnet_key_v6,
+        side_draw, subnet_key_v4, subnet_key_v6,
     },
     dns::{HEADER_LEN, OUR_EDNS_UDP_SIZE, PLAIN_UDP_LIMIT},
     name::name_key,
@@ -241,7 +241,11 @@ impl Authority {
             let (origins, proxies_len) =
                 if v6 { (rec.origin_v6_len, proxies.v6_len) } else { (rec.origin_v4_len, proxies.v4_len) };
             let draws = Draws::from_rand(rand::random());
-            match choose_target(&rec, draws.fraction, proxies_len, origins) {
+            let client_key = match client {
+                IpAddr::V4(a) => subnet_key_v4(a.octets()),
+                IpAddr::V6(a) => subnet_key_v6(a.octets()),
+            };
+            match choose_target(&rec, side_draw(&rec, draws.fraction, client_key), proxies_len, origins) {
                 Some(Target::Proxy) => {
                     c.count(Target::Proxy as usize);
                     let (start, count) = proxy_window(proxies_len, draws.window);
@@ -257,14 +261,7 @@ impl Authority {
                 }
                 Some(Target::Origin) => {
                     c.count(Target::Origin as usize);
-                    let draw = OriginDraw {
-                        rr_cursor: c.next_rr(),
-                        rand: draws.origin,
-                        client_key: match client {
-                            IpAddr::V4(a) => subnet_key_v4(a.octets()),
-                            IpAddr::V6(a) => subnet_key_v6(a.octets()),
-                        },
-                    };
+                    let draw = OriginDraw { rr_cursor: c.next_rr(), rand: draws.origin, client_key };
                     let addr = if v6 {
                         let i = pick_origin(rec.assignment, origins, &rec.origin_v6_cum_weight, draw, |i| {
                             addr_key_v6(&rec.origin_v6[i & 7])
@@ -426,6 +423,14 @@ origin_cname = "Origin.Example."
 overflow = "cname"
 fraction = 0.0
 ttl = 50
+[[customer]]
+id = "sticky"
+names = ["sticky.cdn.example.net."]
+origin_addresses = ["203.0.113.30"]
+overflow = "origin"
+fraction = 0.5
+ttl = 30
+draw = "resolver"
 "#;
 
     fn setup() -> (Authority, Catalog) {
@@ -464,6 +469,36 @@ ttl = 50
 
     fn rdata(m: &Message) -> Vec<String> {
         m.answers.iter().map(|r| r.data.to_string()).collect()
+    }
+
+    /// Drawn per resolver: every query of a /24 gets the same side, about half of the /24s the
+    /// proxies; a new re-draw period gives new seeds, so other /24s.
+    #[test]
+    fn per_resolver_draws_stick_to_the_prefix_until_the_redraw() {
+        let (a, mut c) = setup();
+        let side = |c: &Catalog, net: u8, host: u8| {
+            let q = Message::query()
+                .add_query(Query::query(Name::from_ascii("sticky.cdn.example.net.").unwrap(), RecordType::A))
+                .to_vec()
+                .unwrap();
+            let from = std::net::IpAddr::from([10, net, 7, host]);
+            let m = Message::from_vec(&a.answer(&c.snapshot(), &q, from, Transport::Udp).unwrap()).unwrap();
+            rdata(&m) == ["198.51.100.10"]
+        };
+        let before: Vec<bool> = (0..200).map(|n| side(&c, n, 1)).collect();
+        for n in 0..200 {
+            assert_eq!(side(&c, n, 99), before[n as usize], "one /24, one side");
+        }
+        let proxied = before.iter().filter(|&&p| p).count();
+        assert!((60..=140).contains(&proxied), "{proxied} of 200 on the proxies");
+        let now = crate::engine::unix_now();
+        assert_eq!(c.redraw(now, None).unwrap(), 0, "same period, no change");
+        let seed = c.customer("sticky").unwrap().record.resolver_seed;
+        assert_eq!(c.redraw(now + 3600, None).unwrap(), 1, "only the customer drawing per resolver");
+        assert_ne!(c.customer("sticky").unwrap().record.resolver_seed, seed);
+        let after: Vec<bool> = (0..200).map(|n| side(&c, n, 1)).collect();
+        let moved = before.iter().zip(&after).filter(|(x, y)| x != y).count();
+        assert!(moved > 40, "a new seed re-draws the resolvers: {moved} of 200 moved");
     }
 
     #[test]

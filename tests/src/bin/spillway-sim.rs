@@ -37,6 +37,7 @@ fn tick_cost() -> Duration {
                     served_rps: Some(900.0 + (i % 100) as f64),
                     manual: None,
                     ttl_s: 30,
+                    per_resolver: false,
                 },
             })
             .collect();

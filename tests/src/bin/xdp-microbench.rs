@@ -1,7 +1,8 @@
 //! BPF_PROG_TEST_RUN cost of the XDP program per query (A, AAAA over IPv6, EDNS, a long name, a
 //! passed query), next to a program that only returns XDP_TX, measured in the same run, with 1,
 //! 10 000 and 1 000 000 names in the map. In the 1-name row the map holds only the name the case
-//! queries (the short name for the passed query, which asks for another).
+//! queries (the short name for the passed query, which asks for another). Then, with 1 000 000
+//! names: the rate limit on, and the customer drawing per resolver.
 //! Writes target/bench/results.json.
 //!
 //! The program runs with BENCH_REPLAY set: test_run's `repeat` feeds each run the previous
@@ -16,7 +17,10 @@ use spillway::dataplane::{
     records::key_of,
     test_run::{TestRunOptions, test_run},
 };
-use spillway_common::rrl::RrlParams;
+use spillway_common::{
+    maps::{CustomerRecord, draw},
+    rrl::RrlParams,
+};
 use spillway_tests::{dnswire::*, fixture};
 
 const CONFIG: &str = r#"
@@ -160,22 +164,33 @@ fn main() {
             }));
         }
     }
-    // The rate limit's own cost, with 1 000 000 names: on, at a rate the runs never reach, so
-    // every answer reads the clock and looks up and updates its bucket.
+    // With 1 000 000 names, the A and AAAA cases again under a setting: `what` labels them.
+    let mut variant = |dp: &Dataplane, what: &str, tag: (&str, serde_json::Value)| {
+        for case in &CASES[..2] {
+            let frame = symmetric_frame(case);
+            let floor = measure(dp, program::TX_FLOOR, &frame, fixture::XDP_TX);
+            let program = measure(dp, program::DNS, &frame, case.action);
+            let label = format!("{}, {what}", case.label);
+            println!("{loaded:>9}  {label:<22} {program:>6.0} ns {floor:>10.0} ns {:>6.2}x", program / floor);
+            let mut row = json!({
+                "names": loaded, "query": label, "program_ns": program, "floor_ns": floor,
+                "ratio": program / floor, "repeat": REPEAT, "rounds": ROUNDS, "statistic": "median",
+            });
+            row[tag.0] = tag.1.clone();
+            results.push(row);
+        }
+    };
+    // The rate limit's own cost: on, at a rate the runs never reach, so every answer reads the
+    // clock and looks up and updates its bucket.
     let never = RrlParams { rate: i32::MAX as u32, window_s: 1, slip: 2, _pad: 0 };
     dp.set_rrl(&never, &[]).expect("rate limit on");
-    for case in &CASES[..2] {
-        let frame = symmetric_frame(case);
-        let floor = measure(&dp, program::TX_FLOOR, &frame, fixture::XDP_TX);
-        let program = measure(&dp, program::DNS, &frame, case.action);
-        let label = format!("{}, rate limit on", case.label);
-        println!("{loaded:>9}  {label:<22} {program:>6.0} ns {floor:>10.0} ns {:>6.2}x", program / floor);
-        results.push(json!({
-            "names": loaded, "query": label, "program_ns": program, "floor_ns": floor,
-            "ratio": program / floor, "repeat": REPEAT, "rounds": ROUNDS, "statistic": "median", "rrl": true,
-        }));
-    }
+    variant(&dp, "rate limit on", ("rrl", json!(true)));
     dp.set_rrl(&RrlParams::OFF, &[]).expect("rate limit off");
+    // Drawn per resolver: the draw is a hash of the source's prefix, and each answer counts
+    // the prefix in the per-CPU LRU map (one lookup and an increment once it is there).
+    let by_resolver = CustomerRecord { draw: draw::RESOLVER, ..shop.record };
+    dp.set_customer(shop.index, &by_resolver).expect("per resolver");
+    variant(&dp, "per resolver", ("draw", json!("resolver")));
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
     let out = dir.join("results.json");

@@ -10,8 +10,9 @@ pub mod scenarios;
 
 use spillway::controller::{BuyerInputs, BuyerTick, Controller, ControllerParams, NetworkInputs, RuleParams};
 
-use self::model::{Proxy, Resolvers, rng};
+use self::model::{Pick, Proxy, Resolvers, rng};
 use rand::Rng;
+use spillway_common::decision::{fraction_to_threshold, mix64};
 
 /// A buyer: its resolvers, demand, contract and estimate.
 #[derive(Debug, Clone)]
@@ -49,6 +50,9 @@ pub struct Scenario {
     pub noise: f64,
     /// The controller's `proxy_ttl_min_s` (0: proxy answers keep the customer's TTL).
     pub proxy_ttl_min_s: u32,
+    /// The data plane's draw: `None` per query; `Some(s)` per resolver, the seed re-drawn
+    /// every `s` seconds.
+    pub redraw_s: Option<i64>,
     /// When a step happens, for `settle_s`.
     pub step_at: Option<i64>,
 }
@@ -139,6 +143,7 @@ pub fn run(sc: &Scenario) -> Trace {
                     served_rps: (!stale).then_some(last_served[b]),
                     manual: None,
                     ttl_s: sc.ttl_s,
+                    per_resolver: sc.redraw_s.is_some(),
                 },
             })
             .collect();
@@ -152,7 +157,14 @@ pub fn run(sc: &Scenario) -> Trace {
         }
         // 2. Resolvers whose answers expired ask again.
         for (b, res) in resolvers.iter_mut().enumerate() {
-            answers[b] = res.requery(&mut r, t, fraction[b], proxy_ttl[b]);
+            let pick = match sc.redraw_s {
+                None => Pick::Query { fraction: fraction[b] },
+                Some(every) => Pick::Resolver {
+                    threshold: fraction_to_threshold(fraction[b]),
+                    seed: mix64(((b as u64) << 32) | t.div_euclid(every.max(1)) as u64) as u32,
+                },
+            };
+            answers[b] = res.requery(&mut r, t, pick, proxy_ttl[b]);
             tr.queries += answers[b].0 + answers[b].1;
         }
         // 3. Traffic in second t, and the true room for buyers.

@@ -4,6 +4,7 @@
 //! diurnal traffic, and the reports the proxies send. Deterministic from a seed; no network.
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use spillway_common::decision::{mix64, resolver_draw, subnet_key_v4};
 
 /// One buyer's resolver population.
 pub struct Resolvers {
@@ -19,6 +20,17 @@ pub struct Resolvers {
     ttl: i64,
     /// Sum of the weights of resolvers on the proxies.
     pub proxy_weight: f64,
+    /// Each resolver's prefix key, as the data plane computes it from the source address.
+    pub keys: Vec<u64>,
+}
+
+/// How an asking resolver's side is drawn: the data plane's two modes.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick {
+    /// Each query on its own: proxies with probability `fraction`.
+    Query { fraction: f64 },
+    /// Each resolver by [`resolver_draw`] of its key under `seed`, against `threshold`.
+    Resolver { threshold: u64, seed: u32 },
 }
 
 /// A sample from the Zipf distribution on 1..=max with exponent `s` (inverse CDF on a table).
@@ -58,19 +70,24 @@ impl Resolvers {
             wheel,
             ttl: ttl as i64,
             proxy_weight: 0.0,
+            // Not from `rng`: the draws of the scenarios stay what they were before keys.
+            keys: (0..n as u64).map(|i| subnet_key_v4((mix64(i) as u32).to_be_bytes())).collect(),
         }
     }
 
-    /// The resolvers whose answer expires at second `t` ask again; each gets the proxies with
-    /// probability `fraction`, with TTL `proxy_ttl` (1 to the customer's), and otherwise the
-    /// customer's TTL. Returns (proxy answers, other answers).
-    pub fn requery(&mut self, rng: &mut StdRng, t: i64, fraction: f64, proxy_ttl: i64) -> (u64, u64) {
+    /// The resolvers whose answer expires at second `t` ask again; each gets the proxies as
+    /// `pick` says, with TTL `proxy_ttl` (1 to the customer's), and otherwise the customer's
+    /// TTL. Returns (proxy answers, other answers).
+    pub fn requery(&mut self, rng: &mut StdRng, t: i64, pick: Pick, proxy_ttl: i64) -> (u64, u64) {
         let len = self.wheel.len() as i64;
         let slot = t.rem_euclid(len) as usize;
         let proxy_ttl = proxy_ttl.clamp(1, self.ttl);
         let (mut p, mut o) = (0, 0);
         for i in std::mem::take(&mut self.wheel[slot]) {
-            let proxy = rng.random::<f64>() < fraction;
+            let proxy = match pick {
+                Pick::Query { fraction } => rng.random::<f64>() < fraction,
+                Pick::Resolver { threshold, seed } => u64::from(resolver_draw(self.keys[i as usize], seed)) < threshold,
+            };
             let next = if proxy { proxy_ttl } else { self.ttl };
             self.wheel[(t + next).rem_euclid(len) as usize].push(i);
             let i = i as usize;
@@ -131,7 +148,7 @@ mod tests {
         assert!(top > 0.1, "top 1% hold {top}");
         let (mut p, mut o) = (0, 0);
         for t in 0..10 {
-            let (a, b) = res.requery(&mut r, t, 0.3, 10);
+            let (a, b) = res.requery(&mut r, t, Pick::Query { fraction: 0.3 }, 10);
             p += a;
             o += b;
         }
@@ -149,7 +166,7 @@ mod tests {
         let (f, tp) = (0.7, 5);
         let mut asked = 0;
         for t in 0..300 {
-            let (a, b) = res.requery(&mut r, t, f, tp);
+            let (a, b) = res.requery(&mut r, t, Pick::Query { fraction: f }, tp);
             asked += a + b;
         }
         let held = res.on_proxy.iter().filter(|&&x| x).count() as f64 / 20_000.0;

@@ -50,6 +50,7 @@ fn base(name: &str, size: Size, ttl: u32) -> Scenario {
         noise: 0.02,
         step_at: None,
         proxy_ttl_min_s: 0,
+        redraw_s: None,
     }
 }
 
@@ -109,5 +110,19 @@ pub fn all(size: Size) -> Vec<Scenario> {
         .map(|s| Scenario { name: format!("{}_short_ttl", s.name), proxy_ttl_min_s: 5, ..s.clone() })
         .collect();
     out.extend(short);
+    // Drawn per resolver (`draw = "resolver"`), re-drawn hourly (the default
+    // `server.resolver_redraw_s`); the many buyers also re-drawn every TTL, which is worse.
+    let mut per_resolver: Vec<Scenario> = out
+        .iter()
+        .filter(|s| s.ttl_s == 30)
+        .map(|s| Scenario { name: format!("{}_resolver", s.name), redraw_s: Some(3600), ..s.clone() })
+        .collect();
+    let every_ttl: Vec<Scenario> = out
+        .iter()
+        .filter(|s| s.name.starts_with("buyers_"))
+        .map(|s| Scenario { name: format!("{}_resolver_redraw_ttl", s.name), redraw_s: Some(30), ..s.clone() })
+        .collect();
+    per_resolver.extend(every_ttl);
+    out.extend(per_resolver);
     out
 }
