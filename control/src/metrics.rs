@@ -26,6 +26,7 @@ struct CustomerView {
     contracted_rps: u64,
     served_rps: Option<f64>,
     setpoint_rps: Option<f64>,
+    proxy_ttl: u32,
 }
 
 impl EngineView {
@@ -45,6 +46,7 @@ impl EngineView {
                         contracted_rps: c.contracted_rps,
                         served_rps: d.and_then(|d| d.served_rps),
                         setpoint_rps: d.map(|d| d.setpoint_rps),
+                        proxy_ttl: c.record.proxy_ttl,
                     }
                 })
                 .collect(),
@@ -59,6 +61,7 @@ pub const XDP_PACKETS_TOTAL: &str = "spillway_xdp_packets_total";
 pub const CUSTOMER_CONTRACTED_RPS: &str = "spillway_customer_contracted_rps";
 pub const CUSTOMER_SERVED_RPS: &str = "spillway_customer_served_rps";
 pub const CUSTOMER_SETPOINT_RPS: &str = "spillway_customer_setpoint_rps";
+pub const CUSTOMER_PROXY_TTL: &str = "spillway_customer_proxy_ttl_seconds";
 pub const CONTROLLER_SCALE: &str = "spillway_controller_scale";
 pub const RRL_TOTAL: &str = "spillway_rrl_total";
 
@@ -73,6 +76,7 @@ pub struct Metrics {
     contracted: GaugeVec,
     served: GaugeVec,
     setpoint: GaugeVec,
+    proxy_ttl: GaugeVec,
     scale: prometheus::Gauge,
     xdp_packets: IntCounterVec,
     rrl: IntCounterVec,
@@ -122,6 +126,14 @@ impl Metrics {
             &["customer"],
         )
         .expect("valid metric");
+        let proxy_ttl = GaugeVec::new(
+            Opts::new(
+                CUSTOMER_PROXY_TTL,
+                "The TTL of a customer's proxy answers, as in force (its own, or shorter by the controller).",
+            ),
+            &["customer"],
+        )
+        .expect("valid metric");
         let scale = prometheus::Gauge::new(
             CONTROLLER_SCALE,
             "Load feedback: the proxies' spare capacity over everything sold, at most 1.",
@@ -150,7 +162,7 @@ impl Metrics {
         for c in [&dns_queries, &answers, &xdp_packets, &rrl] {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
-        for g in [&fraction, &contracted, &served, &setpoint] {
+        for g in [&fraction, &contracted, &served, &setpoint, &proxy_ttl] {
             registry.register(Box::new(g.clone())).expect("unique metric");
         }
         registry.register(Box::new(scale.clone())).expect("unique metric");
@@ -162,6 +174,7 @@ impl Metrics {
             contracted,
             served,
             setpoint,
+            proxy_ttl,
             scale,
             xdp_packets,
             rrl,
@@ -208,6 +221,7 @@ impl Metrics {
             let id = c.id.as_str();
             self.fraction.with_label_values(&[id]).set(c.fraction);
             self.contracted.with_label_values(&[id]).set(c.contracted_rps as f64);
+            self.proxy_ttl.with_label_values(&[id]).set(f64::from(c.proxy_ttl));
             if let Some(s) = c.served_rps {
                 self.served.with_label_values(&[id]).set(s);
             }

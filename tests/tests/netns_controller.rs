@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::{Value, json};
 use spillway_tests::{
-    client::{api_ok, dig, now_f64},
+    client::{api_ok, dig, metric, now_f64},
     daemon::{self, Daemon},
     netns::{SERVER_ADDR4, Topology},
     require_privileges,
@@ -138,6 +138,8 @@ fn proxy_answers_get_a_short_ttl_when_the_buyer_is_over() {
         report_each_second(&topo, 800, 6);
         let shop = api_ok(&topo, "GET", "/v1/customers/shop", OP, None);
         assert_eq!(shop["controller"]["proxy_ttl"], 2, "{shop}");
+        let (_, metrics) = daemon::http(&topo, "GET", "/metrics", None, None);
+        assert_eq!(metric(&metrics, r#"spillway_customer_proxy_ttl_seconds{customer="shop"}"#), 2.0);
         stop.store(true, Ordering::Relaxed);
     });
     // The record in the data plane carries it: with every answer sent to the proxies (a

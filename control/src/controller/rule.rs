@@ -241,11 +241,18 @@ pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now
     // unless the proxies already serve too much.
     let demand = s.demand_rps.filter(|&x| x > 0.0);
     let (Some(demand), true) = (demand, warm || over) else {
-        let f = i.estimate.clamp(0.0, 1.0);
+        // Per resolver, the estimate's resolvers carry an unknown share of the users (a hash
+        // picks them, not their size), so with short proxy TTLs on their answers get one from
+        // the start, and what they turn out to carry is corrected within it. Per query the
+        // estimate's share is what the users get, on average.
+        s.short_ttl |= i.per_resolver && p.proxy_ttl_min_s > 0;
+        let share = i.estimate.clamp(0.0, 1.0);
+        let ttl = if s.short_ttl { proxy_ttl(p, i.ttl_s, share) } else { i.ttl_s };
+        let f = answer_fraction(i, share, ttl);
         s.fraction = if i.served_rps.is_none() && s.fraction > 0.0 { s.fraction.min(f) } else { f };
-        s.share = s.fraction;
-        s.proxy_ttl = i.ttl_s;
-        return Decision { fraction: s.fraction, why: Why::Estimate, ..d };
+        s.share = share.min(s.fraction);
+        s.proxy_ttl = ttl;
+        return Decision { fraction: s.fraction, why: Why::Estimate, proxy_ttl: ttl, ..d };
     };
     let target = (setpoint / demand * (1.0 + s.trim)).clamp(0.0, 1.0);
     let mut f = target;
@@ -272,7 +279,10 @@ pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now
     // error is the TTL's lag, not a model error), and not against a saturated fraction.
     let e = if setpoint > 0.0 { (setpoint - served) / setpoint } else { -1.0 };
     let saturated = (f >= 1.0 && e > 0.0) || (f <= 0.0 && e < 0.0);
-    let settled = cached.is_some_and(|c| (c - s.share).abs() <= 0.1 * s.share.max(0.01));
+    // Per resolver the cache never holds the fraction exactly: it holds the resolvers hashed
+    // below it, more or fewer than the fraction by chance, and their users more or fewer
+    // again. That gap is what the trim is for, so it integrates there whenever not saturated.
+    let settled = i.per_resolver || cached.is_some_and(|c| (c - s.share).abs() <= 0.1 * s.share.max(0.01));
     if settled && !saturated {
         s.trim = (s.trim + p.ki * e * dt / ttl as f64).clamp(-p.trim_limit, p.trim_limit);
     }
@@ -452,6 +462,36 @@ mod tests {
         let (by_query, by_resolver) = (run(90, 900.0, false), run(90, 900.0, true));
         assert!((by_resolver.fraction - 0.5).abs() < 0.05, "{by_resolver:?}");
         assert!(by_query.fraction < by_resolver.fraction - 0.2, "{by_query:?}");
+    }
+
+    /// Per resolver, the hashed resolvers below the fraction are more or fewer than it by
+    /// chance, so the cache's share never settles on it; the trim corrects what they carry
+    /// anyway (per query it waits for the cache). And in a contract's first TTL, with short
+    /// proxy TTLs on, the estimate's answers get the short TTL per resolver only.
+    #[test]
+    fn per_resolver_trims_an_unsettled_cache_and_starts_short() {
+        let p = RuleParams { proxy_ttl_min_s: 5, ..Default::default() };
+        let run = |per_resolver: bool| {
+            let mut s = BuyerState { fraction: 0.22, share: 0.22, active_s: 100.0, ..Default::default() };
+            s.window.push(0, 28, 72, 30, 30);
+            s.demand_rps = Some(1000.0);
+            let i = BuyerInputs { ttl_s: 30, per_resolver, ..inputs(300.0, Some(400.0)) };
+            for t in 1..20 {
+                step(&p, &mut s, &i, 1.0, t, 1.0);
+            }
+            s.trim
+        };
+        assert!(run(true) < -0.05, "{}", run(true));
+        assert_eq!(run(false), 0.0, "per query the trim waits for the cache");
+        let first = |per_resolver: bool| {
+            let mut s = BuyerState::default();
+            let i = BuyerInputs { ttl_s: 30, per_resolver, ..inputs(300.0, Some(0.0)) };
+            step(&p, &mut s, &i, 1.0, 0, 1.0)
+        };
+        let (by_resolver, by_query) = (first(true), first(false));
+        assert_eq!((by_resolver.why, by_query.why), (Why::Estimate, Why::Estimate));
+        assert_eq!((by_resolver.proxy_ttl, by_query.proxy_ttl), (5, 30), "{by_resolver:?} {by_query:?}");
+        assert_eq!(by_resolver.fraction, 0.3, "the estimate is the share of resolvers");
     }
 
     #[test]

@@ -12,7 +12,8 @@ use spillway::controller::{BuyerInputs, BuyerTick, Controller, ControllerParams,
 
 use self::model::{Pick, Proxy, Resolvers, rng};
 use rand::Rng;
-use spillway_common::decision::{fraction_to_threshold, mix64};
+use spillway::dataplane::records::resolver_seed;
+use spillway_common::decision::fraction_to_threshold;
 
 /// A buyer: its resolvers, demand, contract and estimate.
 #[derive(Debug, Clone)]
@@ -159,9 +160,10 @@ pub fn run(sc: &Scenario) -> Trace {
         for (b, res) in resolvers.iter_mut().enumerate() {
             let pick = match sc.redraw_s {
                 None => Pick::Query { fraction: fraction[b] },
+                // The seed the catalog writes: from the id and the period (t from 0, not Unix time).
                 Some(every) => Pick::Resolver {
                     threshold: fraction_to_threshold(fraction[b]),
-                    seed: mix64(((b as u64) << 32) | t.div_euclid(every.max(1)) as u64) as u32,
+                    seed: resolver_seed(&ids[b], t.div_euclid(every.max(1)) as u64),
                 },
             };
             answers[b] = res.requery(&mut r, t, pick, proxy_ttl[b]);
