@@ -211,16 +211,18 @@ impl Engine {
         Ok(())
     }
 
-    /// The market's regular work, then the contracts' transitions: these run even when the
-    /// market's work failed, so contracts switch on time in the data plane.
+    /// The market's regular work, then the contracts' transitions and the per-resolver seeds
+    /// of a new re-draw period: these run even when the market's work failed, so contracts
+    /// switch on time in the data plane.
     pub fn tick(&mut self, now: i64) -> Result<()> {
         let market = match &mut self.market {
             Some(market) => market.tick(&mut self.store, &self.capacity, now).map_err(Error::from),
             None => Ok(()),
         };
         self.sync_contracts(now, false)?;
-        self.catalog.redraw(now, self.dataplane.as_mut())?;
-        market
+        let redraw = self.catalog.redraw(now, self.dataplane.as_mut());
+        market?;
+        redraw.map(|_| ())
     }
 
     /// One controller tick at `now` (seconds, with fraction): every buyer's answers since the

@@ -32,6 +32,11 @@
 //! 8. No contract in force: 0. A manual fraction wins. For the first TTL of a contract (the
 //!    caches have not turned over, so few and unrepresentative answers are cached): the
 //!    buyer's estimate, unless the proxies already serve more than the setpoint.
+//! 9. Drawn per resolver (the customer's `draw = "resolver"`), a resolver keeps its side when
+//!    it asks again: the answer fraction is the share itself, going down asks for the target
+//!    at once (no undershoot: it would hold resolvers on the origin for a whole TTL), the trim
+//!    integrates without waiting for the cache to hold the fraction (the hashed resolvers are
+//!    never exactly that share), and with short proxy TTLs on a contract starts on them.
 
 use serde::Serialize;
 
