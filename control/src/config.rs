@@ -663,6 +663,12 @@ impl Config {
         let mut ids = HashSet::new();
         let mut owner: HashMap<Name, &str> = HashMap::new();
         let mut delegated: Vec<(Name, &str)> = Vec::new();
+        // Every zone we answer for, ours and the customers', for the CNAME loop check.
+        let answered: Vec<Name> = zones
+            .iter()
+            .cloned()
+            .chain(self.customers.iter().flat_map(|c| c.get_ref().zones.iter().filter_map(|z| parse_name(z).ok())))
+            .collect();
         for (i, c) in self.customers.iter().enumerate() {
             let header = lines.line(c.span().start);
             v.spans.push((header, c.span()));
@@ -761,7 +767,17 @@ impl Config {
                     Ok(n) if c.names.iter().filter_map(|x| parse_name(x).ok()).any(|x| x == n) => {
                         v.push(line, &format!("{at}.origin_cname"), "points at one of the customer's own names".into())
                     }
-                    Ok(_) => {}
+                    // The overflow would come back to us: a resolver following it asks us
+                    // again, and the answer can be the proxies or another CNAME.
+                    Ok(n) => {
+                        if let Some(z) = answered.iter().find(|z| z.zone_of(&n)) {
+                            v.push(
+                                line,
+                                &format!("{at}.origin_cname"),
+                                format!("{cn:?} is inside {z}, a zone we answer for: the overflow must leave us"),
+                            )
+                        }
+                    }
                 }
             }
             if let Some(w) = &c.origin_weights {
@@ -1085,6 +1101,13 @@ ttl = 30
             r#"names = ["shop.cdn.example.net.", "shop.example.", "www.shop.example."]
 zones = ["shop.example."]"#,
         );
+        // Its CNAME target is inside the zone it now delegates to us: a loop back to us.
+        let e = Config::parse(&ok, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("origin_cname") && e.contains("inside shop.example., a zone we answer for"), "{e}");
+        let into_ours = EXAMPLE.replace("origin.shop.example.", "origin.cdn.example.net.");
+        let e = Config::parse(&into_ours, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("inside cdn.example.net., a zone we answer for"), "{e}");
+        let ok = ok.replace("origin.shop.example.", "origin.shop-hosting.example.");
         let c = Config::parse(&ok, "x.toml").unwrap();
         assert_eq!(c.customers().next().unwrap().zones, ["shop.example."]);
         let bad = ok.replace(r#"zones = ["shop.example."]"#, r#"zones = ["sub.cdn.example.net."]"#);

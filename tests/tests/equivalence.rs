@@ -54,7 +54,7 @@ ttl = 45
 [[customer]]
 id = "cname"
 names = ["cname.cdn.example.net.", "x.cdn.example.net."]
-origin_cname = "Origin.Shop.Example."
+origin_cname = "Origin.Shop.Example.org."
 overflow = "cname"
 fraction = 0.0
 ttl = 60

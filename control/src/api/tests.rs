@@ -450,6 +450,16 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "/customers".into(),
             OP,
             Some(
+                json!({"id": "loop", "names": ["loop.cdn.example.net."], "origin_cname": "www.cdn.example.net.", "overflow": "cname", "fraction": 0.1}),
+            ),
+            422,
+            "a zone we answer for",
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            OP,
+            Some(
                 json!({"id": "shop", "names": ["x.cdn.example.net."], "origin_addresses": ["192.0.2.1"], "overflow": "origin", "fraction": 0.1}),
             ),
             422,
