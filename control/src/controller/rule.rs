@@ -268,7 +268,7 @@ pub fn step(p: &RuleParams, s: &mut BuyerState, i: &BuyerInputs, scale: f64, now
         // Down: make the cache hold the target after part of a TTL.
         let h = ((ttl as f64) * p.down_horizon).round().max(1.0) as i64;
         let (old_p, old_n) = s.window.surviving(now, h);
-        let new_n = s.window.rate(ttl) * h as f64;
+        let new_n = s.window.rate() * h as f64;
         if new_n > 0.0 {
             f = ((target * (old_n as f64 + new_n) - old_p as f64) / new_n).clamp(0.0, target);
         }

@@ -59,9 +59,9 @@ impl AnswerWindow {
         (n > 0).then(|| p as f64 / n as f64)
     }
 
-    /// Answers per second over the customer's TTL.
-    pub fn rate(&self, ttl: i64) -> f64 {
-        self.buckets.iter().map(|b| b.proxy + b.other).sum::<u64>() as f64 / ttl.max(1) as f64
+    /// Answers per second over the customer's TTL (the one of the last push).
+    pub fn rate(&self) -> f64 {
+        self.buckets.iter().map(|b| b.proxy + b.other).sum::<u64>() as f64 / self.ttl.max(1) as f64
     }
 
     /// (proxy, total) answers that will still be cached at `t + h`.
