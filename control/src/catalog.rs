@@ -448,6 +448,43 @@ impl Catalog {
         Ok(&self.customers[i])
     }
 
+    /// Replace a customer's entry but its names (what the buyer set for itself, validated by
+    /// the caller): the record is rebuilt around the fraction in force, data plane first. In
+    /// auto mode with no controller at work (the market off, or no contract in force) the
+    /// fraction follows the new estimate; a manual override or the controller's fraction
+    /// stays. A proxy TTL the controller shortened stays, within the new TTL.
+    pub fn set_config(&mut self, id: &str, config: CustomerConfig, dp: Option<&mut Dataplane>) -> Result<&Customer> {
+        let i = self.position(id)?;
+        let c = &self.customers[i];
+        if config.id != c.config.id || config.names != c.config.names || config.zones != c.config.zones {
+            return Err(Error::Record(id.into(), "names and zones change by their own requests".into()));
+        }
+        let controlled = self.gated && c.contracted_rps > 0;
+        let fraction = match c.mode {
+            Mode::Manual => c.fraction,
+            Mode::Auto if controlled => c.fraction,
+            Mode::Auto if self.gated => 0.0,
+            Mode::Auto => config.fraction,
+        };
+        let mut record = customer_record(&config, fraction, self.epoch).map_err(|e| Error::Record(id.into(), e))?;
+        if c.record.proxy_ttl < c.config.ttl {
+            record.proxy_ttl = c.record.proxy_ttl.min(config.ttl);
+        }
+        let cname = config.origin_cname.as_deref().and_then(|n| parse_name(n).ok());
+        let index = c.index;
+        let mut dp = dp;
+        if let Some(dp) = dp.as_deref_mut() {
+            dp.set_customer(index, &record)?;
+        }
+        let c = &mut self.customers[i];
+        c.record = record;
+        c.fraction = fraction;
+        c.config = config;
+        c.live.set_answering(record, cname);
+        self.bump_generation(dp)?;
+        Ok(&self.customers[i])
+    }
+
     /// The re-draw period of Unix time `now`.
     fn epoch_at(&self, now: i64) -> u64 {
         now.max(0) as u64 / u64::from(self.redraw_s)

@@ -76,9 +76,23 @@ pub struct ServerConfig {
     /// time, so every edge re-draws at once): which resolvers get the proxies is re-drawn.
     #[serde(default = "default_resolver_redraw_s")]
     pub resolver_redraw_s: u32,
+    /// The TTLs a buyer may set for itself through the API (`PUT /v1/customers/{id}/settings`),
+    /// seconds; the operator's own changes are bound only by the largest TTL.
+    #[serde(default = "default_buyer_ttl_min_s")]
+    pub buyer_ttl_min_s: u32,
+    #[serde(default = "default_buyer_ttl_max_s")]
+    pub buyer_ttl_max_s: u32,
 }
 
 fn default_resolver_redraw_s() -> u32 {
+    3600
+}
+
+fn default_buyer_ttl_min_s() -> u32 {
+    5
+}
+
+fn default_buyer_ttl_max_s() -> u32 {
     3600
 }
 
@@ -460,8 +474,30 @@ impl Config {
     /// `added` come after the file's customers; returns the problems of the added ones only,
     /// as `id.key: message`.
     pub fn check_added_customers(&self, added: &[CustomerConfig]) -> Vec<String> {
+        let first = self.customers.len();
+        self.customer_problems(None, added, |n| added.get(n.checked_sub(first)?))
+    }
+
+    /// Check a config-file customer whose settings changed at run time (through the API), with
+    /// the customers added through the API after it: the problems of `changed` only, as
+    /// `id.key: message`. Empty when `changed` is not a file customer's id.
+    pub fn check_changed_file_customer(&self, changed: &CustomerConfig, added: &[CustomerConfig]) -> Vec<String> {
+        let Some(at) = self.customers().position(|c| c.id == changed.id) else { return Vec::new() };
+        self.customer_problems(Some((at, changed)), added, |n| (n == at).then_some(changed))
+    }
+
+    /// Validate the file's customers (one of them replaced) followed by `added`, and keep the
+    /// problems of the customers `pick` returns for a customer index.
+    fn customer_problems<'a>(
+        &self,
+        replace: Option<(usize, &CustomerConfig)>,
+        added: &[CustomerConfig],
+        pick: impl Fn(usize) -> Option<&'a CustomerConfig>,
+    ) -> Vec<String> {
         let mut all = self.clone();
-        let first = all.customers.len();
+        if let Some((at, c)) = replace {
+            all.customers[at] = Spanned::new(0..0, c.clone());
+        }
         all.customers.extend(added.iter().cloned().map(|c| Spanned::new(0..0, c)));
         let issues = all.validate(&LineIndex::new(""), "");
         issues
@@ -469,7 +505,7 @@ impl Config {
             .filter_map(|i| {
                 let (head, rest) = i.path.split_once(']')?;
                 let n: usize = head.strip_prefix("customer[")?.parse().ok()?;
-                let c = added.get(n.checked_sub(first)?)?;
+                let c = pick(n)?;
                 let key = rest.split_once(").").map_or("", |(_, k)| k);
                 let at = if key.is_empty() { c.id.clone() } else { format!("{}.{key}", c.id) };
                 Some(format!("{at}: {}", i.message))
@@ -571,6 +607,16 @@ impl Config {
                 None,
                 "server.resolver_redraw_s",
                 format!("{} is not within 1..=604800 (a week)", s.resolver_redraw_s),
+            );
+        }
+        if s.buyer_ttl_max_s > MAX_TTL {
+            v.push(None, "server.buyer_ttl_max_s", format!("{} is above the largest TTL {MAX_TTL}", s.buyer_ttl_max_s));
+        }
+        if s.buyer_ttl_min_s > s.buyer_ttl_max_s {
+            v.push(
+                None,
+                "server.buyer_ttl_min_s",
+                format!("{} is above server.buyer_ttl_max_s ({})", s.buyer_ttl_min_s, s.buyer_ttl_max_s),
             );
         }
         match (&self.api.token, &self.api.token_file) {
@@ -937,6 +983,19 @@ ttl = 30
     }
 
     #[test]
+    fn a_changed_file_customer_is_checked_among_the_others() {
+        let c = Config::parse(EXAMPLE, "x.toml").unwrap();
+        let mut shop = c.customers().next().unwrap().clone();
+        assert!(c.check_changed_file_customer(&shop, &[]).is_empty(), "as the file has it");
+        shop.overflow = Overflow::Cname;
+        shop.origin_cname = None;
+        let p = c.check_changed_file_customer(&shop, &[]);
+        assert_eq!(p, ["shop.origin_cname: overflow = \"cname\" needs origin_cname"]);
+        shop.id = "elsewhere".into();
+        assert!(c.check_changed_file_customer(&shop, &[]).is_empty(), "not a file customer");
+    }
+
+    #[test]
     fn draw_and_redraw_keys_are_checked() {
         let c = Config::parse(EXAMPLE, "x.toml").unwrap();
         assert_eq!(
@@ -952,6 +1011,11 @@ ttl = 30
         let bad = on.replace("resolver_redraw_s = 600", "resolver_redraw_s = 0");
         let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
         assert!(e.contains("server.resolver_redraw_s"), "{e}");
+        let bad = on
+            .replace("resolver_redraw_s = 600", "resolver_redraw_s = 600\nbuyer_ttl_min_s = 60\nbuyer_ttl_max_s = 30");
+        let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("server.buyer_ttl_min_s") && e.contains("above server.buyer_ttl_max_s"), "{e}");
+        assert_eq!((c.server.buyer_ttl_min_s, c.server.buyer_ttl_max_s), (5, 3600), "the defaults");
         let bad = on.replace("draw = \"resolver\"", "draw = \"client\"");
         let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
         assert!(e.contains("x.toml:") && e.contains("`client`") && e.contains("resolver"), "{e}");

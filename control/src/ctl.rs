@@ -85,6 +85,16 @@ pub enum CustomersCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Set what a buyer steers itself (with the buyer's token, or the operator's): JSON of the
+    /// fields to change, e.g. '{"estimate": 0.3, "overflow": "cname", "origin_cname":
+    /// "cdn.shop.example.", "ttl": 20}'; fields left out keep what they were.
+    Settings {
+        id: String,
+        #[arg(value_parser = parse_json_arg)]
+        json: Value,
+    },
+    /// Take a customer's settings away: it answers by its entry alone again.
+    ResetSettings { id: String },
     /// Give a buyer a new API token (the old one stops working); without --new-token the
     /// server makes one. The answer shows it once.
     RotateToken {
@@ -219,6 +229,12 @@ fn request(command: &CtlCommand) -> (Method, String, Option<Value>) {
             (Method::PUT, format!("/v1/customers/{id}/fraction"), Some(json!({ "mode": "auto" })))
         }
         C::Customers(CustomersCommand::Add { json }) => (Method::POST, "/v1/customers".into(), Some(json.clone())),
+        C::Customers(CustomersCommand::Settings { id, json }) => {
+            (Method::PUT, format!("/v1/customers/{id}/settings"), Some(json.clone()))
+        }
+        C::Customers(CustomersCommand::ResetSettings { id }) => {
+            (Method::DELETE, format!("/v1/customers/{id}/settings"), None)
+        }
         C::Customers(CustomersCommand::SetNames { id, names }) => {
             (Method::PUT, format!("/v1/customers/{id}/names"), Some(json!({ "names": names })))
         }
@@ -336,6 +352,11 @@ mod tests {
                 id: "n".into(),
                 names: vec!["m.cdn.example.net.".into()],
             }),
+            CtlCommand::Customers(CustomersCommand::Settings {
+                id: "shop".into(),
+                json: json!({"estimate": 0.3, "overflow": "cname", "origin_cname": "cdn.shop.example.", "ttl": 20}),
+            }),
+            CtlCommand::Customers(CustomersCommand::ResetSettings { id: "shop".into() }),
             CtlCommand::Customers(CustomersCommand::RotateToken { id: "n".into(), new_token: None }),
             CtlCommand::Customers(CustomersCommand::RotateToken {
                 id: "n".into(),

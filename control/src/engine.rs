@@ -17,6 +17,7 @@ use crate::{
     error::{Error, Result},
     ledger,
     market::{Market, MarketError, MarketParams, MarketResult, units::Price},
+    settings::CustomerSettings,
     store::Store,
     tokens::{Principal, TokenDigest, Tokens},
 };
@@ -24,8 +25,11 @@ use crate::{
 pub struct Engine {
     /// The config file as loaded: the rules customers added through the API are held to.
     pub config: Config,
-    /// Customers added through the API (also in the catalog and the store).
+    /// Customers added through the API (also in the catalog and the store), as added: the
+    /// catalog holds them with their settings over them.
     pub api_customers: Vec<CustomerConfig>,
+    /// What buyers set for themselves (stored), by customer; the catalog has it in force.
+    pub settings: HashMap<String, CustomerSettings>,
     pub catalog: Catalog,
     pub dataplane: Option<Dataplane>,
     pub store: Store,
@@ -48,6 +52,57 @@ pub struct Engine {
 /// Whether a problem from `Config::check_added_customers` is about customer `id`.
 fn is_about(problem: &str, id: &str) -> bool {
     problem.strip_prefix(id).is_some_and(|rest| rest.starts_with(':') || rest.starts_with('.'))
+}
+
+/// Customer `id`'s entry without the settings over it: the config file's, or as the API
+/// added it.
+fn base_config(config: &Config, api_customers: &[CustomerConfig], id: &str) -> Option<CustomerConfig> {
+    config.customers().chain(api_customers).find(|c| c.id == id).cloned()
+}
+
+/// The config file's rules for a customer's entry with settings over it (`effective`), among
+/// the others as they are: the problems of that customer.
+fn check_settings(config: &Config, api_customers: &[CustomerConfig], effective: &CustomerConfig) -> Vec<String> {
+    if config.customers().any(|c| c.id == effective.id) {
+        return config.check_changed_file_customer(effective, api_customers);
+    }
+    let all: Vec<CustomerConfig> =
+        api_customers.iter().map(|c| if c.id == effective.id { effective.clone() } else { c.clone() }).collect();
+    config.check_added_customers(&all).into_iter().filter(|p| is_about(p, &effective.id)).collect()
+}
+
+/// What buyers set for themselves, over the entries as they are now, into the catalog (before
+/// the data plane is attached). Settings an entry no longer takes are skipped (and kept; the
+/// log says so), never a daemon that will not start.
+fn load_settings(
+    config: &Config,
+    store: &Store,
+    api_customers: &[CustomerConfig],
+    catalog: &mut Catalog,
+) -> Result<HashMap<String, CustomerSettings>> {
+    let mut settings = HashMap::new();
+    for (id, set) in store.customer_settings()? {
+        let set = match set {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(customer = %id, "stored settings not loaded: {e}");
+                continue;
+            }
+        };
+        let Some(base) = base_config(config, api_customers, &id) else { continue };
+        let effective = set.apply(&base);
+        let problems = check_settings(config, api_customers, &effective);
+        if !problems.is_empty() {
+            tracing::warn!(customer = %id, ?problems, "stored settings not loaded: the entry does not take them");
+            continue;
+        }
+        if let Err(e) = catalog.set_config(&id, effective, None) {
+            tracing::warn!(customer = %id, "stored settings not loaded: {e}");
+            continue;
+        }
+        settings.insert(id, set);
+    }
+    Ok(settings)
 }
 
 /// Seconds since the epoch, the market's clock.
@@ -117,6 +172,7 @@ impl Engine {
             }
             api_customers.push(c);
         }
+        let settings = load_settings(config, &store, &api_customers, &mut catalog)?;
         catalog.publish();
         let m = config.market.as_ref();
         let params = ForecastParams {
@@ -161,6 +217,7 @@ impl Engine {
         let mut engine = Engine {
             config: config.clone(),
             api_customers,
+            settings,
             catalog,
             dataplane: None,
             store,
@@ -368,11 +425,56 @@ impl Engine {
         changed.names = names.clone();
         let mut all = self.api_customers.clone();
         all[i] = changed.clone();
-        self.check_customers(&changed, all)?;
+        let effective = self.settings.get(id).map_or_else(|| changed.clone(), |s| s.apply(&changed));
+        self.check_customers(&effective, all)?;
         self.store.update_customer(&changed, now)?;
         self.catalog.set_names(id, names, self.dataplane.as_mut())?;
         tracing::info!(customer = %id, names = ?changed.names, "names replaced through the API");
         self.api_customers[i] = changed;
+        Ok(())
+    }
+
+    /// Lay `change` over what customer `id` set before (`None`: take every setting away, back
+    /// to the entry alone): checked by the config file's rules, and a buyer's TTL within
+    /// `server.buyer_ttl_min_s..=buyer_ttl_max_s`; stored, then in the catalog and the data
+    /// plane.
+    pub fn set_customer_settings(
+        &mut self,
+        id: &str,
+        change: Option<&CustomerSettings>,
+        by_buyer: bool,
+        now: i64,
+    ) -> Result<()> {
+        let base = base_config(&self.config, &self.api_customers, id)
+            .ok_or_else(|| MarketError::NotFound(format!("no customer with id {id:?}")))?;
+        let s = &self.config.server;
+        if let Some(ttl) = change.and_then(|c| c.ttl).filter(|_| by_buyer)
+            && !(s.buyer_ttl_min_s..=s.buyer_ttl_max_s).contains(&ttl)
+        {
+            return Err(MarketError::Invalid(format!(
+                "{id}.ttl: {ttl} is not within the operator's bounds {}..={} (server.buyer_ttl_min_s, buyer_ttl_max_s)",
+                s.buyer_ttl_min_s, s.buyer_ttl_max_s
+            ))
+            .into());
+        }
+        let before = self.settings.get(id).cloned().unwrap_or_default();
+        let merged = change.map_or_else(CustomerSettings::default, |c| before.merged(c));
+        let effective = merged.apply(&base);
+        let problems = check_settings(&self.config, &self.api_customers, &effective);
+        if !problems.is_empty() {
+            return Err(MarketError::Invalid(problems.join("; ")).into());
+        }
+        self.store.set_customer_settings(id, &merged, now)?;
+        if let Err(e) = self.catalog.set_config(id, effective, self.dataplane.as_mut()) {
+            let _ = self.store.set_customer_settings(id, &before, now);
+            return Err(e);
+        }
+        tracing::info!(customer = %id, settings = ?merged, by_buyer, "customer settings changed through the API");
+        if merged.is_empty() {
+            self.settings.remove(id);
+        } else {
+            self.settings.insert(id.to_owned(), merged);
+        }
         Ok(())
     }
 

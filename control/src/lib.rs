@@ -29,6 +29,7 @@ pub mod handover;
 pub mod ledger;
 pub mod market;
 pub mod metrics;
+pub mod settings;
 pub mod store;
 pub mod tokens;
 

@@ -12,6 +12,7 @@ use spillway_tests::{
 };
 
 const TOKEN: &str = "netns-test-token";
+const SHOP_TOKEN: &str = "shop-netns-token";
 
 fn config(server_if: &str) -> String {
     format!(
@@ -43,6 +44,7 @@ overflow = "origin"
 assignment = "round-robin"
 fraction = 0.0
 ttl = 30
+token = "{SHOP_TOKEN}"
 
 [[customer]]
 id = "sticky"
@@ -242,6 +244,61 @@ fn xdp_answers_and_api_fraction_change() {
         assert_eq!(status, 200, "{text}");
         assert_eq!(sticky(false), [want], "fraction {f}");
     }
+
+    // The buyer steers itself with its own token (ctl, then the API): a CNAME to its own DNS
+    // as the overflow, with its TTL; then its estimate; then other origins. Each is in the
+    // XDP answers at once (the market is off: the estimate is the fraction in force).
+    let ctl = |token: &str, args: &[&str]| {
+        let api = api_url("");
+        let mut argv = vec![bin.to_str().expect("utf-8"), "ctl", "--api", &api, "--token", token];
+        argv.extend_from_slice(args);
+        topo.client.exec(&argv)
+    };
+    let body = r#"{"overflow": "cname", "origin_cname": "origin.shop.example.org.", "ttl": 12}"#;
+    let out = ctl(SHOP_TOKEN, &["customers", "settings", "shop", body]);
+    assert!(out.status.success(), "{out:?}");
+    let answer = |qtype: &str| {
+        let out = topo.client.exec_ok(&[
+            "dig",
+            "+noall",
+            "+answer",
+            "+tries=1",
+            "+time=2",
+            "@192.0.2.53",
+            "shop.cdn.example.net",
+            qtype,
+        ]);
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    for _ in 0..3 {
+        assert_eq!(answer("A"), "shop.cdn.example.net. 12 IN CNAME origin.shop.example.org.");
+    }
+    let set = |token: &str, id: &str, body: Value| {
+        http(&topo, "PUT", &format!("/v1/customers/{id}/settings"), Some(token), Some(body.to_string()))
+    };
+    let (status, text) = set(SHOP_TOKEN, "shop", json!({"estimate": 1.0}));
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(answer("A"), "shop.cdn.example.net. 12 IN A 198.51.100.10", "the estimate is in force");
+    let (status, text) = set(
+        SHOP_TOKEN,
+        "shop",
+        json!({"estimate": 0.0, "overflow": "origin", "origin_addresses": ["203.0.113.11", "2001:db8:200::11"]}),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(answer("A"), "shop.cdn.example.net. 12 IN A 203.0.113.11");
+    assert_eq!(answer("AAAA"), "shop.cdn.example.net. 12 IN AAAA 2001:db8:200::11");
+    // Another buyer's customer is 404, a TTL beyond the operator's bounds 422: nothing changes.
+    for (id, body, want) in
+        [("sticky", json!({"ttl": 20}), 404), ("shop", json!({"ttl": 1}), 422), ("shop", json!({"ttl": -1}), 400)]
+    {
+        let (status, text) = set(SHOP_TOKEN, id, body);
+        assert_eq!(status, want, "{text}");
+    }
+    assert_eq!(answer("A"), "shop.cdn.example.net. 12 IN A 203.0.113.11");
+    // Handed back to its config entry.
+    let out = ctl(SHOP_TOKEN, &["customers", "reset-settings", "shop"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(answer("A"), "shop.cdn.example.net. 30 IN A 203.0.113.10");
 
     // SIGTERM: a clean stop, and XDP goes on answering from the last state (fail-static).
     let status = daemon.proc.stop().expect("stopped on SIGTERM within 5 s");

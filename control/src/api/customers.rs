@@ -15,6 +15,7 @@ use crate::{
     catalog::{Customer, Mode},
     config::{Assignment, CustomerConfig, Draw, Overflow},
     engine::Engine,
+    settings::CustomerSettings,
 };
 
 #[derive(Debug, Serialize)]
@@ -38,6 +39,8 @@ pub struct CustomerView {
     pub answers: AnswerCounts,
     /// The controller's last decision and its inputs (with the market on).
     pub controller: Option<crate::controller::Decision>,
+    /// What the buyer set for itself over its entry (the fields above include it).
+    pub settings: CustomerSettings,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -69,6 +72,7 @@ fn view(engine: &Engine, c: &Customer) -> CustomerView {
         origin_cname: c.config.origin_cname.clone(),
         answers: AnswerCounts { proxy: a[0], origin: a[1], cname: a[2] },
         controller: engine.decisions.get(&c.config.id).copied(),
+        settings: engine.settings.get(&c.config.id).cloned().unwrap_or_default(),
     }
 }
 
@@ -262,6 +266,62 @@ pub async fn put_fraction(
             let (fraction, mode) = resolve(&req, current, engine.catalog.auto_fraction(current))?;
             engine.catalog.set_fraction(&id, fraction, mode, engine.dataplane.as_mut()).map_err(ApiError::internal)?;
             tracing::info!(customer = %id, fraction, ?mode, "fraction set through the API");
+            let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
+            Ok(Json(view(engine, c)))
+        })
+        .await
+}
+
+/// PUT /v1/customers/{id}/settings: the buyer (or the operator) sets its estimate, overflow,
+/// origins and their weights, assignment and TTL; fields left out keep what they were. Checked
+/// by the config file's rules (a buyer's TTL within the operator's bounds), stored, and in the
+/// data plane at once. Another buyer's id is 404.
+pub async fn put_settings(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<CustomerView>, ApiError> {
+    let change: CustomerSettings = super::parse_json(&body)?;
+    if let Some(f) = change.estimate
+        && !(f.is_finite() && (0.0..=1.0).contains(&f))
+    {
+        return Err(ApiError::bad_request(format!("estimate {f} is outside [0, 1]")));
+    }
+    if change.is_empty() {
+        return Err(ApiError::invalid(
+            "send at least one of estimate, overflow, origin_addresses, origin_weights, origin_cname, assignment, ttl",
+        ));
+    }
+    change_settings(state, who, id, Some(change)).await
+}
+
+/// DELETE /v1/customers/{id}/settings: take every setting away; the customer answers by its
+/// entry alone again (the config file's, or as the API added it).
+pub async fn delete_settings(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<CustomerView>, ApiError> {
+    change_settings(state, who, id, None).await
+}
+
+async fn change_settings(
+    state: Arc<AppState>,
+    who: Principal,
+    id: String,
+    change: Option<CustomerSettings>,
+) -> Result<Json<CustomerView>, ApiError> {
+    if who.scope().is_some_and(|me| me != id) {
+        return Err(unknown(&id));
+    }
+    let by_buyer = who.scope().is_some();
+    state
+        .with_engine(move |engine| {
+            if engine.catalog.customer(&id).is_none() {
+                return Err(unknown(&id));
+            }
+            engine.set_customer_settings(&id, change.as_ref(), by_buyer, crate::engine::unix_now())?;
             let c = engine.catalog.customer(&id).ok_or_else(|| unknown(&id))?;
             Ok(Json(view(engine, c)))
         })

@@ -42,7 +42,11 @@ mod tempfile_dir {
 }
 
 fn config(dir: &std::path::Path) -> Config {
-    let text = format!(
+    Config::parse(&config_text(dir), "test.toml").unwrap()
+}
+
+fn config_text(dir: &std::path::Path) -> String {
+    format!(
         r#"
 [server]
 zones = ["cdn.example.net."]
@@ -80,8 +84,7 @@ fraction = 0.5
 token = "{BLOG}"
 "#,
         dir.display()
-    );
-    Config::parse(&text, "test.toml").unwrap()
+    )
 }
 
 impl Api {
@@ -142,7 +145,7 @@ impl Api {
         let e = self.state.engine();
         let s = &e.store;
         format!(
-            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
             s.auctions(false).unwrap(),
             s.orders(None, false).unwrap(),
             s.contracts(None).unwrap(),
@@ -151,7 +154,9 @@ impl Api {
             e.catalog.customers().iter().map(|c| (c.fraction, c.mode)).collect::<Vec<_>>(),
             e.catalog.customers().iter().map(|c| &c.config.names).collect::<Vec<_>>(),
             s.customers().unwrap().iter().map(|c| &c.0).collect::<Vec<_>>(),
-            s.token_digests().unwrap().iter().map(|(c, d)| (c.clone(), d.map(|d| d.to_hex()))).collect::<Vec<_>>()
+            s.token_digests().unwrap().iter().map(|(c, d)| (c.clone(), d.map(|d| d.to_hex()))).collect::<Vec<_>>(),
+            s.customer_settings().unwrap(),
+            e.catalog.customers().iter().map(|c| serde_json::to_string(&c.config).unwrap()).collect::<Vec<_>>()
         )
     }
 }
@@ -186,6 +191,44 @@ async fn every_documented_operation_answers_as_documented() {
         )
         .await;
     assert_eq!(renamed["names"].as_array().map(Vec::len), Some(2));
+    // The buyer steers itself, a config-file customer too: its estimate, a CNAME to its own
+    // DNS as the overflow, a TTL within the operator's bounds; in the record at once.
+    let set = json!({"estimate": 0.2, "overflow": "cname", "origin_cname": "edge.shop.example.org.", "ttl": 20});
+    let v = api.ok("PUT", "/customers/shop/settings", SHOP, Some(set.clone())).await;
+    assert_eq!(
+        (&v["estimate"], &v["overflow"], &v["ttl"], &v["settings"]),
+        (&json!(0.2), &json!("cname"), &json!(20), &set)
+    );
+    {
+        let e = api.state.engine();
+        let c = e.catalog.customer("shop").unwrap();
+        let live = c.live.answering();
+        assert_eq!(
+            (c.record.ttl, live.record.ttl, live.record.overflow),
+            (20, 20, spillway_common::maps::overflow::CNAME)
+        );
+        assert_eq!(live.origin_cname.as_ref().map(|n| n.to_ascii()), Some("edge.shop.example.org.".to_owned()));
+    }
+    // The operator sets origins with weights and the assignment, unbound by the buyers' TTLs;
+    // the earlier fields stay.
+    let v = api
+        .ok(
+            "PUT",
+            "/customers/shop/settings",
+            OP,
+            Some(json!({"origin_addresses": ["203.0.113.10", "203.0.113.11"], "origin_weights": [3, 1],
+                "assignment": "weighted", "ttl": 2})),
+        )
+        .await;
+    assert_eq!(
+        (&v["assignment"], &v["ttl"], &v["origin_cname"]),
+        (&json!("weighted"), &json!(2), &json!("edge.shop.example.org."))
+    );
+    assert_eq!(api.state.engine().catalog.customer("shop").unwrap().record.origin_v4_cum_weight[..2], [3, 4]);
+    // An added buyer steers itself and hands itself back to its entry.
+    api.ok("PUT", "/customers/news/settings", "news-token", Some(json!({"ttl": 60, "origin_cname": null}))).await;
+    let back = api.ok("DELETE", "/customers/news/settings", "news-token", None).await;
+    assert_eq!((&back["ttl"], &back["settings"]), (&json!(30), &json!({})));
     // Token rotation: a buyer its own (made by the server), the operator any; the old token
     // stops working at once, and a buyer cannot reach another's.
     let made = api.ok("PUT", "/customers/news/token", "news-token", Some(json!({}))).await;
@@ -269,6 +312,14 @@ async fn every_documented_operation_answers_as_documented() {
     let cfg = config(&api._dir.0);
     let again = Engine::new(&cfg, Catalog::from_config(&cfg).unwrap(), None, unix_now()).unwrap();
     assert_eq!(again.catalog.customer("news").map(|c| c.config.names.len()), Some(2));
+    // ... and the buyer's settings over its config-file entry, in its record.
+    let shop = again.catalog.customer("shop").unwrap();
+    assert_eq!((shop.config.ttl, shop.record.ttl, shop.config.origin_weights.clone()), (2, 2, Some(vec![3, 1])));
+    assert_eq!(
+        shop.live.answering().origin_cname.as_ref().map(|n| n.to_ascii()).as_deref(),
+        Some("edge.shop.example.org.")
+    );
+    assert!(again.catalog.customer("news").is_some_and(|c| !again.settings.contains_key("news") && c.config.ttl == 30));
     assert_eq!(again.tokens.lookup("news-token"), Some(Principal::Buyer("news".into())));
 }
 
@@ -307,6 +358,40 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ("PUT", "/customers/blog/token".into(), SHOP, Some(json!({})), 404, "no customer"),
         ("PUT", "/customers/nobody/token".into(), OP, Some(json!({})), 404, "no customer"),
         ("PUT", "/customers/shop/token".into(), SHOP, Some(json!({"tokn": "abcdefghij"})), 400, "unknown field"),
+        ("PUT", "/customers/blog/settings".into(), SHOP, Some(json!({"ttl": 10})), 404, "no customer"),
+        ("DELETE", "/customers/blog/settings".into(), SHOP, None, 404, "no customer"),
+        ("PUT", "/customers/nobody/settings".into(), OP, Some(json!({"ttl": 10})), 404, "no customer"),
+        ("PUT", "/customers/shop/settings".into(), SHOP, Some(json!({"ttl": 1})), 422, "operator's bounds"),
+        ("PUT", "/customers/shop/settings".into(), SHOP, Some(json!({"ttl": 86400})), 422, "operator's bounds"),
+        ("PUT", "/customers/shop/settings".into(), SHOP, Some(json!({"estimate": 1.5})), 400, "outside [0, 1]"),
+        ("PUT", "/customers/shop/settings".into(), SHOP, Some(json!({"estimate": null})), 400, "invalid JSON"),
+        ("PUT", "/customers/shop/settings".into(), SHOP, Some(json!({})), 422, "at least one"),
+        ("PUT", "/customers/shop/settings".into(), SHOP, Some(json!({"names": []})), 400, "unknown field"),
+        ("PUT", "/customers/shop/settings".into(), SHOP, Some(json!({"overflow": "cname"})), 422, "needs origin_cname"),
+        (
+            "PUT",
+            "/customers/shop/settings".into(),
+            SHOP,
+            Some(json!({"overflow": "cname", "origin_cname": "x.cdn.example.net."})),
+            422,
+            "a zone we answer for",
+        ),
+        (
+            "PUT",
+            "/customers/shop/settings".into(),
+            SHOP,
+            Some(json!({"origin_addresses": ["203.0.113.10"], "origin_weights": [1, 2]})),
+            422,
+            "2 weights for 1",
+        ),
+        (
+            "PUT",
+            "/customers/shop/settings".into(),
+            SHOP,
+            Some(json!({"origin_addresses": [], "overflow": "origin"})),
+            422,
+            "at least one origin",
+        ),
         (
             "POST",
             "/orders".into(),
@@ -563,6 +648,31 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let orders = api.ok("GET", "/orders", BLOG, None).await;
     assert!(orders["orders"].as_array().unwrap().iter().all(|o| o["owner"] == "blog"));
     assert_eq!(api.ok("GET", "/customers", BLOG, None).await["customers"].as_array().unwrap().len(), 1);
+}
+
+/// Settings an edited config entry no longer takes are skipped at start (the daemon starts,
+/// the entry answers alone) and kept in the store, so putting the entry back brings them back.
+#[tokio::test]
+async fn stored_settings_the_entry_no_longer_takes_are_skipped() {
+    let mut api = Api::new();
+    api.ok("PUT", "/customers/shop/settings", SHOP, Some(json!({"origin_weights": [2], "ttl": 9}))).await;
+    // Two origins in the file now: one weight no longer fits.
+    let text = config_text(&api._dir.0).replacen(
+        r#"origin_addresses = ["203.0.113.10"]"#,
+        r#"origin_addresses = ["203.0.113.10", "203.0.113.11"]"#,
+        1,
+    );
+    let cfg = Config::parse(&text, "test.toml").unwrap();
+    let catalog = Catalog::from_config(&cfg).unwrap();
+    let again = Engine::new(&cfg, catalog, None, unix_now()).unwrap();
+    let c = again.catalog.customer("shop").unwrap();
+    assert_eq!((c.config.ttl, c.config.origin_weights.clone()), (30, None), "the entry alone");
+    assert!(!again.settings.contains_key("shop"));
+    assert_eq!(again.store.customer_settings().unwrap().len(), 1, "still stored");
+    drop(again);
+    let cfg = config(&api._dir.0);
+    let again = Engine::new(&cfg, Catalog::from_config(&cfg).unwrap(), None, unix_now()).unwrap();
+    assert_eq!(again.catalog.customer("shop").unwrap().config.ttl, 9, "the entry takes them again");
 }
 
 /// A request with no document check (for answers the document lists only generally).

@@ -237,7 +237,8 @@ impl Authority {
                 RecordType::AAAA => true,
                 _ => return Err(Reply::Negative { r, zone: zone.clone() }),
             };
-            let rec = c.record();
+            let answering = c.answering();
+            let rec = &answering.record;
             let (origins, proxies_len) =
                 if v6 { (rec.origin_v6_len, proxies.v6_len) } else { (rec.origin_v4_len, proxies.v4_len) };
             let draws = Draws::from_rand(rand::random());
@@ -245,7 +246,7 @@ impl Authority {
                 IpAddr::V4(a) => subnet_key_v4(a.octets()),
                 IpAddr::V6(a) => subnet_key_v6(a.octets()),
             };
-            match choose_target(&rec, side_draw(&rec, draws.fraction, client_key), proxies_len, origins) {
+            match choose_target(rec, side_draw(rec, draws.fraction, client_key), proxies_len, origins) {
                 Some(Target::Proxy) => {
                     c.count(Target::Proxy as usize);
                     let (start, count) = proxy_window(proxies_len, draws.window);
@@ -277,7 +278,7 @@ impl Authority {
                 }
                 Some(Target::Cname) => {
                     c.count(Target::Cname as usize);
-                    match c.origin_cname.clone() {
+                    match answering.origin_cname.clone() {
                         Some(t) => {
                             r.add_answer(Record::from_rdata(owner, rec.ttl, RData::CNAME(CNAME(t))));
                         }
@@ -581,6 +582,34 @@ zones = ["shop.example."]"#,
             assert!(c.set_proxy_ttl("always", bad, None).is_err(), "{bad}");
         }
         assert_eq!(c.customer("always").unwrap().record.proxy_ttl, 5, "a refused TTL changes nothing");
+    }
+
+    /// A customer's entry replaced (what a buyer set for itself): the userspace server answers
+    /// from the new record and CNAME target at once; a shortened proxy TTL stays within the
+    /// new TTL; names are not changed this way.
+    #[test]
+    fn a_replaced_entry_answers_at_once() {
+        let (a, mut c) = setup();
+        let mut entry = c.customer("cname").unwrap().config.clone();
+        entry.origin_cname = Some("Elsewhere.Example.".into());
+        entry.ttl = 20;
+        c.set_config("cname", entry.clone(), None).unwrap();
+        let m = udp(&a, &c, "cname.cdn.example.net.", RecordType::A);
+        assert_eq!((rdata(&m), m.answers[0].ttl), (vec!["Elsewhere.Example.".to_owned()], 20));
+        entry.overflow = crate::config::Overflow::Origin;
+        entry.origin_addresses = vec!["203.0.113.99".parse().unwrap()];
+        c.set_config("cname", entry.clone(), None).unwrap();
+        assert_eq!(rdata(&udp(&a, &c, "cname.cdn.example.net.", RecordType::A)), ["203.0.113.99"]);
+        // The estimate is in force in auto mode (no market); the proxies' shortened TTL stays.
+        c.set_proxy_ttl("cname", 7, None).unwrap();
+        entry.fraction = 1.0;
+        entry.ttl = 5;
+        c.set_config("cname", entry.clone(), None).unwrap();
+        let m = udp(&a, &c, "cname.cdn.example.net.", RecordType::A);
+        assert_eq!((rdata(&m), m.answers[0].ttl), (vec!["198.51.100.10".to_owned()], 5));
+        entry.names.push("more.cdn.example.net.".into());
+        assert!(c.set_config("cname", entry, None).is_err(), "names change by their own request");
+        assert_eq!(c.customer("cname").unwrap().config.names.len(), 1);
     }
 
     #[test]

@@ -19,34 +19,48 @@ use spillway_common::maps::{CustomerRecord, NameKey, ProxySet};
 #[derive(Debug)]
 pub struct LiveCustomer {
     pub id: String,
-    /// The record in force, as the data plane has it; replaced whole on a change.
-    record: ArcSwap<CustomerRecord>,
-    /// The CNAME target for `overflow = "cname"`, parsed once.
-    pub origin_cname: Option<Name>,
+    /// What the answers are made of; replaced whole on a change.
+    answering: ArcSwap<Answering>,
     /// Answers the userspace server gave, by target (proxy, origin, cname).
     answers: [AtomicU64; 3],
     /// The userspace server's round-robin position over the origins.
     rr_cursor: AtomicU64,
 }
 
+/// A customer's record in force (as the data plane has it) with the CNAME target it holds,
+/// parsed once: one value, so a reader never sees one record with another's CNAME.
+#[derive(Debug)]
+pub struct Answering {
+    pub record: CustomerRecord,
+    /// The CNAME target for `overflow = "cname"`.
+    pub origin_cname: Option<Name>,
+}
+
 impl LiveCustomer {
     pub fn new(id: String, record: CustomerRecord, origin_cname: Option<Name>) -> Self {
         Self {
             id,
-            record: ArcSwap::from_pointee(record),
-            origin_cname,
+            answering: ArcSwap::from_pointee(Answering { record, origin_cname }),
             answers: Default::default(),
             rr_cursor: AtomicU64::new(0),
         }
     }
 
-    /// The record in force (shared: it holds every precomputed answer, a few kilobytes).
-    pub fn record(&self) -> Arc<CustomerRecord> {
-        self.record.load_full()
+    /// The record in force and its CNAME (shared: the record holds every precomputed answer,
+    /// a few kilobytes).
+    pub fn answering(&self) -> Arc<Answering> {
+        self.answering.load_full()
     }
 
+    /// A new record with the same CNAME target (the one writer is the catalog).
     pub fn set_record(&self, record: CustomerRecord) {
-        self.record.store(Arc::new(record));
+        let origin_cname = self.answering.load().origin_cname.clone();
+        self.answering.store(Arc::new(Answering { record, origin_cname }));
+    }
+
+    /// A new record and CNAME target together.
+    pub fn set_answering(&self, record: CustomerRecord, origin_cname: Option<Name>) {
+        self.answering.store(Arc::new(Answering { record, origin_cname }));
     }
 
     /// Count one answer of `target` (index of `decision::Target`).

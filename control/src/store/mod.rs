@@ -14,16 +14,24 @@ use crate::market::{
     book::{Side, Tif},
     units::Price,
 };
-use crate::{config::CustomerConfig, tokens::TokenDigest};
+use crate::{config::CustomerConfig, settings::CustomerSettings, tokens::TokenDigest};
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Version 2: tokens kept as SHA-256 digests, for every customer whose token the API set.
 const SCHEMA_V2: &str = "
 CREATE TABLE customer_tokens (
     customer    TEXT PRIMARY KEY,
     digest      TEXT NOT NULL UNIQUE,
+    updated_at  INTEGER NOT NULL
+);";
+
+/// Version 3: what buyers set for themselves, laid over their entries (`settings`).
+const SCHEMA_V3: &str = "
+CREATE TABLE customer_settings (
+    customer    TEXT PRIMARY KEY,
+    settings    TEXT NOT NULL,
     updated_at  INTEGER NOT NULL
 );";
 
@@ -70,6 +78,12 @@ impl Store {
         }
         if version < 2 {
             migrate_v2(&mut conn)?;
+        }
+        if version < 3 {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA_V3)?;
+            tx.pragma_update(None, "user_version", 3)?;
+            tx.commit()?;
         }
         Ok(Store { conn })
     }
@@ -138,13 +152,21 @@ impl Store {
     /// The customers added through the API, oldest first: each as stored, or why it cannot be
     /// read (the caller skips it and says so).
     pub fn customers(&self) -> StoreResult<Vec<(String, Result<CustomerConfig, String>)>> {
-        let mut stmt = self.conn.prepare("SELECT id, config FROM customers ORDER BY created_at, id")?;
+        self.json_by_customer("SELECT id, config FROM customers ORDER BY created_at, id", "config")
+    }
+
+    /// Rows of (customer, JSON) from `sql`, each JSON read as a `T` or why it cannot be.
+    fn json_by_customer<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        what: &str,
+    ) -> StoreResult<Vec<(String, Result<T, String>)>> {
+        let mut stmt = self.conn.prepare(sql)?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
             let (id, json) = row?;
-            let c = serde_json::from_str::<CustomerConfig>(&json).map_err(|e| format!("its stored config: {e}"));
-            out.push((id, c));
+            out.push((id, serde_json::from_str(&json).map_err(|e| format!("its stored {what}: {e}"))));
         }
         Ok(out)
     }
@@ -191,8 +213,29 @@ impl Store {
         Ok(())
     }
 
+    /// What buyers set for themselves, by customer: each as stored, or why it cannot be read.
+    pub fn customer_settings(&self) -> StoreResult<Vec<(String, Result<CustomerSettings, String>)>> {
+        self.json_by_customer("SELECT customer, settings FROM customer_settings ORDER BY customer", "settings")
+    }
+
+    /// A customer's settings in force from now on; empty ones are deleted (the entry alone).
+    pub fn set_customer_settings(&mut self, customer: &str, settings: &CustomerSettings, now: i64) -> StoreResult<()> {
+        if settings.is_empty() {
+            self.conn.execute("DELETE FROM customer_settings WHERE customer = ?1", [customer])?;
+            return Ok(());
+        }
+        let json = serde_json::to_string(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn.execute(
+            "INSERT INTO customer_settings (customer, settings, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (customer) DO UPDATE SET settings = ?2, updated_at = ?3",
+            params![customer, json, now],
+        )?;
+        Ok(())
+    }
+
     pub fn delete_customer(&mut self, id: &str) -> StoreResult<()> {
         let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM customer_settings WHERE customer = ?1", [id])?;
         tx.execute("DELETE FROM customer_tokens WHERE customer = ?1", [id])?;
         tx.execute("DELETE FROM customers WHERE id = ?1", [id])?;
         tx.commit()?;
@@ -536,6 +579,27 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(s.capacities().unwrap(), [("edge-1".to_owned(), 100)]);
         assert!(s.check().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn settings_are_kept_replaced_and_deleted() {
+        let dir = tempdir();
+        let path = dir.join("s.db");
+        let mut s = Store::open(&path).unwrap();
+        let set: CustomerSettings = serde_json::from_str(r#"{"estimate": 0.4, "origin_cname": null}"#).unwrap();
+        s.set_customer_settings("shop", &set, 1).unwrap();
+        s.set_customer_settings("news", &set.merged(&serde_json::from_str(r#"{"ttl": 9}"#).unwrap()), 1).unwrap();
+        drop(s);
+        let mut s = Store::open(&path).unwrap();
+        let got = s.customer_settings().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1], ("shop".to_owned(), Ok(set)));
+        assert_eq!(got[0].1.as_ref().unwrap().ttl, Some(9));
+        s.set_customer_settings("shop", &CustomerSettings::default(), 2).unwrap();
+        assert_eq!(s.customer_settings().unwrap().len(), 1, "empty settings are the entry alone");
+        let v: i64 = s.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
         let _ = std::fs::remove_dir_all(dir);
     }
 
