@@ -372,6 +372,11 @@ fn default_ttl() -> u32 {
     30
 }
 
+/// An address an answer may name: a host, not "any", a group or the limited broadcast.
+fn is_host_address(a: &IpAddr) -> bool {
+    !(a.is_unspecified() || a.is_multicast() || matches!(a, IpAddr::V4(v4) if v4.is_broadcast()))
+}
+
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigIssue {
@@ -687,6 +692,11 @@ impl Config {
             if p.addresses.is_empty() {
                 v.push(line, &format!("{at}.addresses"), "at least one address is needed".into());
             }
+            for (j, a) in p.addresses.iter().enumerate() {
+                if !is_host_address(a) {
+                    v.push(line, &format!("{at}.addresses[{j}]"), format!("{a} is not a unicast address"));
+                }
+            }
             v4 += p.addresses.iter().filter(|a| a.is_ipv4()).count();
             v6 += p.addresses.iter().filter(|a| a.is_ipv6()).count();
             if p.capacity_rps == 0 {
@@ -795,6 +805,11 @@ impl Config {
             let unique: HashSet<_> = c.origin_addresses.iter().collect();
             if unique.len() != c.origin_addresses.len() {
                 v.push(line, &format!("{at}.origin_addresses"), "an address is listed twice".into());
+            }
+            for (j, a) in c.origin_addresses.iter().enumerate() {
+                if !is_host_address(a) {
+                    v.push(line, &format!("{at}.origin_addresses[{j}]"), format!("{a} is not a unicast address"));
+                }
             }
             match c.overflow {
                 Overflow::Origin if c.origin_addresses.is_empty() => v.push(
@@ -980,6 +995,16 @@ ttl = 30
         let bad = format!("{EXAMPLE}\n[controller]\nproxy_ttl_min_s = 3601\nmax_query_factor = 0.5\n");
         let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
         assert!(e.contains("controller.proxy_ttl_min_s") && e.contains("controller.max_query_factor"), "{e}");
+    }
+
+    #[test]
+    fn answers_name_hosts_only() {
+        let bad = EXAMPLE.replacen("203.0.113.10", "0.0.0.0", 1).replacen("198.51.100.10", "ff02::1", 1);
+        let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("origin_addresses[0]: 0.0.0.0 is not a unicast address"), "{e}");
+        assert!(e.contains("addresses[0]: ff02::1 is not a unicast address"), "{e}");
+        let bad = EXAMPLE.replacen("203.0.113.10", "255.255.255.255", 1);
+        assert!(Config::parse(&bad, "x.toml").unwrap_err().to_string().contains("255.255.255.255 is not a unicast"));
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub enum CtlCommand {
     /// Orders in the continuous market.
     #[command(subcommand)]
     Orders(OrdersCommand),
+    /// Standing orders: a bid placed in every new period until cancelled.
+    #[command(subcommand)]
+    Standing(StandingCommand),
     /// Contracts.
     Contracts {
         #[arg(long)]
@@ -189,9 +192,57 @@ pub enum OrdersCommand {
         #[arg(long)]
         customer: Option<String>,
     },
+    /// Buy a block of consecutive periods, all or none.
+    Block {
+        #[arg(long)]
+        period_start: i64,
+        #[arg(long)]
+        periods: u32,
+        #[arg(long)]
+        quantity_rps: u64,
+        #[arg(long)]
+        price: f64,
+        #[arg(long)]
+        customer: Option<String>,
+    },
     Cancel {
         id: i64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StandingCommand {
+    List {
+        #[arg(long)]
+        active: bool,
+    },
+    Get {
+        id: i64,
+    },
+    /// Bid for `--quantity-rps` at `--price` in every period as it opens for sale.
+    Place {
+        #[arg(long)]
+        quantity_rps: u64,
+        #[arg(long)]
+        price: f64,
+        /// The first period (one open now, or the next to open: the default).
+        #[arg(long)]
+        period_start: Option<i64>,
+        #[arg(long)]
+        customer: Option<String>,
+    },
+    /// Stop it: no more bids (those it placed stay).
+    Cancel {
+        id: i64,
+    },
+}
+
+/// `body` with `"customer"` when one is given (the operator acting for a buyer).
+fn with_customer(mut body: Value, customer: &Option<String>) -> Value {
+    if let Some(c) = customer {
+        body["customer"] = json!(c);
+    }
+    body
 }
 
 fn parse_served(s: &str) -> Result<(String, u64), String> {
@@ -283,18 +334,32 @@ fn request(command: &CtlCommand) -> (Method, String, Option<Value>) {
         C::Orders(OrdersCommand::List { open }) => get(format!("/v1/orders{}", if *open { "?open=true" } else { "" })),
         C::Orders(OrdersCommand::Get { id }) => get(format!("/v1/orders/{id}")),
         C::Orders(OrdersCommand::Place { period_start, quantity_rps, price, ioc, customer }) => {
-            let mut b = json!({
+            let b = json!({
                 "period_start": period_start,
                 "quantity_rps": quantity_rps,
                 "price": price,
                 "tif": if *ioc { "ioc" } else { "gtc" },
             });
-            if let Some(c) = customer {
-                b["customer"] = json!(c);
-            }
-            (Method::POST, "/v1/orders".into(), Some(b))
+            (Method::POST, "/v1/orders".into(), Some(with_customer(b, customer)))
         }
         C::Orders(OrdersCommand::Cancel { id }) => (Method::DELETE, format!("/v1/orders/{id}"), None),
+        C::Orders(OrdersCommand::Block { period_start, periods, quantity_rps, price, customer }) => {
+            let b =
+                json!({"period_start": period_start, "periods": periods, "quantity_rps": quantity_rps, "price": price});
+            (Method::POST, "/v1/blocks".into(), Some(with_customer(b, customer)))
+        }
+        C::Standing(StandingCommand::List { active }) => {
+            get(format!("/v1/standing-orders{}", if *active { "?active=true" } else { "" }))
+        }
+        C::Standing(StandingCommand::Get { id }) => get(format!("/v1/standing-orders/{id}")),
+        C::Standing(StandingCommand::Place { quantity_rps, price, period_start, customer }) => {
+            let mut b = json!({"quantity_rps": quantity_rps, "price": price});
+            if let Some(p) = period_start {
+                b["period_start"] = json!(p);
+            }
+            (Method::POST, "/v1/standing-orders".into(), Some(with_customer(b, customer)))
+        }
+        C::Standing(StandingCommand::Cancel { id }) => (Method::POST, format!("/v1/standing-orders/{id}/cancel"), None),
         C::Contracts { customer } => get(format!("/v1/contracts{}", query(&[("customer", customer.clone())]))),
         C::Usage { customer, from, to, csv } => get(format!(
             "/v1/usage{}",
@@ -388,6 +453,22 @@ mod tests {
                 customer: Some("shop".into()),
             }),
             CtlCommand::Orders(OrdersCommand::Cancel { id: 1 }),
+            CtlCommand::Orders(OrdersCommand::Block {
+                period_start: 60,
+                periods: 3,
+                quantity_rps: 5,
+                price: 1.0,
+                customer: Some("shop".into()),
+            }),
+            CtlCommand::Standing(StandingCommand::List { active: true }),
+            CtlCommand::Standing(StandingCommand::Get { id: 1 }),
+            CtlCommand::Standing(StandingCommand::Place {
+                quantity_rps: 5,
+                price: 1.0,
+                period_start: Some(60),
+                customer: None,
+            }),
+            CtlCommand::Standing(StandingCommand::Cancel { id: 1 }),
             CtlCommand::Contracts { customer: Some("shop".into()) },
             CtlCommand::Usage { customer: None, from: Some(0), to: None, csv: true },
         ];

@@ -205,4 +205,37 @@ fn auction_contract_switches_answers_and_ledger_charges_usage() {
     if now_f64() < (period + PERIOD) as f64 - 0.2 {
         assert_eq!(answer(&topo, "blog.cdn.example.net"), PROXY, "bought at {bought_at}");
     }
+
+    // A standing order: the daemon's market places blog's bid in the next period to open
+    // for sale, once, and it fills at the ask.
+    let so = api_ok(&topo, "POST", "/v1/standing-orders", BLOG, Some(json!({"quantity_rps": 50, "price": 1.5})));
+    let (id, first) = (so["id"].as_i64().unwrap(), so["next_period"].as_i64().unwrap());
+    assert_eq!(so["placed"], 0, "{so}");
+    let deadline = now_f64() + 2.0 * PERIOD as f64 + 2.0;
+    let placed = loop {
+        let s = api_ok(&topo, "GET", &format!("/v1/standing-orders/{id}"), BLOG, None);
+        if s["placed"].as_u64() >= Some(1) {
+            break s;
+        }
+        assert!(now_f64() < deadline, "no bid placed by {deadline}: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let order = api_ok(&topo, "GET", &format!("/v1/orders/{}", placed["last_order_id"]), BLOG, None);
+    assert_eq!((&order["period_start"], &order["state"]), (&json!(first), &json!("filled")), "{order}");
+    let cancelled = api_ok(&topo, "POST", &format!("/v1/standing-orders/{id}/cancel"), BLOG, None);
+    assert_eq!(cancelled["state"], "cancelled");
+
+    // A block of two periods from the next one, all or none: shop's answers are the proxy
+    // in the second of them.
+    let next = (now_f64() as i64 / PERIOD + 1) * PERIOD;
+    let b = api_ok(
+        &topo,
+        "POST",
+        "/v1/blocks",
+        SHOP,
+        Some(json!({"period_start": next, "periods": 2, "quantity_rps": 100, "price": 2.0})),
+    );
+    assert_eq!(b["contracts"].as_array().map(Vec::len), Some(2), "{b}");
+    sleep_until((next + PERIOD) as f64 + 0.3);
+    assert_eq!(answer(&topo, "shop.cdn.example.net"), PROXY, "the block's second period");
 }

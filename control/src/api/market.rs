@@ -21,7 +21,7 @@ use crate::{
     store::{AuctionRow, BidRow, ContractRow, OrderRow},
 };
 
-fn check_customer(engine: &Engine, id: &str) -> Result<(), ApiError> {
+pub(super) fn check_customer(engine: &Engine, id: &str) -> Result<(), ApiError> {
     if engine.catalog.customer(id).is_none() {
         return Err(MarketError::NotFound(format!("no customer with id {id:?}")).into());
     }
@@ -30,7 +30,7 @@ fn check_customer(engine: &Engine, id: &str) -> Result<(), ApiError> {
 
 /// Run a market change (on the engine's blocking thread), then put contracts that came into
 /// force in the data plane and wake the scheduler for new deadlines.
-async fn change<T: Send + 'static>(
+pub(super) async fn change<T: Send + 'static>(
     state: &Arc<AppState>,
     f: impl FnOnce(&mut Engine, i64) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -47,7 +47,7 @@ async fn change<T: Send + 'static>(
 }
 
 /// A read of the engine, on its blocking thread.
-async fn read<T: Send + 'static>(
+pub(super) async fn read<T: Send + 'static>(
     state: &Arc<AppState>,
     f: impl FnOnce(&mut Engine) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -297,6 +297,57 @@ pub async fn place_order(
         };
         let (order, contracts) = market.place_order(store, cap, &r, now)?;
         Ok(OrderResult { order, contracts })
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceBlockRequest {
+    /// The buyer; a buyer's token may leave it out.
+    pub customer: Option<String>,
+    /// The first period of the block.
+    pub period_start: i64,
+    /// How many consecutive periods.
+    pub periods: u32,
+    /// Requests/s in every period.
+    pub quantity_rps: u64,
+    /// Limit price per million requests, in every period.
+    pub price: Price,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BlockResult {
+    /// One filled order per period, in period order.
+    pub orders: Vec<OrderRow>,
+    /// The contracts they made, one per period.
+    pub contracts: Vec<ContractRow>,
+}
+
+/// POST /v1/blocks: the same quantity at a limit price in consecutive periods, all or none.
+pub async fn place_block(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<BlockResult>, ApiError> {
+    let req: PlaceBlockRequest = parse_json(&body)?;
+    if req.periods == 0 {
+        return Err(ApiError::bad_request("periods must be at least 1"));
+    }
+    let customer = who.acting_for(req.customer.as_deref())?;
+    change(&state, move |engine, now| {
+        check_customer(engine, &customer)?;
+        let (market, store, cap) = engine.market()?;
+        let r = OrderRequest {
+            period_start: req.period_start,
+            customer,
+            price: req.price,
+            quantity_rps: req.quantity_rps,
+            tif: Tif::Ioc,
+        };
+        let (orders, contracts) = market.place_block(store, cap, &r, i64::from(req.periods), now)?;
+        Ok(BlockResult { orders, contracts })
     })
     .await
     .map(Json)

@@ -10,6 +10,7 @@ pub mod limits;
 mod market;
 pub mod openapi;
 mod proxies;
+mod standing;
 #[cfg(test)]
 mod tests;
 
@@ -123,6 +124,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/book/{period_start}", get(market::book))
         .route("/orders", get(market::list_orders).post(market::place_order))
         .route("/orders/{id}", get(market::get_order).delete(market::cancel_order))
+        .route("/blocks", post(market::place_block))
+        .route("/standing-orders", get(standing::list).post(standing::place))
+        .route("/standing-orders/{id}", get(standing::get))
+        .route("/standing-orders/{id}/cancel", post(standing::cancel))
         .route("/contracts", get(ledger::contracts))
         .route("/usage", get(ledger::usage))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))

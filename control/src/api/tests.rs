@@ -145,7 +145,7 @@ impl Api {
         let e = self.state.engine();
         let s = &e.store;
         format!(
-            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
             s.auctions(false).unwrap(),
             s.orders(None, false).unwrap(),
             s.contracts(None).unwrap(),
@@ -156,6 +156,7 @@ impl Api {
             s.customers().unwrap().iter().map(|c| &c.0).collect::<Vec<_>>(),
             s.token_digests().unwrap().iter().map(|(c, d)| (c.clone(), d.map(|d| d.to_hex()))).collect::<Vec<_>>(),
             s.customer_settings().unwrap(),
+            s.standing_orders(None, false).unwrap(),
             e.catalog.customers().iter().map(|c| serde_json::to_string(&c.config).unwrap()).collect::<Vec<_>>()
         )
     }
@@ -287,6 +288,25 @@ async fn every_documented_operation_answers_as_documented() {
     let contracts = api.ok("GET", "/contracts", SHOP, None).await;
     assert_eq!(contracts["contracts"].as_array().unwrap().len(), 2);
     assert!(contracts["contracts"].as_array().unwrap().iter().all(|c| c["customer"] == "shop"));
+    // A block of two periods, all or none: two filled orders, two contracts.
+    let p3 = p2 + 60;
+    let b = api
+        .ok("POST", "/blocks", SHOP, Some(json!({"period_start": p3, "periods": 2, "quantity_rps": 100, "price": 2.0})))
+        .await;
+    let periods: Vec<&Value> = b["contracts"].as_array().unwrap().iter().map(|c| &c["period_start"]).collect();
+    assert_eq!(periods, [&json!(p3), &json!(p3 + 60)]);
+    assert!(b["orders"].as_array().unwrap().iter().all(|o| o["state"] == "filled"));
+    // A standing order from p3: a bid in every period open from there at once, then one per
+    // new period until cancelled.
+    let so = api
+        .ok("POST", "/standing-orders", SHOP, Some(json!({"quantity_rps": 50, "price": 1.5, "period_start": p3})))
+        .await;
+    assert_eq!((&so["state"], so["placed"].as_u64().unwrap() >= 8), (&json!("active"), true), "{so}");
+    let sid = so["id"].as_i64().unwrap();
+    assert_eq!(api.ok("GET", "/standing-orders?active=true", SHOP, None).await["standing_orders"][0]["id"], sid);
+    assert_eq!(api.ok("GET", "/standing-orders", BLOG, None).await["standing_orders"], json!([]), "only its own");
+    api.ok("GET", &format!("/standing-orders/{sid}"), OP, None).await;
+    assert_eq!(api.ok("POST", &format!("/standing-orders/{sid}/cancel"), SHOP, None).await["state"], "cancelled");
     // Usage: shop has no contract in force yet, so it is recorded but not charged.
     let rep = api
         .ok("POST", "/proxies/edge-1/report", OP, Some(json!({"own_requests": 100, "served": {"shop": 1000}})))
@@ -340,6 +360,11 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .call("POST", &format!("/auctions/{aid}/bids"), SHOP, Some(json!({"quantity_rps": 5, "max_price": 1.0})))
         .await;
     let shop_bid = b["id"].as_i64().unwrap();
+    let (_, so) = api.call("POST", "/standing-orders", SHOP, Some(json!({"quantity_rps": 5, "price": 0.1}))).await;
+    let shop_standing = so["id"].as_i64().unwrap();
+    let (_, so) = api.call("POST", "/standing-orders", SHOP, Some(json!({"quantity_rps": 5, "price": 0.1}))).await;
+    let cancelled_standing = so["id"].as_i64().unwrap();
+    api.call("POST", &format!("/standing-orders/{cancelled_standing}/cancel"), SHOP, None).await;
     // Another buyer's bid reads exactly like one that does not exist.
     let (s1, theirs) = api.call("DELETE", &format!("/auctions/{aid}/bids/{shop_bid}"), BLOG, None).await;
     let (s2, none) = api.call("DELETE", &format!("/auctions/{aid}/bids/{}", shop_bid + 1000), BLOG, None).await;
@@ -383,6 +408,14 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             Some(json!({"origin_addresses": ["203.0.113.10"], "origin_weights": [1, 2]})),
             422,
             "2 weights for 1",
+        ),
+        (
+            "PUT",
+            "/customers/shop/settings".into(),
+            SHOP,
+            Some(json!({"origin_addresses": ["0.0.0.0"]})),
+            422,
+            "not a unicast address",
         ),
         (
             "PUT",
@@ -490,6 +523,82 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "unknown field",
         ),
         ("DELETE", format!("/orders/{shop_order}"), BLOG, None, 404, "no order"),
+        (
+            "POST",
+            "/blocks".into(),
+            SHOP,
+            Some(json!({"period_start": p1, "periods": 3, "quantity_rps": 5000, "price": 2.0})),
+            422,
+            "whole capacity",
+        ),
+        (
+            "POST",
+            "/blocks".into(),
+            SHOP,
+            Some(json!({"period_start": p1, "periods": 3, "quantity_rps": 5, "price": 0.5})),
+            409,
+            "buys nothing",
+        ),
+        (
+            "POST",
+            "/blocks".into(),
+            SHOP,
+            Some(json!({"period_start": p1, "periods": 0, "quantity_rps": 5, "price": 2.0})),
+            400,
+            "at least 1",
+        ),
+        (
+            "POST",
+            "/blocks".into(),
+            SHOP,
+            Some(json!({"period_start": p1, "periods": 12, "quantity_rps": 5, "price": 2.0})),
+            422,
+            "open for sale",
+        ),
+        (
+            "POST",
+            "/blocks".into(),
+            SHOP,
+            Some(json!({"period_start": p1 - 3600, "periods": 2, "quantity_rps": 5, "price": 2.0})),
+            409,
+            "past",
+        ),
+        (
+            "POST",
+            "/blocks".into(),
+            SHOP,
+            Some(json!({"period_start": p1, "periods": 2, "quantity_rps": 5, "price": 2.0, "customer": "blog"})),
+            403,
+            "cannot act for",
+        ),
+        ("POST", "/standing-orders".into(), SHOP, Some(json!({"quantity_rps": 0, "price": 1.0})), 422, "at least 1"),
+        (
+            "POST",
+            "/standing-orders".into(),
+            SHOP,
+            Some(json!({"quantity_rps": 5, "price": 1.0, "period_start": p1 + 7})),
+            422,
+            "boundary",
+        ),
+        (
+            "POST",
+            "/standing-orders".into(),
+            SHOP,
+            Some(json!({"quantity_rps": 5, "price": 1.0, "tif": "gtc"})),
+            400,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/standing-orders".into(),
+            OP,
+            Some(json!({"quantity_rps": 5, "price": 1.0, "customer": "nosuch"})),
+            404,
+            "no customer",
+        ),
+        ("GET", "/standing-orders/424242".into(), SHOP, None, 404, "no standing order"),
+        ("POST", format!("/standing-orders/{shop_standing}/cancel"), BLOG, None, 404, "no standing order"),
+        ("POST", format!("/standing-orders/{cancelled_standing}/cancel"), SHOP, None, 409, "cancelled"),
         ("DELETE", "/orders/999999".into(), OP, None, 404, "no order"),
         (
             "POST",

@@ -121,6 +121,11 @@ impl Book {
         }
     }
 
+    /// What an incoming bid at `limit` would buy now: the asks at `limit` or below.
+    pub fn asks_up_to(&self, limit: Price) -> u64 {
+        self.asks.range(..=limit).flat_map(|(_, q)| q.iter()).map(|o| o.remaining).sum()
+    }
+
     /// Put an order back exactly as it was (restoring a book from the store, oldest first):
     /// no matching.
     pub fn restore(&mut self, order: Order) {

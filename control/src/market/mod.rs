@@ -7,13 +7,16 @@
 //! `available = unused (capacity - forecast own usage) - sold (contracts) - reserved (open auctions)`.
 //! The network's ask in the book offers exactly `available` at the reserve price, and is
 //! withdrawn and reposted whenever that number changes (forecast, auction opened or cleared).
-//! Every fill and every auction award becomes a contract.
+//! Every fill and every auction award becomes a contract. A buyer may buy a block of
+//! consecutive periods at once, all or none ([`Market::place_block`]), and keep a standing
+//! order that bids in each new period ([`standing`]).
 //!
 //! Every operation writes its whole result in one store transaction; if the write fails the
 //! in-memory book is rebuilt from the store, so memory never runs ahead of the disk.
 
 pub mod auction;
 pub mod book;
+pub mod standing;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -30,7 +33,7 @@ use crate::{
     contracts::{self, Transitions},
     store::{
         AuctionRow, AuctionSettlement, AwardRecord, BidRow, BookChange, ContractRow, NewAuction, NewContract, OrderRow,
-        OrderUpdate, Store, StoreError,
+        OrderUpdate, StandingRow, Store, StoreError,
     },
 };
 
@@ -132,6 +135,8 @@ pub struct Market {
     open_auctions: Vec<AuctionRow>,
     /// Contracts not yet ended.
     contracts: Vec<ContractRow>,
+    /// Active standing orders.
+    standing: Vec<StandingRow>,
     next_order_id: i64,
     /// Activations and ends (contract, time) in force but not yet in the store.
     unrecorded: (Marks, Marks),
@@ -147,6 +152,7 @@ impl Market {
             network_asks: BTreeMap::new(),
             open_auctions: store.auctions(true)?,
             contracts: store.unfinished_contracts()?,
+            standing: store.standing_orders(None, true)?,
             next_order_id: store.max_order_id()? + 1,
             unrecorded: Default::default(),
         };
@@ -427,8 +433,87 @@ impl Market {
         Self::check_quantity(cap, req.quantity_rps)?;
         // The network's ask is brought up to date first, so the bid meets what is really unused.
         self.refresh_period(store, cap, req.period_start, now)?;
+        let (order, row) = self.new_bid(req, end, now);
+        let mut change = BookChange::default();
+        let contracts = self.submit(order, row, end, now, &mut change);
+        self.commit(store, &[req.period_start], &change, contracts)?;
+        let row = change.inserted.swap_remove(0);
+        let made = self.contracts_of(&[row.id]);
+        Ok((row, made))
+    }
+
+    /// Buy the same quantity at a limit price in `periods` consecutive periods from
+    /// `req.period_start`, all or none: every period fills in full now, in one store
+    /// transaction, or nothing is bought (409, saying which period falls short). `req.tif`
+    /// is not used: a block fills at once or not at all.
+    pub fn place_block(
+        &mut self,
+        store: &mut Store,
+        cap: &Capacity,
+        req: &OrderRequest,
+        periods: i64,
+        now: i64,
+    ) -> MarketResult<(Vec<OrderRow>, Vec<ContractRow>)> {
+        let most = self.params.horizon_periods + 1;
+        if !(1..=most).contains(&periods) {
+            return Err(MarketError::Invalid(format!(
+                "periods {periods} is not within 1..={most} (the periods open for sale)"
+            )));
+        }
+        let starts: Vec<i64> = (0..periods).map(|k| req.period_start + k * self.params.period_s).collect();
+        let ends = starts.iter().map(|&p| self.check_period(p, now)).collect::<MarketResult<Vec<i64>>>()?;
+        Self::check_quantity(cap, req.quantity_rps)?;
+        // Refused before anything is written (the network's asks included).
+        for &p in &starts {
+            let offered = self.offered_up_to(cap, p, req.price);
+            if offered < req.quantity_rps {
+                return Err(MarketError::Conflict(format!(
+                    "period {p} offers {offered} of the {} rps at {} or less: the block buys nothing",
+                    req.quantity_rps, req.price
+                )));
+            }
+        }
+        for &p in &starts {
+            self.refresh_period(store, cap, p, now)?;
+        }
+        let mut change = BookChange::default();
+        let mut contracts = Vec::new();
+        for (&p, &end) in starts.iter().zip(&ends) {
+            let (order, row) = self.new_bid(&OrderRequest { period_start: p, tif: Tif::Ioc, ..req.clone() }, end, now);
+            contracts.extend(self.submit(order, row, end, now, &mut change));
+        }
+        // All or none, whatever the estimate above missed: nothing of a short block is written.
+        let block: Vec<&OrderRow> = change.inserted.iter().filter(|o| o.side == Side::Bid).collect();
+        if let Some(short) = block.iter().find(|o| o.remaining_rps > 0) {
+            let p = short.period_start;
+            for &p in &starts {
+                self.reload_period(store, p);
+            }
+            return Err(MarketError::Conflict(format!("period {p} fell short: the block buys nothing")));
+        }
+        self.commit(store, &starts, &change, contracts)?;
+        let ids: Vec<i64> = change.inserted.iter().map(|o| o.id).collect();
+        let made = self.contracts_of(&ids);
+        Ok((change.inserted, made))
+    }
+
+    /// What a bid at `limit` would buy in `period` once the network's ask is brought up to
+    /// date: the asks at `limit` or below, the network's at what is available now.
+    fn offered_up_to(&self, cap: &Capacity, period: i64, limit: Price) -> u64 {
+        let book = self.books.get(&period);
+        let all = book.map_or(0, |b| b.asks_up_to(limit));
+        let network = self.network_asks.get(&period).and_then(|&id| book?.get(id as u64));
+        let others = all - network.filter(|o| o.price <= limit).map_or(0, |o| o.remaining);
+        let network_then = if self.params.reserve <= limit { self.availability(cap, period).available_rps } else { 0 };
+        others + network_then
+    }
+
+    /// A buyer's bid as the book and the store hold it, with the next order id.
+    fn new_bid(&mut self, req: &OrderRequest, end: i64, now: i64) -> (Order, OrderRow) {
+        let id = self.next_order_id;
+        self.next_order_id += 1;
         let order = Order {
-            id: self.next_order_id as u64,
+            id: id as u64,
             side: Side::Bid,
             owner: req.customer.clone(),
             price: req.price,
@@ -436,7 +521,7 @@ impl Market {
             tif: req.tif,
         };
         let row = OrderRow {
-            id: self.next_order_id,
+            id,
             period_start: req.period_start,
             period_end: end,
             side: Side::Bid,
@@ -449,13 +534,16 @@ impl Market {
             created_at: now,
             closed_at: None,
         };
-        self.next_order_id += 1;
-        let mut change = BookChange::default();
-        let contracts = self.submit(order, row, end, now, &mut change);
-        self.commit(store, req.period_start, &change, contracts)?;
-        let row = store.order(change.inserted[0].id)?.expect("just written");
-        let made = self.contracts.iter().filter(|c| c.bid_id == Some(row.id) && c.source == "book").cloned().collect();
-        Ok((row, made))
+        (order, row)
+    }
+
+    /// The book contracts made by the bids `ids`.
+    fn contracts_of(&self, ids: &[i64]) -> Vec<ContractRow> {
+        self.contracts
+            .iter()
+            .filter(|c| c.source == "book" && c.bid_id.is_some_and(|b| ids.contains(&b)))
+            .cloned()
+            .collect()
     }
 
     /// Match `order` in its period's book and describe the result in `change`.
@@ -517,10 +605,12 @@ impl Market {
         contracts
     }
 
+    /// Write a change of the books of `periods` in one transaction; if it fails, those books
+    /// are rebuilt from the store.
     fn commit(
         &mut self,
         store: &mut Store,
-        period: i64,
+        periods: &[i64],
         change: &BookChange,
         contracts: Vec<NewContract>,
     ) -> MarketResult<()> {
@@ -531,7 +621,9 @@ impl Market {
                 Ok(())
             }
             Err(e) => {
-                self.reload_period(store, period);
+                for &p in periods {
+                    self.reload_period(store, p);
+                }
                 Err(e.into())
             }
         }
@@ -563,7 +655,7 @@ impl Market {
             updated: vec![OrderUpdate { id, remaining_rps: remaining, state: "cancelled", closed_at: Some(now) }],
             ..Default::default()
         };
-        self.commit(store, row.period_start, &change, Vec::new())?;
+        self.commit(store, &[row.period_start], &change, Vec::new())?;
         Ok(store.order(id)?.expect("exists"))
     }
 
@@ -612,7 +704,7 @@ impl Market {
             };
             contracts = self.submit(order, row, end, now, &mut change);
         }
-        self.commit(store, period, &change, contracts)
+        self.commit(store, &[period], &change, contracts)
     }
 
     /// Orders of periods that have ended expire.
@@ -632,7 +724,7 @@ impl Market {
                     .collect(),
                 ..Default::default()
             };
-            self.commit(store, period, &change, Vec::new())?;
+            self.commit(store, &[period], &change, Vec::new())?;
             self.books.remove(&period);
             self.network_asks.remove(&period);
         }
@@ -640,7 +732,8 @@ impl Market {
     }
 
     /// The market's regular work at `now`: clear auctions whose bidding closed, expire
-    /// orders of ended periods, and bring the network's asks up to date over the horizon.
+    /// orders of ended periods, bring the network's asks up to date over the horizon, and
+    /// place the standing orders' bids in periods newly open for sale.
     pub fn tick(&mut self, store: &mut Store, cap: &Capacity, now: i64) -> MarketResult<()> {
         // Each step on its own: one auction or period the store refuses does not hold up the
         // others; the first error is returned after all were tried.
@@ -661,6 +754,10 @@ impl Market {
                 tracing::error!(period, "the network's ask: {e}");
                 first_error.get_or_insert(e);
             }
+        }
+        if let Err(e) = self.run_standing(store, cap, now) {
+            tracing::error!("standing orders: {e}");
+            first_error.get_or_insert(e);
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -27,12 +27,26 @@ CREATE TABLE customer_tokens (
     updated_at  INTEGER NOT NULL
 );";
 
-/// Version 3: what buyers set for themselves, laid over their entries (`settings`).
+/// Version 3: what buyers set for themselves, laid over their entries (`settings`), and
+/// standing orders (a bid placed in every new period).
 const SCHEMA_V3: &str = "
 CREATE TABLE customer_settings (
     customer    TEXT PRIMARY KEY,
     settings    TEXT NOT NULL,
     updated_at  INTEGER NOT NULL
+);
+CREATE TABLE standing_orders (
+    id             INTEGER PRIMARY KEY,
+    customer       TEXT NOT NULL,
+    quantity_rps   INTEGER NOT NULL CHECK (quantity_rps > 0),
+    price_micros   INTEGER NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('active', 'cancelled')),
+    next_period    INTEGER NOT NULL,
+    placed         INTEGER NOT NULL DEFAULT 0,
+    last_order_id  INTEGER,
+    last_error     TEXT,
+    created_at     INTEGER NOT NULL,
+    cancelled_at   INTEGER
 );";
 
 #[derive(Debug, thiserror::Error)]
@@ -432,9 +446,64 @@ impl Store {
                 params![u.id, u.remaining_rps as i64, u.state, u.closed_at],
             )?;
         }
+        for u in &change.standing {
+            update_standing(&tx, u)?;
+        }
         let created = insert_contracts(&tx, &change.contracts)?;
         tx.commit()?;
         Ok(created)
+    }
+
+    // --- standing orders -----------------------------------------------------------------
+
+    pub fn insert_standing(&mut self, s: &NewStanding) -> StoreResult<StandingRow> {
+        self.conn.execute(
+            "INSERT INTO standing_orders (customer, quantity_rps, price_micros, state, next_period, created_at)
+             VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
+            params![s.customer, s.quantity_rps as i64, s.price.0 as i64, s.next_period, s.created_at],
+        )?;
+        Ok(StandingRow {
+            id: self.conn.last_insert_rowid(),
+            customer: s.customer.clone(),
+            quantity_rps: s.quantity_rps,
+            price: s.price,
+            state: "active".into(),
+            next_period: s.next_period,
+            placed: 0,
+            last_order_id: None,
+            last_error: None,
+            created_at: s.created_at,
+            cancelled_at: None,
+        })
+    }
+
+    pub fn standing(&self, id: i64) -> StoreResult<Option<StandingRow>> {
+        let sql = format!("{} WHERE id = ?1", StandingRow::SELECT);
+        Ok(self.conn.query_row(&sql, [id], StandingRow::from_row).optional()?)
+    }
+
+    /// Standing orders, oldest first: one buyer's (or all), only the active ones or all.
+    pub fn standing_orders(&self, customer: Option<&str>, active_only: bool) -> StoreResult<Vec<StandingRow>> {
+        let sql = format!(
+            "{} WHERE (?1 IS NULL OR customer = ?1) AND (?2 = 0 OR state = 'active') ORDER BY id",
+            StandingRow::SELECT
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![customer, active_only], StandingRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A standing order's progress alone (a period it could not place for).
+    pub fn record_standing(&mut self, u: &StandingUpdate) -> StoreResult<()> {
+        update_standing(&self.conn, u)
+    }
+
+    pub fn cancel_standing(&mut self, id: i64, now: i64) -> StoreResult<()> {
+        self.conn.execute(
+            "UPDATE standing_orders SET state = 'cancelled', cancelled_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
     }
 
     pub fn order(&self, id: i64) -> StoreResult<Option<OrderRow>> {
@@ -483,6 +552,14 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+fn update_standing(conn: &Connection, u: &StandingUpdate) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE standing_orders SET next_period = ?2, placed = ?3, last_order_id = ?4, last_error = ?5 WHERE id = ?1",
+        params![u.id, u.next_period, u.placed as i64, u.last_order_id, u.last_error],
+    )?;
+    Ok(())
 }
 
 /// `sum + more`, or an overflow error naming `what`.

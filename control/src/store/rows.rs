@@ -172,6 +172,69 @@ pub struct BookChange {
     pub inserted: Vec<OrderRow>,
     pub updated: Vec<OrderUpdate>,
     pub contracts: Vec<NewContract>,
+    /// Standing orders that placed a bid of `inserted` (so a bid is placed once).
+    pub standing: Vec<StandingUpdate>,
+}
+
+/// A standing order: a buyer's bid of `quantity_rps` at `price` placed in every period as it
+/// opens for sale, until cancelled.
+#[derive(Debug, Clone, Serialize)]
+pub struct StandingRow {
+    pub id: i64,
+    pub customer: String,
+    pub quantity_rps: u64,
+    pub price: Price,
+    /// `active` or `cancelled`.
+    pub state: String,
+    /// The next period it places a bid in.
+    pub next_period: i64,
+    /// Bids placed so far.
+    pub placed: u64,
+    pub last_order_id: Option<i64>,
+    /// Why the last period it came to got no bid, if it did not.
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub cancelled_at: Option<i64>,
+}
+
+impl StandingRow {
+    pub(super) const SELECT: &str = "SELECT id, customer, quantity_rps, price_micros, state, next_period, placed, \
+        last_order_id, last_error, created_at, cancelled_at FROM standing_orders";
+
+    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            customer: r.get(1)?,
+            quantity_rps: r.get::<_, i64>(2)? as u64,
+            price: Price(r.get::<_, i64>(3)? as u64),
+            state: r.get(4)?,
+            next_period: r.get(5)?,
+            placed: r.get::<_, i64>(6)? as u64,
+            last_order_id: r.get(7)?,
+            last_error: r.get(8)?,
+            created_at: r.get(9)?,
+            cancelled_at: r.get(10)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewStanding {
+    pub customer: String,
+    pub quantity_rps: u64,
+    pub price: Price,
+    pub next_period: i64,
+    pub created_at: i64,
+}
+
+/// A standing order's progress after a period.
+#[derive(Debug, Clone)]
+pub struct StandingUpdate {
+    pub id: i64,
+    pub next_period: i64,
+    pub placed: u64,
+    pub last_order_id: Option<i64>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
