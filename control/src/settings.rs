@@ -33,8 +33,9 @@ pub struct CustomerSettings {
     pub ttl: Option<u32>,
 }
 
-/// A field that may be left out but not sent as `null`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+/// A field that may be left out but not sent as `null` (the API document says which are
+/// which).
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }
 

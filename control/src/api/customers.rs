@@ -223,15 +223,10 @@ pub async fn put_names(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FractionRequest {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::settings::present")]
     pub fraction: Option<f64>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::settings::present")]
     pub mode: Option<Mode>,
-}
-
-/// A field that may be left out but not sent as `null` (the document says which are which).
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
 }
 
 /// What a request asks for, once checked: the fraction and mode to put in force.

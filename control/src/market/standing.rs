@@ -55,8 +55,11 @@ impl Market {
         self.standing.push(row.clone());
         tracing::info!(standing = row.id, customer = %row.customer, rps = row.quantity_rps, price = %row.price,
             first, "standing order placed");
-        self.run_standing(store, cap, now)?;
-        Ok(store.standing(row.id)?.unwrap_or(row))
+        // Kept whatever happens next: a bid the store refuses now is placed at a later tick.
+        if let Err(e) = self.run_standing(store, cap, now) {
+            tracing::error!(standing = row.id, "placing standing orders' bids (retried at the next tick): {e}");
+        }
+        Ok(self.standing.iter().find(|s| s.id == row.id).cloned().unwrap_or(row))
     }
 
     /// Stop a standing order: no more bids. Those it placed stay in their books (each can be
