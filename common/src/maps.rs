@@ -261,7 +261,7 @@ impl ProxyRings {
 /// The proxy servers' addresses by family: what userspace builds [`ProxyRings`] from, and
 /// answers from itself.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProxySet {
     pub v4_len: u32,
     pub v6_len: u32,

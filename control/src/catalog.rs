@@ -65,7 +65,7 @@ pub struct Customer {
 
 pub struct Catalog {
     proxy_set: ProxySet,
-    /// The proxies' answer records for the data plane, built once from `proxy_set`.
+    /// The proxies' answer records for the data plane, built from `proxy_set` when it changes.
     proxy_rings: Box<ProxyRings>,
     customers: Vec<Customer>,
     by_id: HashMap<String, usize>,
@@ -96,7 +96,8 @@ pub struct Catalog {
 impl Catalog {
     /// Build from a validated config. Fails if two names hash to the same key (never by chance).
     pub fn from_config(config: &Config) -> Result<Self> {
-        let proxy_set = proxy_set(config.proxies()).map_err(|e| Error::Record("(proxies)".into(), e))?;
+        let proxy_set = proxy_set(config.proxies().flat_map(|p| p.addresses.iter()))
+            .map_err(|e| Error::Record("(proxies)".into(), e))?;
         let proxy_rings = Box::new(proxy_rings(&proxy_set).map_err(|e| Error::Record("(proxies)".into(), e.into()))?);
         let zones = Zones::from_config(config);
         let serial_base =
@@ -341,6 +342,24 @@ impl Catalog {
 
     pub fn proxy_set(&self) -> &ProxySet {
         &self.proxy_set
+    }
+
+    /// Put new proxy addresses in force (the fleet's choice): the data plane's records (its
+    /// two slots, so a reader sees the old set or the new), then the userspace server's
+    /// snapshot. Nothing changes on an error.
+    pub fn set_proxies(&mut self, addresses: &[std::net::IpAddr], dp: Option<&mut Dataplane>) -> Result<()> {
+        let set = proxy_set(addresses).map_err(|e| Error::Record("(proxies)".into(), e))?;
+        if set == self.proxy_set {
+            return Ok(());
+        }
+        let rings = Box::new(proxy_rings(&set).map_err(|e| Error::Record("(proxies)".into(), e.into()))?);
+        if let Some(dp) = dp {
+            dp.set_proxy_rings(&rings)?;
+        }
+        self.proxy_set = set;
+        self.proxy_rings = rings;
+        self.publish();
+        Ok(())
     }
 
     /// Changes with every change of the data (for SOA serials).

@@ -289,7 +289,7 @@ fn default_forecast_margin() -> f64 {
     0.1
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
     pub name: String,
@@ -298,6 +298,106 @@ pub struct ProxyConfig {
     /// The proxy's Prometheus endpoint, scraped every second for its request counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
+    /// An active health check; without one, only silence takes the proxy out of the answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+}
+
+impl ProxyConfig {
+    /// What is wrong with this proxy on its own, as (key under the proxy, message): its
+    /// bounds, then the rules the API's document cannot state.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut v = self.out_of_bounds();
+        for (j, a) in self.addresses.iter().enumerate() {
+            if !is_host_address(a) {
+                v.push((format!("addresses[{j}]"), format!("{a} is not a unicast address")));
+            } else if self.addresses[..j].contains(a) {
+                v.push((format!("addresses[{j}]"), format!("{a} is listed twice")));
+            }
+        }
+        for (key, url) in
+            [("metrics_url", &self.metrics_url), ("health.url", &self.health.as_ref().map(|h| h.url.clone()))]
+        {
+            if let Some(url) = url
+                && !is_http_url(url)
+            {
+                v.push((key.into(), format!("{url:?} is not an http(s) URL")));
+            }
+        }
+        if let Some(h) = &self.health
+            && h.timeout_ms > h.interval_ms
+        {
+            v.push(("health.timeout_ms".into(), format!("{} is above interval_ms ({})", h.timeout_ms, h.interval_ms)));
+        }
+        v
+    }
+
+    /// The problems that are bounds of single values (the API's document states them: 400).
+    pub fn out_of_bounds(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        if self.name.is_empty() || self.name.len() > 63 || !self.name.bytes().all(|b| b.is_ascii_graphic()) {
+            v.push(("name".into(), "must be 1 to 63 printable characters without spaces".into()));
+        }
+        if self.addresses.is_empty() {
+            v.push(("addresses".into(), "at least one address is needed".into()));
+        }
+        if self.capacity_rps == 0 || self.capacity_rps > crate::market::MAX_RPS {
+            v.push(("capacity_rps".into(), format!("must be between 1 and {}", crate::market::MAX_RPS)));
+        }
+        if let Some(h) = &self.health {
+            let bounds = [
+                ("interval_ms", h.interval_ms, 100, 60_000),
+                ("timeout_ms", h.timeout_ms, 10, 60_000),
+                ("rise", u64::from(h.rise), 1, 10),
+                ("fall", u64::from(h.fall), 1, 10),
+            ];
+            for (key, n, min, max) in bounds {
+                if !(min..=max).contains(&n) {
+                    v.push((format!("health.{key}"), format!("{n} is not within {min}..={max}")));
+                }
+            }
+        }
+        v
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+/// An active health check of a proxy, as HAProxy's `check inter .. fall .. rise ..`: an HTTP
+/// GET of `url` every `interval_ms`; an answer of 2xx or 3xx within `timeout_ms` passes.
+/// `fall` failures in a row take the proxy out of the answers, `rise` passes in a row bring it
+/// back. A proxy starts as up (a restart does not empty the answers).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub url: String,
+    #[serde(default = "default_check_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_check_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_check_count")]
+    pub rise: u32,
+    #[serde(default = "default_check_count")]
+    pub fall: u32,
+}
+
+fn default_check_interval_ms() -> u64 {
+    1000
+}
+fn default_check_timeout_ms() -> u64 {
+    500
+}
+fn default_check_count() -> u32 {
+    2
+}
+
+impl HealthCheck {
+    /// The longest a dead proxy stays in the answers after it stops answering checks.
+    pub fn detect_ms(&self) -> u64 {
+        u64::from(self.fall) * self.interval_ms + self.timeout_ms
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -683,30 +783,14 @@ impl Config {
             let line = Some(header);
             let p = p.get_ref();
             let at = format!("proxy[{i}] (name {:?})", p.name);
-            if p.name.is_empty() {
-                v.push(line, &at, "name must not be empty".into());
-            }
             if !proxy_names.insert(p.name.as_str()) {
                 v.push(line, &at, "a proxy of this name is already defined".into());
             }
-            if p.addresses.is_empty() {
-                v.push(line, &format!("{at}.addresses"), "at least one address is needed".into());
-            }
-            for (j, a) in p.addresses.iter().enumerate() {
-                if !is_host_address(a) {
-                    v.push(line, &format!("{at}.addresses[{j}]"), format!("{a} is not a unicast address"));
-                }
+            for (key, message) in p.problems() {
+                v.push(line, &format!("{at}.{key}"), message);
             }
             v4 += p.addresses.iter().filter(|a| a.is_ipv4()).count();
             v6 += p.addresses.iter().filter(|a| a.is_ipv6()).count();
-            if p.capacity_rps == 0 {
-                v.push(line, &format!("{at}.capacity_rps"), "must be greater than 0".into());
-            }
-            if let Some(url) = &p.metrics_url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                v.push(line, &format!("{at}.metrics_url"), format!("{url:?} is not an http(s) URL"));
-            }
         }
         if v4 > MAX_PROXY_ADDRS || v6 > MAX_PROXY_ADDRS {
             v.push(
@@ -1167,7 +1251,7 @@ ttl = 30
             .replace("overflow = \"origin\"", "overflow = \"cname\"\norigin_weights = [1]");
         let e = Config::parse(&text, "bad.toml").unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("bad.toml:19: proxy[0] (name \"edge-1\").capacity_rps: must be greater than 0"), "{s}");
+        assert!(s.contains("bad.toml:19: proxy[0] (name \"edge-1\").capacity_rps: must be between 1 and"), "{s}");
         assert!(s.contains("bad.toml:29: customer[0] (id \"shop\").fraction: 1.5 is outside [0, 1]"), "{s}");
         assert!(s.contains("is not inside server.zones or the customer's zones"), "{s}");
         assert!(s.contains("1 weights for 2 origin addresses"), "{s}");

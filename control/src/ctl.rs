@@ -111,9 +111,78 @@ fn parse_json_arg(s: &str) -> Result<Value, String> {
     serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))
 }
 
+/// A proxy's entry as `ctl proxies add` and `change` take it.
+#[derive(Debug, clap::Args)]
+pub struct ProxyEntry {
+    /// An address the answers give for this proxy (repeatable, both families).
+    #[arg(long = "address", required = true)]
+    addresses: Vec<std::net::IpAddr>,
+    #[arg(long)]
+    capacity_rps: u64,
+    /// Its Prometheus endpoint, scraped every second.
+    #[arg(long)]
+    metrics_url: Option<String>,
+    /// An HTTP GET health check of this URL (2xx or 3xx passes).
+    #[arg(long)]
+    health_url: Option<String>,
+    #[arg(long, requires = "health_url", default_value_t = 1000)]
+    health_interval_ms: u64,
+    #[arg(long, requires = "health_url", default_value_t = 500)]
+    health_timeout_ms: u64,
+    #[arg(long, requires = "health_url", default_value_t = 2)]
+    health_rise: u32,
+    #[arg(long, requires = "health_url", default_value_t = 2)]
+    health_fall: u32,
+}
+
+impl ProxyEntry {
+    fn body(&self) -> Value {
+        let mut body = json!({ "addresses": self.addresses, "capacity_rps": self.capacity_rps });
+        if let Some(u) = &self.metrics_url {
+            body["metrics_url"] = json!(u);
+        }
+        if let Some(u) = &self.health_url {
+            body["health"] = json!({
+                "url": u,
+                "interval_ms": self.health_interval_ms,
+                "timeout_ms": self.health_timeout_ms,
+                "rise": self.health_rise,
+                "fall": self.health_fall,
+            });
+        }
+        body
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ProxiesCommand {
     List,
+    Get {
+        name: String,
+    },
+    /// Add a proxy (stored; in the answers at once).
+    Add {
+        name: String,
+        #[command(flatten)]
+        entry: ProxyEntry,
+    },
+    /// Replace an added proxy's entry (config-file proxies change in the file).
+    Change {
+        name: String,
+        #[command(flatten)]
+        entry: ProxyEntry,
+    },
+    /// No new answers name it (it still reports what it serves); kept across restarts.
+    Drain {
+        name: String,
+    },
+    Undrain {
+        name: String,
+    },
+    /// Remove an added proxy.
+    Remove {
+        name: String,
+    },
     /// Set a proxy's capacity in requests/s.
     SetCapacity {
         name: String,
@@ -297,6 +366,18 @@ fn request(command: &CtlCommand) -> (Method, String, Option<Value>) {
             (Method::PUT, format!("/v1/customers/{id}/token"), Some(body))
         }
         C::Proxies(ProxiesCommand::List) => get("/v1/proxies".into()),
+        C::Proxies(ProxiesCommand::Get { name }) => get(format!("/v1/proxies/{name}")),
+        C::Proxies(ProxiesCommand::Add { name, entry }) => {
+            let mut body = entry.body();
+            body["name"] = json!(name);
+            (Method::POST, "/v1/proxies".into(), Some(body))
+        }
+        C::Proxies(ProxiesCommand::Change { name, entry }) => {
+            (Method::PUT, format!("/v1/proxies/{name}"), Some(entry.body()))
+        }
+        C::Proxies(ProxiesCommand::Drain { name }) => (Method::POST, format!("/v1/proxies/{name}/drain"), None),
+        C::Proxies(ProxiesCommand::Undrain { name }) => (Method::POST, format!("/v1/proxies/{name}/undrain"), None),
+        C::Proxies(ProxiesCommand::Remove { name }) => (Method::DELETE, format!("/v1/proxies/{name}"), None),
         C::Proxies(ProxiesCommand::SetCapacity { name, capacity_rps }) => {
             (Method::PUT, format!("/v1/proxies/{name}/capacity"), Some(json!({ "capacity_rps": capacity_rps })))
         }
@@ -400,6 +481,19 @@ pub async fn run(args: CtlArgs) -> Result<Value, CtlError> {
 mod tests {
     use super::*;
 
+    fn entry(checked: bool) -> ProxyEntry {
+        ProxyEntry {
+            addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+            capacity_rps: 100,
+            metrics_url: checked.then(|| "http://192.0.2.1:8404/metrics".into()),
+            health_url: checked.then(|| "http://192.0.2.1/healthz".into()),
+            health_interval_ms: 1000,
+            health_timeout_ms: 500,
+            health_rise: 2,
+            health_fall: 3,
+        }
+    }
+
     /// Every ctl command is a documented API operation, with a body that fits the document.
     #[test]
     fn commands_match_the_openapi_document() {
@@ -428,6 +522,12 @@ mod tests {
                 new_token: Some("a-new-token".into()),
             }),
             CtlCommand::Proxies(ProxiesCommand::List),
+            CtlCommand::Proxies(ProxiesCommand::Get { name: "e".into() }),
+            CtlCommand::Proxies(ProxiesCommand::Add { name: "e".into(), entry: entry(true) }),
+            CtlCommand::Proxies(ProxiesCommand::Change { name: "e".into(), entry: entry(false) }),
+            CtlCommand::Proxies(ProxiesCommand::Drain { name: "e".into() }),
+            CtlCommand::Proxies(ProxiesCommand::Undrain { name: "e".into() }),
+            CtlCommand::Proxies(ProxiesCommand::Remove { name: "e".into() }),
             CtlCommand::Proxies(ProxiesCommand::SetCapacity { name: "e".into(), capacity_rps: 5 }),
             CtlCommand::Proxies(ProxiesCommand::Report { name: "e".into(), own: 1, served: vec![("shop".into(), 2)] }),
             CtlCommand::Capacity { periods: Some(2) },

@@ -80,11 +80,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     if !config.server.xdp_interfaces.is_empty() && config.server.xdp_addresses.is_empty() {
         tokio::spawn(follow_host_addresses(state.clone(), config.clone(), phase.clone()));
     }
-    for p in config.proxies() {
-        if let Some(url) = &p.metrics_url {
-            tokio::spawn(scrape_loop(state.clone(), p.name.clone(), url.clone(), phase.clone()));
-        }
-    }
+    tokio::spawn(crate::fleet::watch::watch_proxies(state.clone(), phase.clone()));
     let registry = Registry::default();
     if !config.server.listen.is_empty() {
         // The same serial as the XDP program's negative answers.
@@ -308,7 +304,7 @@ impl Signals {
     }
 }
 
-fn running(phase: &watch::Receiver<Phase>) -> bool {
+pub(crate) fn running(phase: &watch::Receiver<Phase>) -> bool {
     *phase.borrow() == Phase::Running
 }
 
@@ -348,8 +344,7 @@ async fn controller_loop(state: Arc<AppState>, phase: watch::Receiver<Phase>) {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let next = std::time::Duration::from_secs(now.as_secs() + 1) + std::time::Duration::from_millis(200);
         tokio::time::sleep(next.saturating_sub(now)).await;
-        let t =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let t = crate::engine::unix_now_f64();
         let phase = phase.clone();
         state
             .with_engine(move |engine| {
@@ -392,62 +387,6 @@ async fn follow_host_addresses(state: Arc<AppState>, config: Config, phase: watc
             }
             Some(Err(e)) => tracing::error!("updating the XDP address set: {e}"),
             None => return,
-        }
-    }
-}
-
-/// Scrape a proxy's metrics every second; each scrape after the first is a report (the
-/// counters' growth since the previous one). A failed scrape is no report: the proxy goes
-/// stale, then down, as if silent. The baseline moves only when a report was recorded, so a
-/// report the store did not take is counted in the next one.
-async fn scrape_loop(state: Arc<AppState>, proxy: String, url: String, phase: watch::Receiver<Phase>) {
-    use crate::controller::scrape;
-    let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build() {
-        Ok(c) => c,
-        Err(e) => return tracing::error!(%proxy, "no HTTP client for scraping: {e}"),
-    };
-    let mut prev: Option<(f64, scrape::Counters)> = None;
-    let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        interval.tick().await;
-        let text = match client.get(&url).send().await.and_then(|r| r.error_for_status()) {
-            Ok(r) => r.text().await,
-            Err(e) => Err(e),
-        };
-        let text = match text {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::debug!(%proxy, %url, "scrape failed: {e}");
-                continue;
-            }
-        };
-        let at =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        let counters = scrape::parse(&text);
-        let Some((t0, before)) = &prev else {
-            prev = Some((at, counters));
-            continue;
-        };
-        let (own, mut served) = scrape::delta(before, &counters);
-        let (phase, name, interval) = (phase.clone(), proxy.clone(), at - t0);
-        let recorded = state
-            .with_engine(move |engine| {
-                if !running(&phase) {
-                    return Ok(false);
-                }
-                served.retain(|c, _| engine.catalog.customer(c).is_some());
-                engine.record_report(&name, own, &served, Some(interval), at).map(|_| true)
-            })
-            .await;
-        match recorded {
-            Ok(true) => prev = Some((at, counters)),
-            Ok(false) => {}
-            // Counts no report may carry are dropped; a store that failed counts them again.
-            Err(e @ Error::Market(crate::market::MarketError::Invalid(_))) => {
-                tracing::warn!(%proxy, "scrape dropped: {e}");
-                prev = Some((at, counters));
-            }
-            Err(e) => tracing::error!(%proxy, "recording a scrape (counted again in the next one): {e}"),
         }
     }
 }

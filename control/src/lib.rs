@@ -5,7 +5,8 @@
 //! - [`catalog`]: the live customers and the fraction in force for each.
 //! - [`api`]: the HTTP control API and admin endpoints; [`metrics`]: Prometheus metrics.
 //! - [`dns`]: the userspace authoritative server (UDP and TCP).
-//! - [`capacity`]: proxies' capacity, own-usage history and its forecast.
+//! - [`capacity`]: proxies' capacity, own-usage history and its forecast; [`fleet`]: the
+//!   proxies themselves, their drain and health, and which the answers may name.
 //! - [`market`]: the auction and the order book; [`contracts`]: what is in force when;
 //!   [`ledger`]: usage priced by the contracts; [`store`]: SQLite.
 //! - [`engine`]: all of the above behind one lock.
@@ -25,6 +26,7 @@ pub mod dataplane;
 pub mod dns;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 pub mod handover;
 pub mod ledger;
 pub mod market;

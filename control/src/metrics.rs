@@ -17,6 +17,8 @@ use crate::{dataplane::StatsReader, engine::Engine, error::Result};
 pub struct EngineView {
     scale: f64,
     customers: Vec<CustomerView>,
+    /// Each proxy: name, in the answers or not, load by its last report.
+    proxies: Vec<(String, bool, Option<f64>)>,
 }
 
 struct CustomerView {
@@ -50,6 +52,12 @@ impl EngineView {
                     }
                 })
                 .collect(),
+            proxies: engine
+                .fleet
+                .proxies()
+                .iter()
+                .map(|p| (p.config.name.clone(), p.status == crate::fleet::Status::Answering, p.load_rps))
+                .collect(),
         }
     }
 }
@@ -64,6 +72,8 @@ pub const CUSTOMER_SETPOINT_RPS: &str = "spillway_customer_setpoint_rps";
 pub const CUSTOMER_PROXY_TTL: &str = "spillway_customer_proxy_ttl_seconds";
 pub const CONTROLLER_SCALE: &str = "spillway_controller_scale";
 pub const RRL_TOTAL: &str = "spillway_rrl_total";
+pub const PROXY_IN_ANSWERS: &str = "spillway_proxy_in_answers";
+pub const PROXY_LOAD_RPS: &str = "spillway_proxy_load_rps";
 
 pub const PATH_XDP: &str = "xdp";
 pub const PATH_USERSPACE: &str = "userspace";
@@ -77,6 +87,8 @@ pub struct Metrics {
     served: GaugeVec,
     setpoint: GaugeVec,
     proxy_ttl: GaugeVec,
+    proxy_in_answers: GaugeVec,
+    proxy_load: GaugeVec,
     scale: prometheus::Gauge,
     xdp_packets: IntCounterVec,
     rrl: IntCounterVec,
@@ -134,6 +146,20 @@ impl Metrics {
             &["customer"],
         )
         .expect("valid metric");
+        let proxy_in_answers = GaugeVec::new(
+            Opts::new(
+                PROXY_IN_ANSWERS,
+                "1 while the answers may name a proxy; 0 while it is drained, failing its health check, \
+                 silent, or above its target load.",
+            ),
+            &["proxy"],
+        )
+        .expect("valid metric");
+        let proxy_load = GaugeVec::new(
+            Opts::new(PROXY_LOAD_RPS, "A proxy's requests/s (own and buyers') by its last report (absent before)."),
+            &["proxy"],
+        )
+        .expect("valid metric");
         let scale = prometheus::Gauge::new(
             CONTROLLER_SCALE,
             "Load feedback: the proxies' spare capacity over everything sold, at most 1.",
@@ -162,7 +188,7 @@ impl Metrics {
         for c in [&dns_queries, &answers, &xdp_packets, &rrl] {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
-        for g in [&fraction, &contracted, &served, &setpoint, &proxy_ttl] {
+        for g in [&fraction, &contracted, &served, &setpoint, &proxy_ttl, &proxy_in_answers, &proxy_load] {
             registry.register(Box::new(g.clone())).expect("unique metric");
         }
         registry.register(Box::new(scale.clone())).expect("unique metric");
@@ -175,6 +201,8 @@ impl Metrics {
             served,
             setpoint,
             proxy_ttl,
+            proxy_in_answers,
+            proxy_load,
             scale,
             xdp_packets,
             rrl,
@@ -197,6 +225,14 @@ impl Metrics {
         self.scale.set(engine.scale);
         self.served.reset();
         self.setpoint.reset();
+        self.proxy_in_answers.reset();
+        self.proxy_load.reset();
+        for (name, in_answers, load) in &engine.proxies {
+            self.proxy_in_answers.with_label_values(&[name]).set(if *in_answers { 1.0 } else { 0.0 });
+            if let Some(l) = load {
+                self.proxy_load.with_label_values(&[name]).set(*l);
+            }
+        }
         let mut xdp_answered = 0;
         let mut rrl: [u64; RRL_ACTIONS as usize] =
             std::array::from_fn(|i| self.rrl_userspace[i].load(Ordering::Relaxed));

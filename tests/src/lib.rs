@@ -10,4 +10,5 @@ pub mod load;
 pub mod netns;
 pub mod peers;
 pub mod privileged;
+pub mod proxies;
 pub mod sim;

@@ -43,6 +43,10 @@ reserve_price = 1.0
 interval_s = 1
 assumed_own_load = 0.2
 
+# edge-1 reports once, by hand: it must not go silent (and leave the answers) meanwhile.
+[controller]
+proxy_down_s = 3600.0
+
 [[proxy]]
 name = "edge-1"
 addresses = ["{PROXY}"]

@@ -8,9 +8,19 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// Debian packages: LLVM 22 for bpf-linker, the DNS clients and tools the tests and demo use,
-/// and a font for the simulation's plots.
-const APT_PACKAGES: &[&str] =
-    &["llvm-22-dev", "iproute2", "dnsutils", "knot-dnsutils", "knot", "bpftool", "fonts-dejavu-core"];
+/// the proxy (HAProxy) and origin (nginx) the proxy tests run, and a font for the simulation's
+/// plots.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "dnsutils",
+    "knot-dnsutils",
+    "knot",
+    "bpftool",
+    "haproxy",
+    "nginx-light",
+    "fonts-dejavu-core",
+];
 /// What only `cargo xtask bench` needs: the load generator and a second reference server.
 pub const BENCH_PACKAGES: &[&str] = &["dnsperf", "nsd", "ethtool"];
 /// bpf-linker must link the LLVM that matches nightly's (22).

@@ -54,6 +54,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Wakes the market scheduler when a change may move its next deadline.
     pub market_changed: Notify,
+    /// The API changed the proxies: their watching tasks follow at once.
+    pub proxies_changed: Notify,
     /// The data plane's counters, read without the engine's lock (`None`: XDP is off).
     pub stats: Option<StatsReader>,
     /// Requests in flight and buyers' write rates.
@@ -80,6 +82,7 @@ impl AppState {
             tokens: RwLock::new(tokens),
             ready: AtomicBool::new(false),
             market_changed: Notify::new(),
+            proxies_changed: Notify::new(),
         })
     }
 
@@ -112,7 +115,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/customers/{id}/resolvers", get(customers::resolvers))
         .route("/customers/{id}/settings", put(customers::put_settings).delete(customers::delete_settings))
         .route("/customers/{id}/token", put(customers::put_token))
-        .route("/proxies", get(proxies::list))
+        .route("/proxies", get(proxies::list).post(proxies::create))
+        .route("/proxies/{name}", get(proxies::get).put(proxies::put).delete(proxies::delete))
+        .route("/proxies/{name}/drain", post(proxies::drain))
+        .route("/proxies/{name}/undrain", post(proxies::undrain))
         .route("/proxies/{name}/capacity", put(proxies::put_capacity))
         .route("/proxies/{name}/report", post(proxies::report))
         .route("/capacity", get(market::capacity))

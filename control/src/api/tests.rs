@@ -145,7 +145,7 @@ impl Api {
         let e = self.state.engine();
         let s = &e.store;
         format!(
-            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
             s.auctions(false).unwrap(),
             s.orders(None, false).unwrap(),
             s.contracts(None).unwrap(),
@@ -157,7 +157,11 @@ impl Api {
             s.token_digests().unwrap().iter().map(|(c, d)| (c.clone(), d.map(|d| d.to_hex()))).collect::<Vec<_>>(),
             s.customer_settings().unwrap(),
             s.standing_orders(None, false).unwrap(),
-            e.catalog.customers().iter().map(|c| serde_json::to_string(&c.config).unwrap()).collect::<Vec<_>>()
+            e.catalog.customers().iter().map(|c| serde_json::to_string(&c.config).unwrap()).collect::<Vec<_>>(),
+            s.proxies().unwrap(),
+            s.drained_proxies().unwrap(),
+            e.fleet.proxies().iter().map(|p| (&p.config, p.drained, p.status)).collect::<Vec<_>>(),
+            e.catalog.proxy_set()
         )
     }
 }
@@ -242,6 +246,30 @@ async fn every_documented_operation_answers_as_documented() {
     assert_eq!(api.call("GET", "/customers", &new_token, None).await.0, 401);
     api.ok("GET", "/proxies", OP, None).await;
     api.ok("PUT", "/proxies/edge-1/capacity", OP, Some(json!({"capacity_rps": 2000}))).await;
+    // The fleet at run time: added, changed, drained, removed, each in the answers at once.
+    let edge2 = json!({"name": "edge-2", "addresses": ["198.51.100.20", "2001:db8::20"], "capacity_rps": 500,
+        "health": {"url": "http://198.51.100.20/healthz", "fall": 3}});
+    let v = api.ok("POST", "/proxies", OP, Some(edge2)).await;
+    assert_eq!(
+        (v["source"].as_str(), v["status"].as_str(), v["check_up"].as_bool()),
+        (Some("api"), Some("answering"), Some(true))
+    );
+    assert_eq!(v["health"]["interval_ms"], 1000, "defaults filled in");
+    let set = |api: &Api| *api.state.engine().catalog.proxy_set();
+    assert_eq!((set(&api).v4_len, set(&api).v6_len), (2, 1));
+    let v =
+        api.ok("PUT", "/proxies/edge-2", OP, Some(json!({"addresses": ["198.51.100.21"], "capacity_rps": 700}))).await;
+    assert_eq!((v["capacity_rps"].as_u64(), v["check_up"].is_null()), (Some(700), true));
+    assert_eq!((set(&api).v4_len, set(&api).v6_len), (2, 0));
+    assert_eq!(api.ok("GET", "/proxies/edge-2", OP, None).await["addresses"], json!(["198.51.100.21"]));
+    let v = api.ok("POST", "/proxies/edge-1/drain", OP, None).await;
+    assert_eq!((v["drained"].as_bool(), v["status"].as_str()), (Some(true), Some("drained")));
+    assert_eq!(set(&api).v4[..set(&api).v4_len as usize], [[198, 51, 100, 21]], "only edge-2 answers");
+    assert_eq!(api.ok("POST", "/proxies/edge-1/undrain", OP, None).await["status"], "answering");
+    assert_eq!(api.ok("GET", "/proxies", OP, None).await["total_capacity_rps"], 2700);
+    api.ok("DELETE", "/proxies/edge-2", OP, None).await;
+    assert_eq!(set(&api).v4_len, 1);
+    assert_eq!(api.ok("GET", "/proxies", OP, None).await["total_capacity_rps"], 2000);
     let cap = api.ok("GET", "/capacity?periods=3", OP, None).await;
     assert_eq!(cap["periods"][1]["available_rps"], 2000);
     // The book: shop buys 300 of p1 at the ask (1.0).
@@ -734,6 +762,83 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "no customer",
         ),
         ("PUT", "/proxies/edge-1/capacity".into(), OP, Some(json!({"capacity_rps": 0})), 400, "between"),
+        ("POST", "/proxies".into(), SHOP, Some(proxy("e9", "192.0.2.9")), 403, "operator"),
+        ("POST", "/proxies".into(), OP, Some(proxy("edge-1", "192.0.2.9")), 409, "exists"),
+        ("POST", "/proxies".into(), OP, Some(proxy("e9", "198.51.100.10")), 422, "is proxy \"edge-1\"'s"),
+        ("POST", "/proxies".into(), OP, Some(proxy("e9", "0.0.0.0")), 422, "not a unicast address"),
+        ("POST", "/proxies".into(), OP, Some(proxy("a b", "192.0.2.9")), 400, "printable"),
+        ("POST", "/proxies".into(), OP, Some(proxy("", "192.0.2.9")), 400, "printable"),
+        (
+            "POST",
+            "/proxies".into(),
+            OP,
+            Some(json!({"name": "e9", "addresses": [], "capacity_rps": 1})),
+            400,
+            "at least one",
+        ),
+        (
+            "POST",
+            "/proxies".into(),
+            OP,
+            Some(json!({"name": "e9", "addresses": ["x"], "capacity_rps": 1})),
+            400,
+            "invalid JSON",
+        ),
+        ("POST", "/proxies".into(), OP, Some(json!({"name": "e9", "addresses": ["192.0.2.9"]})), 400, "capacity_rps"),
+        (
+            "POST",
+            "/proxies".into(),
+            OP,
+            Some(json!({"name": "e9", "addresses": ["192.0.2.9"], "capacity_rps": 0})),
+            400,
+            "between",
+        ),
+        (
+            "POST",
+            "/proxies".into(),
+            OP,
+            Some(json!({"name": "e9", "addresses": ["192.0.2.9"], "capacity_rps": 1, "weight": 1})),
+            400,
+            "unknown field",
+        ),
+        ("POST", "/proxies".into(), OP, Some(checked("ftp://192.0.2.9/", 1000, 500, 2)), 422, "not an http(s) URL"),
+        ("POST", "/proxies".into(), OP, Some(checked("http://192.0.2.9/", 50, 20, 2)), 400, "interval_ms"),
+        ("POST", "/proxies".into(), OP, Some(checked("http://192.0.2.9/", 1000, 5, 2)), 400, "timeout_ms"),
+        ("POST", "/proxies".into(), OP, Some(checked("http://192.0.2.9/", 1000, 2000, 2)), 422, "above interval_ms"),
+        ("POST", "/proxies".into(), OP, Some(checked("http://192.0.2.9/", 1000, 500, 0)), 400, "health.fall"),
+        (
+            "POST",
+            "/proxies".into(),
+            OP,
+            Some(json!({"name": "e9", "addresses": ["192.0.2.9"], "capacity_rps": 1, "metrics_url": "nope"})),
+            422,
+            "metrics_url",
+        ),
+        ("POST", "/proxies".into(), OP, Some(proxy_many(65)), 422, "more than 64 IPv4"),
+        (
+            "PUT",
+            "/proxies/edge-1".into(),
+            OP,
+            Some(json!({"addresses": ["192.0.2.9"], "capacity_rps": 5})),
+            409,
+            "config file",
+        ),
+        (
+            "PUT",
+            "/proxies/nosuch".into(),
+            OP,
+            Some(json!({"addresses": ["192.0.2.9"], "capacity_rps": 5})),
+            404,
+            "no proxy",
+        ),
+        ("PUT", "/proxies/edge-1".into(), OP, Some(json!({"addresses": ["192.0.2.9"]})), 400, "capacity_rps"),
+        ("DELETE", "/proxies/edge-1".into(), OP, None, 409, "config file"),
+        ("DELETE", "/proxies/nosuch".into(), OP, None, 404, "no proxy"),
+        ("DELETE", "/proxies/edge-1".into(), SHOP, None, 403, "operator"),
+        ("POST", "/proxies/nosuch/drain".into(), OP, None, 404, "no proxy"),
+        ("POST", "/proxies/edge-1/drain".into(), BLOG, None, 403, "operator"),
+        ("POST", "/proxies/nosuch/undrain".into(), OP, None, 404, "no proxy"),
+        ("GET", "/proxies/nosuch".into(), OP, None, 404, "no proxy"),
         ("PUT", "/proxies/nosuch/capacity".into(), OP, Some(json!({"capacity_rps": 5})), 404, "no proxy"),
         ("POST", "/proxies/edge-1/report".into(), OP, Some(json!({"served": {"nosuch": 5}})), 422, "no customer"),
         ("POST", "/proxies/edge-1/report".into(), SHOP, Some(json!({"served": {"shop": 5}})), 403, "operator"),
@@ -757,6 +862,55 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let orders = api.ok("GET", "/orders", BLOG, None).await;
     assert!(orders["orders"].as_array().unwrap().iter().all(|o| o["owner"] == "blog"));
     assert_eq!(api.ok("GET", "/customers", BLOG, None).await["customers"].as_array().unwrap().len(), 1);
+}
+
+fn proxy(name: &str, address: &str) -> Value {
+    json!({"name": name, "addresses": [address], "capacity_rps": 100})
+}
+
+fn checked(url: &str, interval_ms: u64, timeout_ms: u64, fall: u32) -> Value {
+    json!({"name": "e9", "addresses": ["192.0.2.9"], "capacity_rps": 100,
+        "health": {"url": url, "interval_ms": interval_ms, "timeout_ms": timeout_ms, "fall": fall}})
+}
+
+fn proxy_many(n: usize) -> Value {
+    let addrs: Vec<String> = (0..n).map(|i| format!("10.0.{}.{}", i / 200, i % 200 + 1)).collect();
+    json!({"name": "e9", "addresses": addrs, "capacity_rps": 100})
+}
+
+/// Proxies added and drained through the API outlive a restart; a stored proxy the config
+/// file now defines is skipped (the file wins), and one that breaks a rule too.
+#[tokio::test]
+async fn added_and_drained_proxies_outlive_a_restart() {
+    let mut api = Api::new();
+    api.ok("POST", "/proxies", OP, Some(proxy("edge-2", "198.51.100.20"))).await;
+    api.ok("POST", "/proxies", OP, Some(proxy("edge-3", "198.51.100.30"))).await;
+    api.ok("POST", "/proxies/edge-1/drain", OP, None).await;
+    api.ok("PUT", "/proxies/edge-3/capacity", OP, Some(json!({"capacity_rps": 321}))).await;
+    let restart = |text: &str| {
+        let cfg = Config::parse(text, "test.toml").unwrap();
+        Engine::new(&cfg, Catalog::from_config(&cfg).unwrap(), None, unix_now()).unwrap()
+    };
+    let e = restart(&config_text(&api._dir.0));
+    let names: Vec<_> = e.fleet.proxies().iter().map(|p| (p.config.name.as_str(), p.drained)).collect();
+    assert_eq!(names, [("edge-1", true), ("edge-2", false), ("edge-3", false)]);
+    assert_eq!((e.capacity.proxy("edge-3"), e.capacity.total_rps()), (Some(321), 1421));
+    let set = e.catalog.proxy_set();
+    assert_eq!(set.v4[..set.v4_len as usize], [[198, 51, 100, 20], [198, 51, 100, 30]], "edge-1 stays drained");
+    drop(e);
+    // The file now has an edge-2, and edge-1 took edge-3's address.
+    let text = config_text(&api._dir.0)
+        .replacen(r#"addresses = ["198.51.100.10"]"#, r#"addresses = ["198.51.100.30"]"#, 1)
+        .replacen(
+            "[[customer]]",
+            "[[proxy]]\nname = \"edge-2\"\naddresses = [\"198.51.100.99\"]\ncapacity_rps = 5\n[[customer]]",
+            1,
+        );
+    let e = restart(&text);
+    let names: Vec<_> = e.fleet.proxies().iter().map(|p| (p.config.name.as_str(), p.source)).collect();
+    use crate::fleet::Source;
+    assert_eq!(names, [("edge-1", Source::Config), ("edge-2", Source::Config)], "both stored ones skipped");
+    assert_eq!(e.store.proxies().unwrap().len(), 2, "and kept in the store");
 }
 
 /// Settings an edited config entry no longer takes are skipped at start (the daemon starts,

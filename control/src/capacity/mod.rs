@@ -42,6 +42,10 @@ impl Capacity {
         self.proxies.insert(name.to_owned(), capacity_rps);
     }
 
+    pub fn remove_proxy(&mut self, name: &str) {
+        self.proxies.remove(name);
+    }
+
     pub fn proxy(&self, name: &str) -> Option<u64> {
         self.proxies.get(name).copied()
     }

@@ -60,6 +60,18 @@ impl ProxyFeed {
         }
     }
 
+    /// When `proxy` last reported, and its load then: own and buyers' requests/s (`None`
+    /// until it has rates).
+    pub fn last(&self, proxy: &str) -> Option<(f64, Option<f64>)> {
+        let p = self.proxies.get(proxy)?;
+        Some((p.at?, p.own_rps.map(|own| own + p.served_rps.values().sum::<f64>())))
+    }
+
+    /// A proxy removed: its reports go with it.
+    pub fn forget(&mut self, proxy: &str) {
+        self.proxies.remove(proxy);
+    }
+
     pub fn snapshot(
         &self,
         now: f64,

@@ -13,7 +13,7 @@ use spillway_common::{
     negative::{ZONE_KEY_LEN, ZoneRecord, zone_key},
 };
 
-use crate::config::{Assignment, CustomerConfig, Draw, Overflow, ProxyConfig, parse_name};
+use crate::config::{Assignment, CustomerConfig, Draw, Overflow, parse_name};
 
 /// Wire format of a name, as the name is written (case kept).
 pub fn name_wire(name: &Name) -> Vec<u8> {
@@ -104,10 +104,10 @@ pub fn customer_record(c: &CustomerConfig, fraction: f64, epoch: u64) -> Result<
     Ok(r)
 }
 
-/// All proxies' addresses, by family, in config order.
-pub fn proxy_set<'a>(proxies: impl IntoIterator<Item = &'a ProxyConfig>) -> Result<ProxySet, String> {
+/// Proxy addresses by family, in the order given.
+pub fn proxy_set<'a>(addresses: impl IntoIterator<Item = &'a IpAddr>) -> Result<ProxySet, String> {
     let mut s = ProxySet::empty();
-    for addr in proxies.into_iter().flat_map(|p| p.addresses.iter()) {
+    for addr in addresses {
         match addr {
             IpAddr::V4(a) if (s.v4_len as usize) < MAX_PROXY_ADDRS => {
                 s.v4[s.v4_len as usize] = a.octets();

@@ -14,10 +14,14 @@ use crate::market::{
     book::{Side, Tif},
     units::Price,
 };
-use crate::{config::CustomerConfig, settings::CustomerSettings, tokens::TokenDigest};
+use crate::{
+    config::{CustomerConfig, ProxyConfig},
+    settings::CustomerSettings,
+    tokens::TokenDigest,
+};
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Version 2: tokens kept as SHA-256 digests, for every customer whose token the API set.
 const SCHEMA_V2: &str = "
@@ -47,6 +51,20 @@ CREATE TABLE standing_orders (
     last_error     TEXT,
     created_at     INTEGER NOT NULL,
     cancelled_at   INTEGER
+);";
+
+/// Version 4: proxies added through the API (config-file ones stay in the file), and which
+/// proxies are drained (of either kind).
+const SCHEMA_V4: &str = "
+CREATE TABLE proxies (
+    name        TEXT PRIMARY KEY,
+    config      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE proxy_drains (
+    name        TEXT PRIMARY KEY,
+    drained_at  INTEGER NOT NULL
 );";
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +115,12 @@ impl Store {
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA_V3)?;
             tx.pragma_update(None, "user_version", 3)?;
+            tx.commit()?;
+        }
+        if version < 4 {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA_V4)?;
+            tx.pragma_update(None, "user_version", 4)?;
             tx.commit()?;
         }
         Ok(Store { conn })
@@ -161,16 +185,66 @@ impl Store {
         Ok(())
     }
 
+    /// The proxies added through the API, oldest first: each as stored, or why it cannot be
+    /// read (the caller skips it and says so).
+    pub fn proxies(&self) -> StoreResult<Vec<(String, Result<ProxyConfig, String>)>> {
+        self.json_rows("SELECT name, config FROM proxies ORDER BY created_at, name", "config")
+    }
+
+    /// Add a proxy, or replace the one of its name.
+    pub fn put_proxy(&mut self, p: &ProxyConfig, now: i64) -> StoreResult<()> {
+        let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn.execute(
+            "INSERT INTO proxies (name, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (name) DO UPDATE SET config = ?2, updated_at = ?3",
+            params![p.name, json, now],
+        )?;
+        Ok(())
+    }
+
+    /// Forget a proxy added through the API: its entry, its capacity and whether it was
+    /// drained, in one transaction.
+    pub fn delete_proxy(&mut self, name: &str) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        for sql in [
+            "DELETE FROM proxies WHERE name = ?1",
+            "DELETE FROM proxy_drains WHERE name = ?1",
+            "DELETE FROM proxy_capacity WHERE name = ?1",
+        ] {
+            tx.execute(sql, params![name])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn drained_proxies(&self) -> StoreResult<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT name FROM proxy_drains ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_drained(&mut self, name: &str, drained: bool, now: i64) -> StoreResult<()> {
+        if drained {
+            self.conn.execute(
+                "INSERT INTO proxy_drains (name, drained_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, now],
+            )?;
+        } else {
+            self.conn.execute("DELETE FROM proxy_drains WHERE name = ?1", params![name])?;
+        }
+        Ok(())
+    }
+
     // --- customers added through the API ----------------------------------------------------
 
     /// The customers added through the API, oldest first: each as stored, or why it cannot be
     /// read (the caller skips it and says so).
     pub fn customers(&self) -> StoreResult<Vec<(String, Result<CustomerConfig, String>)>> {
-        self.json_by_customer("SELECT id, config FROM customers ORDER BY created_at, id", "config")
+        self.json_rows("SELECT id, config FROM customers ORDER BY created_at, id", "config")
     }
 
     /// Rows of (customer, JSON) from `sql`, each JSON read as a `T` or why it cannot be.
-    fn json_by_customer<T: serde::de::DeserializeOwned>(
+    fn json_rows<T: serde::de::DeserializeOwned>(
         &self,
         sql: &str,
         what: &str,
@@ -229,7 +303,7 @@ impl Store {
 
     /// What buyers set for themselves, by customer: each as stored, or why it cannot be read.
     pub fn customer_settings(&self) -> StoreResult<Vec<(String, Result<CustomerSettings, String>)>> {
-        self.json_by_customer("SELECT customer, settings FROM customer_settings ORDER BY customer", "settings")
+        self.json_rows("SELECT customer, settings FROM customer_settings ORDER BY customer", "settings")
     }
 
     /// A customer's settings in force from now on; empty ones are deleted (the entry alone).

@@ -1,6 +1,8 @@
 //! The engine: everything the control plane changes, behind one lock so a change reaches the
 //! store, the market's memory and the data plane together or not at all.
 
+mod proxies;
+
 use std::collections::{BTreeMap, HashMap};
 
 use crate::{
@@ -15,6 +17,7 @@ use crate::{
     },
     dataplane::Dataplane,
     error::{Error, Result},
+    fleet::Fleet,
     ledger,
     market::{Market, MarketError, MarketParams, MarketResult, units::Price},
     settings::CustomerSettings,
@@ -34,6 +37,8 @@ pub struct Engine {
     pub dataplane: Option<Dataplane>,
     pub store: Store,
     pub capacity: Capacity,
+    /// Every proxy, its drain and health, and which the answers may name.
+    pub fleet: Fleet,
     /// `None` when the config has no `[market]` section.
     pub market: Option<Market>,
     /// The traffic controller (runs with the market) and what the proxies report.
@@ -110,6 +115,11 @@ pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// Seconds since the epoch, with fraction: the proxies' and the controller's clock.
+pub fn unix_now_f64() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 impl Engine {
     /// Open the store and rebuild the market from it. The data plane, if any, is attached
     /// by the caller after `install`.
@@ -181,15 +191,7 @@ impl Engine {
             margin: m.map_or(0.1, |m| m.forecast_margin),
         };
         let mut capacity = Capacity::new(m.map_or(60, |m| m.interval_s), params, m.map_or(0.5, |m| m.assumed_own_load));
-        for p in config.proxies() {
-            capacity.set_proxy(&p.name, p.capacity_rps);
-        }
-        // Capacities changed through the API outlive restarts (for proxies still configured).
-        for (name, rps) in store.capacities()? {
-            if capacity.proxy(&name).is_some() {
-                capacity.set_proxy(&name, rps);
-            }
-        }
+        let fleet = proxies::load_fleet(config, &store, &mut capacity, now as f64)?;
         for (t, requests) in store.own_usage_since(now - capacity.history_window())? {
             capacity.record_own(t, requests);
         }
@@ -222,6 +224,7 @@ impl Engine {
             dataplane: None,
             store,
             capacity,
+            fleet,
             market,
             controller,
             feed: ProxyFeed::default(),
@@ -232,6 +235,7 @@ impl Engine {
         };
         // The contracts in force now decide the fractions the data plane starts with.
         engine.sync_contracts(now, true)?;
+        engine.evaluate_proxies(now as f64)?;
         engine.dataplane = dataplane;
         Ok(engine)
     }
@@ -495,13 +499,6 @@ impl Engine {
         self.store.set_token(id, digest, now)?;
         tokens.replace(&who, digest).map_err(|e| MarketError::Invalid(format!("token: {e}")))?;
         tracing::info!(customer = %id, "token rotated through the API");
-        Ok(())
-    }
-
-    /// Change a proxy's capacity; it is kept across restarts.
-    pub fn set_capacity(&mut self, proxy: &str, rps: u64, now: i64) -> Result<()> {
-        self.store.set_capacity(proxy, rps, now)?;
-        self.capacity.set_proxy(proxy, rps);
         Ok(())
     }
 }
