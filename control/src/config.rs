@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use spillway_common::maps::{MAX_CNAME_LEN, MAX_CUSTOMERS, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS};
 use toml::Spanned;
 
+pub use crate::controller::scrape::MetricsMapping;
+
 /// Largest TTL allowed by RFC 2181 §8.
 pub const MAX_TTL: u32 = 0x7fff_ffff;
 
@@ -32,6 +34,9 @@ pub struct Config {
     /// Response rate limiting, in XDP and in userspace; on unless `enabled = false`.
     #[serde(default)]
     pub rrl: RrlConfig,
+    /// How the proxies' metrics are read, for every proxy without its own `metrics`.
+    #[serde(default)]
+    pub proxy_metrics: MetricsMapping,
     #[serde(default, rename = "proxy")]
     pub proxies: Vec<Spanned<ProxyConfig>>,
     #[serde(default, rename = "customer")]
@@ -298,6 +303,9 @@ pub struct ProxyConfig {
     /// The proxy's Prometheus endpoint, scraped every second for its request counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
+    /// Which series of `metrics_url` count its requests (default: `proxy_metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsMapping>,
     /// An active health check; without one, only silence takes the proxy out of the answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
@@ -323,6 +331,9 @@ impl ProxyConfig {
             {
                 v.push((key.into(), format!("{url:?} is not an http(s) URL")));
             }
+        }
+        if let Some(m) = &self.metrics {
+            v.extend(m.problems().into_iter().map(|(k, msg)| (format!("metrics.{k}"), msg)));
         }
         if let Some(h) = &self.health
             && h.timeout_ms > h.interval_ms
@@ -704,6 +715,9 @@ impl Config {
                 v.push(None, &format!("rrl.exempt[{i}]"), format!("{e:?} is not a prefix like 192.0.2.0/24: {err}"));
             }
         }
+        for (key, message) in self.proxy_metrics.problems() {
+            v.push(None, &format!("proxy_metrics.{key}"), message);
+        }
         if !s.bpffs_dir.is_absolute() || s.bpffs_dir.to_str().is_none_or(|p| p.contains(['\n', '\0'])) {
             v.push(None, "server.bpffs_dir", format!("{} must be an absolute path", s.bpffs_dir.display()));
         }
@@ -1067,6 +1081,25 @@ ttl = 30
         for key in ["market.period_s", "market.reserve_price", "market.assumed_own_load", "market.forecast_weeks"] {
             assert!(e.contains(key), "{key} not reported: {e}");
         }
+    }
+
+    #[test]
+    fn metrics_mappings_are_checked() {
+        let haproxy = format!(
+            "{EXAMPLE}\n[proxy_metrics]\nserved = {{ metric = \"haproxy_backend_http_requests_total\", label = \"proxy\" }}\n"
+        );
+        let c = Config::parse(&haproxy, "x.toml").unwrap();
+        assert_eq!(c.proxy_metrics.served.label, "proxy");
+        assert_eq!(c.proxy_metrics.own, None);
+        let d = Config::parse(EXAMPLE, "x.toml").unwrap();
+        assert_eq!(d.proxy_metrics.served.metric, "spillway_proxy_requests_total", "Spillway's own by default");
+        let bad = haproxy.replace("label = \"proxy\"", "label = \"a b\"").replace(
+            "capacity_rps = 20000",
+            "capacity_rps = 20000\nmetrics = { served = { metric = \"-\", label = \"x\" } }",
+        );
+        let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("proxy_metrics.served.label: \"a b\" is not a Prometheus label name"), "{e}");
+        assert!(e.contains("metrics.served.metric: \"-\" is not a Prometheus metric name"), "{e}");
     }
 
     #[test]

@@ -122,6 +122,10 @@ pub struct ProxyEntry {
     /// Its Prometheus endpoint, scraped every second.
     #[arg(long)]
     metrics_url: Option<String>,
+    /// Which series count its requests, as JSON (default: the config's proxy_metrics), e.g.
+    /// '{"served": {"metric": "haproxy_backend_http_requests_total", "label": "proxy"}}'.
+    #[arg(long, value_parser = parse_json_arg)]
+    metrics: Option<Value>,
     /// An HTTP GET health check of this URL (2xx or 3xx passes).
     #[arg(long)]
     health_url: Option<String>,
@@ -140,6 +144,9 @@ impl ProxyEntry {
         let mut body = json!({ "addresses": self.addresses, "capacity_rps": self.capacity_rps });
         if let Some(u) = &self.metrics_url {
             body["metrics_url"] = json!(u);
+        }
+        if let Some(m) = &self.metrics {
+            body["metrics"] = m.clone();
         }
         if let Some(u) = &self.health_url {
             body["health"] = json!({
@@ -486,6 +493,8 @@ mod tests {
             addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
             capacity_rps: 100,
             metrics_url: checked.then(|| "http://192.0.2.1:8404/metrics".into()),
+            metrics: checked
+                .then(|| json!({"served": {"metric": "haproxy_backend_http_requests_total", "label": "proxy"}})),
             health_url: checked.then(|| "http://192.0.2.1/healthz".into()),
             health_interval_ms: 1000,
             health_timeout_ms: 500,

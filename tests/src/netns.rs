@@ -62,14 +62,19 @@ impl NetNs {
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/var/run/netns/{}", self.name);
         thread::spawn(move || {
-            let ns = File::open(&path).expect("netns file");
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            enter(&path);
             f()
         })
         .join()
         .expect("netns thread")
     }
+}
+
+/// Move the calling thread into the namespace at `path` (threads it starts are in it too).
+pub fn enter(path: &str) {
+    let ns = File::open(path).expect("netns file");
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
 impl Drop for NetNs {

@@ -1,6 +1,7 @@
 //! Proxies that come and go, end to end: real HAProxy processes are the proxies, XDP answers
 //! for the buyer's name, and dig sees a proxy leave the answers when its health check fails
-//! (HAProxy stopped) or its scrapes stop, and come back when it runs again; a proxy added
+//! (HAProxy stopped) or its scrapes stop, and come back when it runs again; a scrape mapping
+//! that matches nothing is a warning (numbers unknown, the proxy still named); a proxy added
 //! through `ctl` appears, a hot one is avoided, drained ones are not named, and with no proxy
 //! left the answer is the overflow.
 
@@ -107,11 +108,21 @@ fn answers_follow_the_proxies_health_load_and_drain() {
         topo.server.exec_ok(&["ip", "addr", "add", &format!("{a}/32"), "dev", "lo"]);
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut edge1 = Haproxy::start(&topo.server, dir.path(), "edge-1", EDGE1.parse().unwrap()).unwrap();
-    let mut edge2 = Haproxy::start(&topo.server, dir.path(), "edge-2", EDGE2.parse().unwrap()).unwrap();
+    let mut edge1 = Haproxy::start(&topo.server, dir.path(), "edge-1", EDGE1.parse().unwrap(), &[]).unwrap();
+    let mut edge2 = Haproxy::start(&topo.server, dir.path(), "edge-2", EDGE2.parse().unwrap(), &[]).unwrap();
     let daemon = Daemon::start(&topo, &config(&topo.server_if)).expect("spillway starts");
     let slack = Duration::from_secs(5);
     wait_named(&topo, &[EDGE1, EDGE2], slack, "at start");
+    // edge-2 is scraped with the default mapping (Spillway's own counter names), which
+    // HAProxy's exporter does not have: a clear warning, and its numbers are unknown (no
+    // load), yet it answers its scrapes, so it stays in the answers.
+    let deadline = Instant::now() + slack;
+    while !daemon.proc.log_text().contains("the scrape has none of the mapped metrics") {
+        assert!(Instant::now() < deadline, "no warning about the mapping:\n{}", daemon.proc.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = proxy(&topo, "edge-2");
+    assert_eq!((v["status"].as_str(), v["load_rps"].is_null()), (Some("answering"), true), "{v}");
 
     // HAProxy stopped: edge-1 fails its check and leaves the answers within fall x interval +
     // timeout (the slack is for a loaded machine); restarted, it comes back.
@@ -123,7 +134,7 @@ fn answers_follow_the_proxies_health_load_and_drain() {
     let (_, metrics) = http(&topo, "GET", "/metrics", None, None);
     assert_eq!(metric(&metrics, r#"spillway_proxy_in_answers{proxy="edge-1"}"#), 0.0);
     assert_eq!(metric(&metrics, r#"spillway_proxy_in_answers{proxy="edge-2"}"#), 1.0);
-    edge1 = Haproxy::start(&topo.server, dir.path(), "edge-1", EDGE1.parse().unwrap()).unwrap();
+    edge1 = Haproxy::start(&topo.server, dir.path(), "edge-1", EDGE1.parse().unwrap(), &[]).unwrap();
     wait_named(&topo, &[EDGE1, EDGE2], Duration::from_millis(DETECT_MS) + slack, "edge-1 restarted");
 
     // edge-2 has no check but is scraped: stopped, its scrapes fail, and it is silent after
@@ -132,7 +143,7 @@ fn answers_follow_the_proxies_health_load_and_drain() {
     let took = wait_named(&topo, &[EDGE1], Duration::from_secs(PROXY_DOWN_S + 1) + slack, "edge-2 stopped");
     eprintln!("edge-2 left the answers {took:?} after HAProxy stopped (proxy_down_s: {PROXY_DOWN_S} s)");
     assert_eq!(proxy(&topo, "edge-2")["status"], "silent");
-    edge2 = Haproxy::start(&topo.server, dir.path(), "edge-2", EDGE2.parse().unwrap()).unwrap();
+    edge2 = Haproxy::start(&topo.server, dir.path(), "edge-2", EDGE2.parse().unwrap(), &[]).unwrap();
     wait_named(&topo, &[EDGE1, EDGE2], Duration::from_secs(2) + slack, "edge-2 restarted");
 
     // A proxy added with ctl appears at once; so does a drain.

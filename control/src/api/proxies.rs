@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, Principal, parse_json};
 use crate::{
-    config::{HealthCheck, ProxyConfig},
+    config::{HealthCheck, MetricsMapping, ProxyConfig},
     engine::{Engine, unix_now_f64},
     fleet::{FleetProxy, Source, Status},
 };
@@ -28,6 +28,8 @@ pub struct ProxyView {
     pub capacity_rps: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsMapping>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
     pub source: Source,
@@ -46,6 +48,7 @@ impl ProxyView {
             addresses: p.config.addresses.clone(),
             capacity_rps: p.config.capacity_rps,
             metrics_url: p.config.metrics_url.clone(),
+            metrics: p.config.metrics.clone(),
             health: p.config.health.clone(),
             source: p.source,
             drained: p.drained,
@@ -93,6 +96,8 @@ pub struct ProxyChange {
     pub capacity_rps: u64,
     #[serde(default)]
     pub metrics_url: Option<String>,
+    #[serde(default)]
+    pub metrics: Option<MetricsMapping>,
     #[serde(default)]
     pub health: Option<HealthCheck>,
 }
@@ -148,6 +153,7 @@ pub async fn put(
         addresses: c.addresses,
         capacity_rps: c.capacity_rps,
         metrics_url: c.metrics_url,
+        metrics: c.metrics,
         health: c.health,
     };
     // The name is the path's: an unknown one is 404, not a bound of the body.

@@ -816,6 +816,25 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         ("POST", "/proxies".into(), OP, Some(proxy_many(65)), 422, "more than 64 IPv4"),
         (
+            "POST",
+            "/proxies".into(),
+            OP,
+            Some(json!({"name": "e9", "addresses": ["192.0.2.9"], "capacity_rps": 1,
+                "metrics": {"served": {"metric": "1x", "label": "proxy"}}})),
+            422,
+            "metrics.served.metric",
+        ),
+        (
+            "POST",
+            "/proxies".into(),
+            OP,
+            Some(
+                json!({"name": "e9", "addresses": ["192.0.2.9"], "capacity_rps": 1, "metrics": {"own": {"metric": "x"}}}),
+            ),
+            400,
+            "missing field `served`",
+        ),
+        (
             "PUT",
             "/proxies/edge-1".into(),
             OP,

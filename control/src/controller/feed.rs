@@ -10,6 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 struct ProxyRates {
     /// When the last report came (seconds since the epoch, with fraction).
     at: Option<f64>,
+    /// When the proxy last answered a scrape, with numbers or without (a mapping that matches
+    /// nothing): alive, its numbers unknown.
+    heard_at: Option<f64>,
     /// Rates from the last two reports (none after the first).
     own_rps: Option<f64>,
     served_rps: BTreeMap<String, f64>,
@@ -65,6 +68,20 @@ impl ProxyFeed {
     pub fn last(&self, proxy: &str) -> Option<(f64, Option<f64>)> {
         let p = self.proxies.get(proxy)?;
         Some((p.at?, p.own_rps.map(|own| own + p.served_rps.values().sum::<f64>())))
+    }
+
+    /// The proxy answered at `at` but gave no numbers: alive, not reporting.
+    pub fn heard(&mut self, proxy: &str, at: f64) {
+        self.proxies.entry(proxy.to_owned()).or_default().heard_at = Some(at);
+    }
+
+    /// When the proxy was last heard from: a report, or an answer without numbers.
+    pub fn heard_at(&self, proxy: &str) -> Option<f64> {
+        let p = self.proxies.get(proxy)?;
+        match (p.at, p.heard_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A proxy removed: its reports go with it.

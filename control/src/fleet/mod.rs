@@ -136,7 +136,7 @@ impl Fleet {
             let last = feed.last(&p.config.name);
             p.load_rps = last.and_then(|(_, load)| load);
             let monitored = p.config.metrics_url.is_some() || last.is_some();
-            let heard = last.map_or(p.watched_since, |(at, _)| at.max(p.watched_since));
+            let heard = feed.heard_at(&p.config.name).map_or(p.watched_since, |at| at.max(p.watched_since));
             let out = if p.drained {
                 Some(Status::Drained)
             } else if !p.check.up() {
@@ -188,6 +188,7 @@ mod tests {
             addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
             capacity_rps: 1000,
             metrics_url: metrics.then(|| format!("http://{name}.test/metrics")),
+            metrics: None,
             health: None,
         }
     }

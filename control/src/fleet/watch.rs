@@ -1,4 +1,5 @@
-//! The tasks that watch the proxies: one scrape loop per proxy with a `metrics_url`, one
+//! The tasks that watch the proxies: one scrape loop per proxy with a `metrics_url` (read by
+//! its mapping, or `proxy_metrics`), one
 //! health check loop per proxy with a `health` check, started, replaced and stopped as the
 //! fleet changes, and the fleet judged once a second (silence and load) so the answers follow.
 
@@ -6,7 +7,13 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::{sync::watch, task::AbortHandle};
 
-use crate::{api::AppState, config::HealthCheck, daemon::running, error::Error, handover::Phase};
+use crate::{
+    api::AppState,
+    config::{HealthCheck, MetricsMapping},
+    daemon::running,
+    error::Error,
+    handover::Phase,
+};
 
 /// How often the fleet is judged (so silence and load act within this of their threshold).
 pub const JUDGE_EVERY: Duration = Duration::from_secs(1);
@@ -15,6 +22,8 @@ pub const JUDGE_EVERY: Duration = Duration::from_secs(1);
 #[derive(PartialEq)]
 struct Watched {
     metrics_url: Option<String>,
+    /// The proxy's mapping, or `proxy_metrics`.
+    metrics: MetricsMapping,
     health: Option<HealthCheck>,
 }
 
@@ -49,7 +58,11 @@ pub async fn watch_proxies(state: Arc<AppState>, phase: watch::Receiver<Phase>) 
                     .proxies()
                     .iter()
                     .map(|p| {
-                        let w = Watched { metrics_url: p.config.metrics_url.clone(), health: p.config.health.clone() };
+                        let w = Watched {
+                            metrics_url: p.config.metrics_url.clone(),
+                            metrics: p.config.metrics.clone().unwrap_or_else(|| engine.config.proxy_metrics.clone()),
+                            health: p.config.health.clone(),
+                        };
                         (p.config.name.clone(), w)
                     })
                     .collect::<Vec<_>>()
@@ -62,9 +75,9 @@ pub async fn watch_proxies(state: Arc<AppState>, phase: watch::Receiver<Phase>) 
             }
             let mut handles = Vec::new();
             if let Some(url) = &watched.metrics_url {
-                handles.push(
-                    tokio::spawn(scrape_loop(state.clone(), name.clone(), url.clone(), phase.clone())).abort_handle(),
-                );
+                let scrape =
+                    scrape_loop(state.clone(), name.clone(), url.clone(), watched.metrics.clone(), phase.clone());
+                handles.push(tokio::spawn(scrape).abort_handle());
             }
             if let Some(check) = &watched.health {
                 handles.push(
@@ -114,13 +127,20 @@ async fn check_loop(state: Arc<AppState>, proxy: String, check: HealthCheck, pha
 /// counters' growth since the previous one). A failed scrape is no report: the proxy goes
 /// stale, then down, as if silent. The baseline moves only when a report was recorded, so a
 /// report the store did not take is counted in the next one.
-pub async fn scrape_loop(state: Arc<AppState>, proxy: String, url: String, phase: watch::Receiver<Phase>) {
+pub async fn scrape_loop(
+    state: Arc<AppState>,
+    proxy: String,
+    url: String,
+    mapping: MetricsMapping,
+    phase: watch::Receiver<Phase>,
+) {
     use crate::controller::scrape;
     let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build() {
         Ok(c) => c,
         Err(e) => return tracing::error!(%proxy, "no HTTP client for scraping: {e}"),
     };
     let mut prev: Option<(f64, scrape::Counters)> = None;
+    let mut unmatched = false;
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         interval.tick().await;
@@ -136,7 +156,22 @@ pub async fn scrape_loop(state: Arc<AppState>, proxy: String, url: String, phase
             }
         };
         let at = crate::engine::unix_now_f64();
-        let counters = scrape::parse(&text);
+        let Some(counters) = scrape::parse(&text, &mapping) else {
+            // Alive, but its numbers are unknown (not zero): the controller holds, and the
+            // operator is told once until the mapping matches.
+            if !unmatched {
+                tracing::warn!(%proxy, %url, served = %mapping.served.metric,
+                    own = ?mapping.own.as_ref().map(|o| &o.metric),
+                    "the scrape has none of the mapped metrics: the proxy's numbers are unknown");
+                unmatched = true;
+            }
+            let name = proxy.clone();
+            state.with_engine(move |engine| engine.feed.heard(&name, at)).await;
+            continue;
+        };
+        if std::mem::take(&mut unmatched) {
+            tracing::info!(%proxy, "the scrape matches the mapping again");
+        }
         let Some((t0, before)) = &prev else {
             prev = Some((at, counters));
             continue;

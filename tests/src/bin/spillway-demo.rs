@@ -4,13 +4,14 @@
 //! during and after the contracts, prints what was answered and why, shows the ledger, and
 //! cleans up.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde_json::{Value, json};
 use spillway_tests::{
     client::{now_f64, sleep_until},
     daemon::{Daemon, http},
     netns::{SERVER_ADDR4, SERVER_ADDR6, Topology, spillway_bin},
+    proxies::{Haproxy, Nginx, fetch, route_web},
 };
 
 const TOKEN: &str = "demo-token";
@@ -43,15 +44,18 @@ reserve_price = 0.8
 interval_s = 1
 assumed_own_load = 0.3
 
+# The proxies are real HAProxy processes (started by the demo), checked every second.
 [[proxy]]
 name = "edge-1"
 addresses = ["198.51.100.10", "2001:db8:100::10"]
 capacity_rps = 20000
+health = {{ url = "http://198.51.100.10/healthz" }}
 
 [[proxy]]
 name = "edge-2"
 addresses = ["198.51.100.11", "2001:db8:100::11"]
 capacity_rps = 20000
+health = {{ url = "http://198.51.100.11/healthz" }}
 
 [[customer]]
 id = "shop"
@@ -120,6 +124,35 @@ fn round(topo: &Topology, name: &str, qtype: &str, server: &str, n: usize) -> Re
     Ok(())
 }
 
+/// Resolve shop until one answer names a proxy and one an origin, and fetch the page from each.
+fn browse(topo: &Topology) -> Result<(), String> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..50 {
+        let out =
+            topo.client.exec(&["dig", "+short", "+tries=1", "+time=2", "@192.0.2.53", "shop.cdn.example.net", "A"]);
+        let Some(first) = String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_owned) else { continue };
+        let side = if first.starts_with("198.51.100.") { "proxy" } else { "origin" };
+        if seen.contains_key(side) {
+            continue;
+        }
+        let addr: IpAddr = first.parse().map_err(|e| format!("{first}: {e}"))?;
+        let (status, by, body) =
+            fetch(&topo.client, addr, "shop.cdn.example.net").ok_or(format!("GET http://{addr}/ had no answer"))?;
+        println!(
+            "  dig says {addr} ({side}); GET http://{addr}/ Host: shop.cdn.example.net -> {status}, served by {by}: {}",
+            body.trim()
+        );
+        seen.insert(side, by);
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    match seen.get("proxy") {
+        Some(by) if by.starts_with("edge-") => Ok(()),
+        _ => Err(format!("no page came through a proxy: {seen:?}")),
+    }
+}
+
 fn demo() -> Result<(), String> {
     println!("== Spillway demo: a market round and XDP answers in a private two-namespace topology");
     let topo = Topology::new();
@@ -127,6 +160,21 @@ fn demo() -> Result<(), String> {
         "  namespaces {} (client, {}) and {} (server, {}) joined by veth",
         topo.client.name, topo.client_if, topo.server.name, topo.server_if
     );
+    // The web side: HAProxy as the two proxies (shop's backend fetches from its origin), nginx
+    // as shop's origins, all on the server namespace's loopback, routed from the client.
+    let web = ["198.51.100.10", "198.51.100.11", "203.0.113.10", "203.0.113.11"];
+    route_web(&topo.client, &topo.server, SERVER_ADDR4, &web);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let ip = |a: &str| a.parse::<IpAddr>().map_err(|e| e.to_string());
+    let mut servers = Vec::new();
+    for (name, origin) in [("shop-1", web[2]), ("shop-2", web[3])] {
+        servers.push(Nginx::start(&topo.server, dir.path(), name, ip(origin)?)?.proc);
+    }
+    for (name, addr) in [("edge-1", web[0]), ("edge-2", web[1])] {
+        let shop = [("shop", "shop.cdn.example.net", ip(web[2])?)];
+        servers.push(Haproxy::start(&topo.server, dir.path(), name, ip(addr)?, &shop)?.proc);
+    }
+    println!("  HAProxy on 198.51.100.10 and .11 (the proxies), nginx on 203.0.113.10 and .11 (shop's origins)");
     let daemon = Daemon::start(&topo, &config(&topo.server_if))?;
     let bin = spillway_bin();
     println!(
@@ -210,6 +258,8 @@ fn demo() -> Result<(), String> {
     round(&topo, "shop.cdn.example.net", "A", "@192.0.2.53", 30)?;
     round(&topo, "shop.cdn.example.net", "AAAA", &format!("@{SERVER_ADDR6}"), 10)?;
     round(&topo, "blog.cdn.example.net", "A", "@192.0.2.53", 20)?;
+    println!("\n== 6b. A browser resolves shop and fetches its page over HTTP from the address the answer gave");
+    browse(&topo)?;
 
     println!("\n== 7. The proxies report what they served; the ledger charges it at the contract price");
     api(
