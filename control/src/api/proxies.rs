@@ -65,15 +65,20 @@ pub struct ProxyList {
     pub total_capacity_rps: u64,
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> Json<ProxyList> {
-    state
+/// The fleet is the operator's business: its health URLs and metrics are internal.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<ProxyList>, ApiError> {
+    who.require_operator()?;
+    Ok(state
         .with_engine(|engine| {
             Json(ProxyList {
                 proxies: engine.fleet.proxies().iter().map(ProxyView::of).collect(),
                 total_capacity_rps: engine.capacity.total_rps(),
             })
         })
-        .await
+        .await)
 }
 
 fn view(engine: &Engine, name: &str) -> Result<ProxyView, ApiError> {
@@ -84,7 +89,12 @@ fn view(engine: &Engine, name: &str) -> Result<ProxyView, ApiError> {
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no proxy named {name:?}")))
 }
 
-pub async fn get(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<ProxyView>, ApiError> {
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Json<ProxyView>, ApiError> {
+    who.require_operator()?;
     state.with_engine(move |engine| view(engine, &name).map(Json)).await
 }
 

@@ -265,6 +265,9 @@ async fn every_documented_operation_answers_as_documented() {
     let v = api.ok("POST", "/proxies/edge-1/drain", OP, None).await;
     assert_eq!((v["drained"].as_bool(), v["status"].as_str()), (Some(true), Some("drained")));
     assert_eq!(set(&api).v4[..set(&api).v4_len as usize], [[198, 51, 100, 21]], "only edge-2 answers");
+    // A drained proxy still reports what it serves (resolvers' cached answers), and it counts.
+    let r = api.ok("POST", "/proxies/edge-1/report", OP, Some(json!({"served": {"shop": 7}}))).await;
+    assert_eq!(r["served"][0]["requests"], 7);
     assert_eq!(api.ok("POST", "/proxies/edge-1/undrain", OP, None).await["status"], "answering");
     assert_eq!(api.ok("GET", "/proxies", OP, None).await["total_capacity_rps"], 2700);
     api.ok("DELETE", "/proxies/edge-2", OP, None).await;
@@ -341,7 +344,7 @@ async fn every_documented_operation_answers_as_documented() {
         .await;
     assert_eq!(rep["served"][0]["uncontracted_requests"], 1000);
     let usage = api.ok("GET", "/usage", SHOP, None).await;
-    assert_eq!(usage["total_requests"], 1000);
+    assert_eq!(usage["total_requests"], 1007, "with the 7 the drained edge-1 reported");
     let csv = api.ok("GET", "/usage?format=csv", OP, None).await;
     assert!(csv.as_str().unwrap().starts_with("customer,interval_start,requests"), "{csv}");
     assert!(csv.as_str().unwrap().contains("\nshop,"), "{csv}");
@@ -858,6 +861,8 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ("POST", "/proxies/edge-1/drain".into(), BLOG, None, 403, "operator"),
         ("POST", "/proxies/nosuch/undrain".into(), OP, None, 404, "no proxy"),
         ("GET", "/proxies/nosuch".into(), OP, None, 404, "no proxy"),
+        ("GET", "/proxies".into(), SHOP, None, 403, "operator"),
+        ("GET", "/proxies/edge-1".into(), BLOG, None, 403, "operator"),
         ("PUT", "/proxies/nosuch/capacity".into(), OP, Some(json!({"capacity_rps": 5})), 404, "no proxy"),
         ("POST", "/proxies/edge-1/report".into(), OP, Some(json!({"served": {"nosuch": 5}})), 422, "no customer"),
         ("POST", "/proxies/edge-1/report".into(), SHOP, Some(json!({"served": {"shop": 5}})), 403, "operator"),
