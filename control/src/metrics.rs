@@ -17,8 +17,8 @@ use crate::{dataplane::StatsReader, engine::Engine, error::Result};
 pub struct EngineView {
     scale: f64,
     customers: Vec<CustomerView>,
-    /// Each proxy: name, in the answers or not, load by its last report.
-    proxies: Vec<(String, bool, Option<f64>)>,
+    /// Each proxy: name, status, load by its last report.
+    proxies: Vec<(String, crate::fleet::Status, Option<f64>)>,
 }
 
 struct CustomerView {
@@ -52,12 +52,7 @@ impl EngineView {
                     }
                 })
                 .collect(),
-            proxies: engine
-                .fleet
-                .proxies()
-                .iter()
-                .map(|p| (p.config.name.clone(), p.status == crate::fleet::Status::Answering, p.load_rps))
-                .collect(),
+            proxies: engine.fleet.proxies().iter().map(|p| (p.config.name.clone(), p.status, p.load_rps)).collect(),
         }
     }
 }
@@ -73,6 +68,7 @@ pub const CUSTOMER_PROXY_TTL: &str = "spillway_customer_proxy_ttl_seconds";
 pub const CONTROLLER_SCALE: &str = "spillway_controller_scale";
 pub const RRL_TOTAL: &str = "spillway_rrl_total";
 pub const PROXY_IN_ANSWERS: &str = "spillway_proxy_in_answers";
+pub const PROXY_UP: &str = "spillway_proxy_up";
 pub const PROXY_LOAD_RPS: &str = "spillway_proxy_load_rps";
 
 pub const PATH_XDP: &str = "xdp";
@@ -88,6 +84,7 @@ pub struct Metrics {
     setpoint: GaugeVec,
     proxy_ttl: GaugeVec,
     proxy_in_answers: GaugeVec,
+    proxy_up: GaugeVec,
     proxy_load: GaugeVec,
     scale: prometheus::Gauge,
     xdp_packets: IntCounterVec,
@@ -155,6 +152,14 @@ impl Metrics {
             &["proxy"],
         )
         .expect("valid metric");
+        let proxy_up = GaugeVec::new(
+            Opts::new(
+                PROXY_UP,
+                "1 while a proxy passes its health check and is not silent (drained or hot proxies are up); 0: down.",
+            ),
+            &["proxy"],
+        )
+        .expect("valid metric");
         let proxy_load = GaugeVec::new(
             Opts::new(PROXY_LOAD_RPS, "A proxy's requests/s (own and buyers') by its last report (absent before)."),
             &["proxy"],
@@ -188,7 +193,7 @@ impl Metrics {
         for c in [&dns_queries, &answers, &xdp_packets, &rrl] {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
-        for g in [&fraction, &contracted, &served, &setpoint, &proxy_ttl, &proxy_in_answers, &proxy_load] {
+        for g in [&fraction, &contracted, &served, &setpoint, &proxy_ttl, &proxy_in_answers, &proxy_up, &proxy_load] {
             registry.register(Box::new(g.clone())).expect("unique metric");
         }
         registry.register(Box::new(scale.clone())).expect("unique metric");
@@ -202,6 +207,7 @@ impl Metrics {
             setpoint,
             proxy_ttl,
             proxy_in_answers,
+            proxy_up,
             proxy_load,
             scale,
             xdp_packets,
@@ -226,9 +232,13 @@ impl Metrics {
         self.served.reset();
         self.setpoint.reset();
         self.proxy_in_answers.reset();
+        self.proxy_up.reset();
         self.proxy_load.reset();
-        for (name, in_answers, load) in &engine.proxies {
-            self.proxy_in_answers.with_label_values(&[name]).set(if *in_answers { 1.0 } else { 0.0 });
+        for (name, status, load) in &engine.proxies {
+            use crate::fleet::Status;
+            let one = |yes: bool| if yes { 1.0 } else { 0.0 };
+            self.proxy_in_answers.with_label_values(&[name]).set(one(*status == Status::Answering));
+            self.proxy_up.with_label_values(&[name]).set(one(!matches!(status, Status::CheckFailed | Status::Silent)));
             if let Some(l) = load {
                 self.proxy_load.with_label_values(&[name]).set(*l);
             }

@@ -134,6 +134,7 @@ fn answers_follow_the_proxies_health_load_and_drain() {
     let (_, metrics) = http(&topo, "GET", "/metrics", None, None);
     assert_eq!(metric(&metrics, r#"spillway_proxy_in_answers{proxy="edge-1"}"#), 0.0);
     assert_eq!(metric(&metrics, r#"spillway_proxy_in_answers{proxy="edge-2"}"#), 1.0);
+    assert_eq!(metric(&metrics, r#"spillway_proxy_up{proxy="edge-1"}"#), 0.0);
     edge1 = Haproxy::start(&topo.server, dir.path(), "edge-1", EDGE1.parse().unwrap(), &[]).unwrap();
     wait_named(&topo, &[EDGE1, EDGE2], Duration::from_millis(DETECT_MS) + slack, "edge-1 restarted");
 

@@ -8,8 +8,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// Debian packages: LLVM 22 for bpf-linker, the DNS clients and tools the tests and demo use,
-/// the proxy (HAProxy) and origin (nginx) the proxy tests run, and a font for the simulation's
-/// plots.
+/// the proxy (HAProxy) and origin (nginx) the proxy tests run, Prometheus (and promtool) for
+/// the alerting rules, and a font for the simulation's plots.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -19,6 +19,7 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "haproxy",
     "nginx-light",
+    "prometheus",
     "fonts-dejavu-core",
 ];
 /// What only `cargo xtask bench` needs: the load generator and a second reference server.
