@@ -90,17 +90,27 @@ pub fn run(root: &Path, args: &DeployArgs) -> Result<()> {
     if !status.success() {
         bail!("the config does not validate");
     }
-    for Step(argv) in plan(args, &binary, &api_listen) {
+    let steps = plan(args, &binary, &api_listen);
+    let mut p = crate::progress::Progress::new("deploy", steps.len() as u64);
+    for Step(argv) in steps {
         if args.dry_run {
             println!("{}", argv.join(" "));
             continue;
         }
+        p.step(&describe(&argv));
         let status = Command::new(&argv[0]).args(&argv[1..]).status().with_context(|| argv[0].clone())?;
         if !status.success() {
             bail!("deploy step failed: {}", argv.join(" "));
         }
     }
+    p.finish();
     Ok(())
+}
+
+/// A step in a few words, for the progress line: the program and the start of what it runs.
+fn describe(argv: &[String]) -> String {
+    let what: String = argv.last().map(|a| a.chars().take(60).collect()).unwrap_or_default();
+    format!("{} {what}", argv[0])
 }
 
 #[cfg(test)]

@@ -27,10 +27,12 @@ pub enum Budget {
 pub fn run(root: &Path, targets: &[&str], budget: Budget) -> Result<Vec<(String, u64)>> {
     let dir = root.join("fuzz");
     let mut done = Vec::new();
+    let mut p = crate::progress::Progress::new("fuzz", targets.len() as u64);
     for t in targets {
         if !TARGETS.contains(t) {
             bail!("no fuzz target {t:?} (there are {TARGETS:?})");
         }
+        p.step(t);
         if *t == XDP_PACKETS {
             done.push((t.to_string(), xdp_packets(root, XDP_PACKET_COUNT)?));
             continue;
@@ -65,6 +67,7 @@ pub fn run(root: &Path, targets: &[&str], budget: Budget) -> Result<Vec<(String,
         eprintln!("fuzz: {t}: {runs} executions, no crash");
         done.push((t.to_string(), runs));
     }
+    p.finish();
     Ok(done)
 }
 

@@ -6,6 +6,7 @@
 mod bench;
 mod deploy;
 mod fuzz;
+mod progress;
 mod setup;
 
 use std::{
@@ -75,20 +76,30 @@ fn main() -> Result<()> {
             setup::run()?;
             setup::apt_packages(setup::BENCH_PACKAGES)?;
             require_root("benchmarks load XDP programs")?;
+            let mut p = progress::Progress::new("bench", 8);
             // The end-to-end bench runs the release binary.
+            p.step("building the release binary");
             cargo(&root, &["build", "--release", "-q", "-p", "spillway"])?;
             for bin in ["xdp-microbench", "market-bench"] {
+                p.step(bin);
                 cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", bin])?;
             }
+            p.step("the userspace server's criterion benchmark");
             cargo(&root, &["bench", "-q", "-p", "spillway", "--bench", "userspace"])?;
             bench::record_criterion(&root)?;
+            p.step("dns-bench: Spillway, Knot DNS and NSD under dnsperf and kxdpgun");
             cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", "dns-bench"])?;
             // The userspace server's latency with the market idle and busy, in one run; then
             // again with a CPU kept for DNS, at a rate one CPU carries with the generator.
             let market_load =
                 ["run", "--release", "-q", "-p", "spillway-tests", "--bin", "dns-bench", "--", "--market-load"];
+            p.step("dns-bench --market-load");
             cargo(&root, &market_load)?;
-            cargo(&root, &[&market_load[..], &["--reserve-dns-cpu", "--qps", "10000"]].concat())
+            p.step("dns-bench --market-load --reserve-dns-cpu");
+            cargo(&root, &[&market_load[..], &["--reserve-dns-cpu", "--qps", "10000"]].concat())?;
+            p.step("results in target/bench/");
+            p.finish();
+            Ok(())
         }
         Task::Sim { small } => {
             setup::run()?;

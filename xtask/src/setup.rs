@@ -28,9 +28,14 @@ pub const BENCH_PACKAGES: &[&str] = &["dnsperf", "nsd", "ethtool"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 pub fn run() -> Result<()> {
+    let mut p = crate::progress::Progress::new("setup", 3);
+    p.step("apt packages");
     apt_packages(APT_PACKAGES)?;
+    p.step("nightly rust-src");
     nightly()?;
+    p.step("bpf-linker (built against LLVM 22 when missing: a few minutes)");
     bpf_linker()?;
+    p.finish();
     Ok(())
 }
 

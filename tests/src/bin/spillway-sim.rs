@@ -58,7 +58,10 @@ fn main() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sim");
     std::fs::create_dir_all(&dir).expect("target/sim");
     let mut out = Vec::new();
-    for sc in scenarios::all(size) {
+    let all = scenarios::all(size);
+    let n = all.len();
+    for (i, sc) in all.into_iter().enumerate() {
+        eprintln!("[sim {}/{n}] {} ...", i + 1, sc.name);
         let started = std::time::Instant::now();
         let tr = run(&sc);
         let f = metrics::figures(&sc, &tr);
