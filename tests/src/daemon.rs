@@ -39,6 +39,12 @@ impl Daemon {
     /// /readyz. The config's API must listen on [`api_url`]; `@DIR@` in it is replaced by
     /// the daemon's own temporary directory (for the store).
     pub fn start(topo: &Topology, config: &str) -> Result<Daemon, String> {
+        Self::start_wrapped(topo, config, &[])
+    }
+
+    /// [`Daemon::start`], with `spillway run` started through `wrapper` (a program and its
+    /// arguments, e.g. `setpriv` with a capability bounding set).
+    pub fn start_wrapped(topo: &Topology, config: &str, wrapper: &[&str]) -> Result<Daemon, String> {
         let peer = attach_peer(topo)?;
         let bpffs = BpfFs::new();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -50,7 +56,9 @@ impl Daemon {
         }
         config = crate::fixture::exempt_test_client(&config);
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
-        let proc = spawn_run(topo, &spillway_bin(), &path, dir.path().join("spillway.log"));
+        let bin = spillway_bin();
+        let argv = [bin.to_str().ok_or("binary path")?, "run", "--config", path.to_str().ok_or("config path")?];
+        let proc = topo.server.spawn(&[wrapper, &argv[..]].concat(), dir.path().join("spillway.log"));
         wait_ready(topo, &proc)?;
         Ok(Daemon { proc, peer: Some(peer), bpffs, config: path, dir })
     }

@@ -6,6 +6,7 @@
 mod bench;
 mod deploy;
 mod fuzz;
+mod package;
 mod progress;
 mod setup;
 
@@ -51,7 +52,10 @@ enum Task {
         #[arg(long)]
         target: Option<String>,
     },
-    /// Install and start Spillway on a Linux edge host over ssh.
+    /// A Debian package: target/debian/spillway_<version>_amd64.deb.
+    Package(package::PackageArgs),
+    /// Install the package on edge hosts over ssh, one after the other, and restart hitlessly;
+    /// roll back a host whose new daemon does not become ready, and stop there.
     Deploy(deploy::DeployArgs),
 }
 
@@ -127,6 +131,17 @@ fn main() -> Result<()> {
             std::fs::create_dir_all(&out)?;
             std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
             eprintln!("fuzz: {total} executions in all, no crash (target/fuzz/results.json)");
+            Ok(())
+        }
+        Task::Package(args) => {
+            let deb = package::run(&root, &args)?;
+            // Lintian, where installed (cargo xtask setup installs it): its verdict, in full.
+            if Command::new("lintian").arg("--version").output().is_ok() {
+                let status = Command::new("lintian").arg(&deb).status()?;
+                if !status.success() {
+                    bail!("lintian found errors in {}", deb.display());
+                }
+            }
             Ok(())
         }
         Task::Deploy(args) => deploy::run(&root, &args),
