@@ -73,6 +73,8 @@ pub enum CustomersCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// The customer's last hour: fraction, purchased, served and setpoint every 5 s.
+    History { id: String },
     /// Override a customer's fraction (manual mode), in the data plane at once.
     SetFraction { id: String, fraction: f64 },
     /// Hand the fraction back to the control plane (auto mode).
@@ -346,6 +348,7 @@ fn request(command: &CtlCommand) -> (Method, String, Option<Value>) {
     match command {
         C::Customers(CustomersCommand::List) => get("/v1/customers".into()),
         C::Customers(CustomersCommand::Get { id }) => get(format!("/v1/customers/{id}")),
+        C::Customers(CustomersCommand::History { id }) => get(format!("/v1/customers/{id}/history")),
         C::Customers(CustomersCommand::Resolvers { id, limit }) => {
             get(format!("/v1/customers/{id}/resolvers?limit={limit}"))
         }
@@ -511,6 +514,7 @@ mod tests {
             CtlCommand::Customers(CustomersCommand::List),
             CtlCommand::Customers(CustomersCommand::Get { id: "shop".into() }),
             CtlCommand::Customers(CustomersCommand::Resolvers { id: "shop".into(), limit: 10 }),
+            CtlCommand::Customers(CustomersCommand::History { id: "shop".into() }),
             CtlCommand::Customers(CustomersCommand::SetFraction { id: "shop".into(), fraction: 0.5 }),
             CtlCommand::Customers(CustomersCommand::Auto { id: "shop".into() }),
             CtlCommand::Customers(CustomersCommand::Add {

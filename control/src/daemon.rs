@@ -81,6 +81,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
         tokio::spawn(follow_host_addresses(state.clone(), config.clone(), phase.clone()));
     }
     tokio::spawn(crate::fleet::watch::watch_proxies(state.clone(), phase.clone()));
+    tokio::spawn(history_loop(state.clone()));
     let registry = Registry::default();
     if !config.server.listen.is_empty() {
         // The same serial as the XDP program's negative answers.
@@ -355,6 +356,17 @@ async fn controller_loop(state: Arc<AppState>, phase: watch::Receiver<Phase>) {
                 }
             })
             .await;
+    }
+}
+
+/// A sample of every buyer into the history, every `history::SAMPLE_EVERY_S` (memory only:
+/// it runs in every phase).
+async fn history_loop(state: Arc<AppState>) {
+    let every = Duration::from_secs(crate::history::SAMPLE_EVERY_S as u64);
+    let mut interval = tokio::time::interval(every);
+    loop {
+        interval.tick().await;
+        state.with_engine(|engine| engine.sample_history(unix_now())).await;
     }
 }
 

@@ -9,7 +9,7 @@
 //!   proxies themselves, their drain and health, and which the answers may name.
 //! - [`market`]: the auction and the order book; [`contracts`]: what is in force when;
 //!   [`ledger`]: usage priced by the contracts; [`store`]: SQLite.
-//! - [`engine`]: all of the above behind one lock.
+//! - [`engine`]: all of the above behind one lock; [`history`]: each buyer's last hour.
 //! - [`daemon`]: `spillway run`; [`handover`]: planned restarts that pass the sockets on;
 //!   [`ctl`]: `spillway ctl`.
 
@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod fleet;
 pub mod handover;
+pub mod history;
 pub mod ledger;
 pub mod market;
 pub mod metrics;

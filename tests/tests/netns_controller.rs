@@ -105,6 +105,13 @@ fn proxy_reports_move_the_fraction_in_the_xdp_map() {
         }
         stop.store(true, Ordering::Relaxed);
     });
+    // The daemon kept the last hour: a sample every 5 s of what was bought, served and aimed at.
+    let h = api_ok(&topo, "GET", "/v1/customers/shop/history", OP, None);
+    let samples = h["samples"].as_array().expect("samples");
+    assert!(samples.len() >= 3, "{h}");
+    assert_eq!(samples.last().map(|s| &s["contracted_rps"]), Some(&json!(100)), "{h}");
+    assert!(samples.iter().any(|s| s["served_rps"].as_f64().is_some_and(|v| v > 700.0)), "{h}");
+    assert!(samples.iter().any(|s| s["setpoint_rps"].as_f64().is_some()), "{h}");
 }
 
 /// With `controller.proxy_ttl_min_s`, reports that put the buyer over its purchase shorten

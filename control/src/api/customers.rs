@@ -166,6 +166,32 @@ pub async fn resolvers(
         .await
 }
 
+#[derive(Debug, Serialize)]
+pub struct HistoryView {
+    pub customer: String,
+    pub every_s: i64,
+    pub samples: Vec<crate::history::Sample>,
+}
+
+/// GET /v1/customers/{id}/history: the buyer's last hour (the operator or the buyer itself).
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<HistoryView>, ApiError> {
+    state
+        .with_engine(move |engine| {
+            let c = engine.catalog.customer(&id).filter(|c| who.scope().is_none_or(|s| s == c.config.id));
+            let c = c.ok_or_else(|| unknown(&id))?;
+            Ok(Json(HistoryView {
+                customer: c.config.id.clone(),
+                every_s: crate::history::SAMPLE_EVERY_S,
+                samples: engine.history.of(&c.config.id),
+            }))
+        })
+        .await
+}
+
 /// POST /v1/customers: add a buyer (operator). The body is a `[[customer]]` entry as JSON
 /// (without `zones`), checked by the config file's rules; with `token`, the buyer can use the
 /// API at once. Stored, so it outlives restarts.

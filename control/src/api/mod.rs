@@ -113,6 +113,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/customers/{id}/names", put(customers::put_names))
         .route("/customers/{id}/fraction", put(customers::put_fraction))
         .route("/customers/{id}/resolvers", get(customers::resolvers))
+        .route("/customers/{id}/history", get(customers::history))
         .route("/customers/{id}/settings", put(customers::put_settings).delete(customers::delete_settings))
         .route("/customers/{id}/token", put(customers::put_token))
         .route("/proxies", get(proxies::list).post(proxies::create))

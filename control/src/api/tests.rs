@@ -246,6 +246,12 @@ async fn every_documented_operation_answers_as_documented() {
     assert_eq!(api.call("GET", "/customers", &new_token, None).await.0, 401);
     api.ok("GET", "/proxies", OP, None).await;
     api.ok("PUT", "/proxies/edge-1/capacity", OP, Some(json!({"capacity_rps": 2000}))).await;
+    // The last hour, a sample per 5 s (the daemon samples; here by hand, twice).
+    api.state.engine().sample_history(now);
+    api.state.engine().sample_history(now + 5);
+    let h = api.ok("GET", "/customers/shop/history", SHOP, None).await;
+    assert_eq!((h["every_s"].as_i64(), h["samples"].as_array().map(Vec::len)), (Some(5), Some(2)), "{h}");
+    assert_eq!(h["samples"][1]["t"], now + 5);
     // The fleet at run time: added, changed, drained, removed, each in the answers at once.
     let edge2 = json!({"name": "edge-2", "addresses": ["198.51.100.20", "2001:db8::20"], "capacity_rps": 500,
         "health": {"url": "http://198.51.100.20/healthz", "fall": 3}});
@@ -862,6 +868,8 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ("POST", "/proxies/nosuch/undrain".into(), OP, None, 404, "no proxy"),
         ("GET", "/proxies/nosuch".into(), OP, None, 404, "no proxy"),
         ("GET", "/proxies".into(), SHOP, None, 403, "operator"),
+        ("GET", "/customers/blog/history".into(), SHOP, None, 404, "no customer"),
+        ("GET", "/customers/nosuch/history".into(), OP, None, 404, "no customer"),
         ("GET", "/proxies/edge-1".into(), BLOG, None, 403, "operator"),
         ("PUT", "/proxies/nosuch/capacity".into(), OP, Some(json!({"capacity_rps": 5})), 404, "no proxy"),
         ("POST", "/proxies/edge-1/report".into(), OP, Some(json!({"served": {"nosuch": 5}})), 422, "no customer"),

@@ -52,6 +52,8 @@ pub struct Engine {
     pub last_feed: FeedSnapshot,
     /// The tokens found at start (the API state takes them: they are read without this lock).
     pub tokens: Tokens,
+    /// Each buyer's last hour, for the operator's window.
+    pub history: crate::history::History,
 }
 
 /// Whether a problem from `Config::check_added_customers` is about customer `id`.
@@ -232,6 +234,7 @@ impl Engine {
             decisions: HashMap::new(),
             last_feed: FeedSnapshot::default(),
             tokens,
+            history: Default::default(),
         };
         // The contracts in force now decide the fractions the data plane starts with.
         engine.sync_contracts(now, true)?;
@@ -500,5 +503,29 @@ impl Engine {
         tokens.replace(&who, digest).map_err(|e| MarketError::Invalid(format!("token: {e}")))?;
         tracing::info!(customer = %id, "token rotated through the API");
         Ok(())
+    }
+
+    /// A sample of every buyer for the history, when one is due at `now`.
+    pub fn sample_history(&mut self, now: i64) {
+        if !self.history.due(now) {
+            return;
+        }
+        let samples: Vec<(String, crate::history::Sample)> = self
+            .catalog
+            .customers()
+            .iter()
+            .map(|c| {
+                let d = self.decisions.get(&c.config.id);
+                let s = crate::history::Sample {
+                    t: now,
+                    fraction: c.fraction,
+                    contracted_rps: c.contracted_rps,
+                    served_rps: d.and_then(|d| d.served_rps),
+                    setpoint_rps: d.map(|d| d.setpoint_rps),
+                };
+                (c.config.id.clone(), s)
+            })
+            .collect();
+        self.history.record(now, samples);
     }
 }
