@@ -3,7 +3,8 @@
 //! - [`config`]: the TOML config and its validation.
 //! - [`dataplane`]: loading/attaching the XDP program and the one owner of its maps.
 //! - [`catalog`]: the live customers and the fraction in force for each.
-//! - [`api`]: the HTTP control API and admin endpoints; [`metrics`]: Prometheus metrics.
+//! - [`api`]: the HTTP control API and admin endpoints; [`metrics`]: Prometheus metrics;
+//!   [`ui`]: the live dashboard at `/ui`.
 //! - [`dns`]: the userspace authoritative server (UDP and TCP).
 //! - [`capacity`]: proxies' capacity, own-usage history and its forecast; [`fleet`]: the
 //!   proxies themselves, their drain and health, and which the answers may name.
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod settings;
 pub mod store;
 pub mod tokens;
+pub mod ui;
 
 pub use error::{Error, Result};
 

@@ -9,8 +9,8 @@ use anyhow::{Context, Result, bail};
 
 /// Debian packages: LLVM 22 for bpf-linker, the DNS clients and tools the tests and demo use,
 /// the proxy (HAProxy) and origin (nginx) the proxy tests run, Prometheus (and promtool) for
-/// the alerting rules, sshd and lintian for the package and deploy test, and a font for the
-/// simulation's plots.
+/// the alerting rules, sshd and lintian for the package and deploy test, chromium for the
+/// dashboard's test, and a font for the simulation's plots.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -23,6 +23,7 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     "openssh-server",
     "lintian",
+    "chromium",
     "fonts-dejavu-core",
 ];
 /// What only `cargo xtask bench` needs: the load generator and a second reference server.

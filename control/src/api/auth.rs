@@ -64,6 +64,14 @@ pub async fn require_token(
     Ok(next.run(req).await)
 }
 
+/// GET /v1/session: who the token is (a client such as the dashboard shows what it may).
+pub async fn session(axum::Extension(who): axum::Extension<Principal>) -> axum::Json<serde_json::Value> {
+    axum::Json(match who {
+        Principal::Operator => serde_json::json!({"role": "operator", "customer": null}),
+        Principal::Buyer(id) => serde_json::json!({"role": "buyer", "customer": id}),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,7 +76,7 @@ fn view(engine: &Engine, c: &Customer) -> CustomerView {
     }
 }
 
-fn unknown(id: &str) -> ApiError {
+pub(crate) fn unknown(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no customer with id {id:?}"))
 }
 

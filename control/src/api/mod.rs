@@ -3,7 +3,7 @@
 //! checks the router against it.
 
 mod auth;
-mod customers;
+pub(crate) mod customers;
 mod error;
 mod ledger;
 pub mod limits;
@@ -108,12 +108,14 @@ impl AppState {
 
 pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
+        .route("/session", get(auth::session))
         .route("/customers", get(customers::list).post(customers::create))
         .route("/customers/{id}", get(customers::get))
         .route("/customers/{id}/names", put(customers::put_names))
         .route("/customers/{id}/fraction", put(customers::put_fraction))
         .route("/customers/{id}/resolvers", get(customers::resolvers))
         .route("/customers/{id}/history", get(customers::history))
+        .route("/customers/{id}/history/chart", get(crate::ui::history_chart))
         .route("/customers/{id}/settings", put(customers::put_settings).delete(customers::delete_settings))
         .route("/customers/{id}/token", put(customers::put_token))
         .route("/proxies", get(proxies::list).post(proxies::create))
@@ -146,6 +148,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits::MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), limits::guard))

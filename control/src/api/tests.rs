@@ -112,8 +112,11 @@ impl Api {
             .unwrap();
         let resp = router(self.state.clone()).oneshot(req).await.unwrap();
         let status = resp.status().as_u16();
-        let is_csv =
-            resp.headers().get("content-type").is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/csv"));
+        // Text bodies (CSV, SVG) are kept as strings; JSON is parsed and checked.
+        let is_csv = resp.headers().get("content-type").is_some_and(|v| {
+            let v = v.to_str().unwrap_or("");
+            v.starts_with("text/csv") || v.starts_with("image/svg+xml")
+        });
         let bytes = to_bytes(resp.into_body(), 1 << 24).await.unwrap();
         let value = if is_csv {
             Value::String(String::from_utf8_lossy(&bytes).into_owned())
@@ -244,6 +247,8 @@ async fn every_documented_operation_answers_as_documented() {
     assert_eq!(api.call("PUT", "/customers/shop/token", &new_token, Some(json!({}))).await.0, 404);
     api.ok("PUT", "/customers/news/token", OP, Some(json!({"token": "news-token"}))).await;
     assert_eq!(api.call("GET", "/customers", &new_token, None).await.0, 401);
+    assert_eq!(api.ok("GET", "/session", OP, None).await, json!({"role": "operator", "customer": null}));
+    assert_eq!(api.ok("GET", "/session", SHOP, None).await, json!({"role": "buyer", "customer": "shop"}));
     api.ok("GET", "/proxies", OP, None).await;
     api.ok("PUT", "/proxies/edge-1/capacity", OP, Some(json!({"capacity_rps": 2000}))).await;
     // The last hour, a sample per 5 s (the daemon samples; here by hand, twice).
@@ -252,6 +257,8 @@ async fn every_documented_operation_answers_as_documented() {
     let h = api.ok("GET", "/customers/shop/history", SHOP, None).await;
     assert_eq!((h["every_s"].as_i64(), h["samples"].as_array().map(Vec::len)), (Some(5), Some(2)), "{h}");
     assert_eq!(h["samples"][1]["t"], now + 5);
+    let svg = api.ok("GET", "/customers/shop/history/chart", SHOP, None).await;
+    assert!(svg.as_str().is_some_and(|s| s.starts_with("<svg") && s.contains("shop: requests/s")), "{svg}");
     // The fleet at run time: added, changed, drained, removed, each in the answers at once.
     let edge2 = json!({"name": "edge-2", "addresses": ["198.51.100.20", "2001:db8::20"], "capacity_rps": 500,
         "health": {"url": "http://198.51.100.20/healthz", "fall": 3}});
@@ -869,6 +876,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ("GET", "/proxies/nosuch".into(), OP, None, 404, "no proxy"),
         ("GET", "/proxies".into(), SHOP, None, 403, "operator"),
         ("GET", "/customers/blog/history".into(), SHOP, None, 404, "no customer"),
+        ("GET", "/customers/blog/history/chart".into(), SHOP, None, 404, "no customer"),
         ("GET", "/customers/nosuch/history".into(), OP, None, 404, "no customer"),
         ("GET", "/proxies/edge-1".into(), BLOG, None, 403, "operator"),
         ("PUT", "/proxies/nosuch/capacity".into(), OP, Some(json!({"capacity_rps": 5})), 404, "no proxy"),
