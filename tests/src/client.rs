@@ -44,6 +44,18 @@ pub fn api_ok(topo: &Topology, method: &'static str, path: &str, token: &str, bo
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
 }
 
+/// Buy `rps` for `customer` in the running period and the next (`period_s` long) through the
+/// book at once (IOC, with the operator's `token`): a test started just before a period
+/// boundary still has a contract in force when it checks.
+pub fn buy_now(topo: &Topology, token: &str, customer: &str, rps: u64, period_s: i64) {
+    let period = (now_f64() as i64 / period_s) * period_s;
+    for start in [period, period + period_s] {
+        let body = serde_json::json!({"customer": customer, "period_start": start, "quantity_rps": rps, "price": 1.0, "tif": "ioc"});
+        let r = api_ok(topo, "POST", "/v1/orders", token, Some(body));
+        assert_eq!(r["order"]["state"], "filled", "{r}");
+    }
+}
+
 /// Seconds since the epoch, with a fraction.
 pub fn now_f64() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)

@@ -198,9 +198,7 @@ fn the_dashboard_shows_the_customers_and_follows_a_fraction_change() {
     let topo = Arc::new(Topology::new());
     let _daemon = Daemon::start(&topo, &config(&topo.server_if)).expect("spillway starts");
     // A contract in force for shop, so its fraction is its own (not the market's 0).
-    let period = (spillway_tests::client::now_f64() as i64 / 600) * 600;
-    let order = json!({"customer": "shop", "period_start": period, "quantity_rps": 100, "price": 1.0, "tif": "ioc"});
-    api_ok(&topo, "POST", "/v1/orders", OP, Some(order));
+    spillway_tests::client::buy_now(&topo, OP, "shop", 100, 600);
     let (t, t2) = (topo.clone(), topo.clone());
     let control = Control {
         set_fraction: Box::new(move |f: f64| {

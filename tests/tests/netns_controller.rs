@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use serde_json::{Value, json};
+use serde_json::json;
 use spillway_tests::{
     client::{api_ok, dig, metric, now_f64},
     daemon::{self, Daemon},
@@ -206,17 +206,7 @@ fn scraped_proxy_counters_move_the_fraction() {
 /// Buy 100 rps for this period and the next, so that a test started just before a period
 /// boundary still has a contract in force when it checks (one run at 20:59:5x failed so).
 fn buy_now(topo: &Topology) {
-    let period = (now_f64() as i64 / 600) * 600;
-    for start in [period, period + 600] {
-        let r: Value = api_ok(
-            topo,
-            "POST",
-            "/v1/orders",
-            OP,
-            Some(json!({"customer": "shop", "period_start": start, "quantity_rps": 100, "price": 1.0, "tif": "ioc"})),
-        );
-        assert_eq!(r["order"]["state"], "filled", "{r}");
-    }
+    spillway_tests::client::buy_now(topo, OP, "shop", 100, 600);
     assert_eq!(fraction(topo), 0.5, "the buyer's estimate starts the contract");
 }
 

@@ -7,9 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use spillway_tests::{
-    client::{api_ok, now_f64},
+    client::{api_ok, buy_now},
     daemon::Daemon,
     netns::{SERVER_ADDR4, Topology},
     proxies::{Haproxy, Nginx, WebClients, route_web},
@@ -65,17 +64,6 @@ ttl = 2
     )
 }
 
-/// 100 rps of this period and the next, bought through the book (a test started just before
-/// a boundary still has a contract in force).
-fn buy(topo: &Topology) {
-    let period = (now_f64() as i64 / 600) * 600;
-    for start in [period, period + 600] {
-        let body = json!({"customer": "shop", "period_start": start, "quantity_rps": PURCHASE_RPS, "price": 1.0, "tif": "ioc"});
-        let r: Value = api_ok(topo, "POST", "/v1/orders", OP, Some(body));
-        assert_eq!(r["order"]["state"], "filled", "{r}");
-    }
-}
-
 #[test]
 fn the_controller_keeps_what_haproxy_serves_within_the_purchase_and_the_ledger_bills_it() {
     require_privileges!();
@@ -99,7 +87,7 @@ fn the_controller_keeps_what_haproxy_serves_within_the_purchase_and_the_ledger_b
         assert!(Instant::now() < deadline, "no rates from HAProxy's exporter; log:\n{}", daemon.proc.log_text());
         std::thread::sleep(Duration::from_millis(100));
     }
-    buy(&topo);
+    buy_now(&topo, OP, "shop", PURCHASE_RPS, 600);
 
     // 150 web clients, 300 requests/s in all: 3x the purchase.
     let dns = format!("{SERVER_ADDR4}:53").parse().unwrap();

@@ -17,7 +17,7 @@ use std::{
 
 use serde_json::{Value, json};
 use spillway_tests::{
-    client::{api_ok, now_f64},
+    client::{api_ok, buy_now},
     daemon::{Daemon, http},
     netns::{SERVER_ADDR4, Topology},
     require_privileges,
@@ -138,7 +138,7 @@ fn the_rules_parse_and_every_metric_they_and_the_dashboard_name_exists() {
 
     let topo = Topology::new();
     let _daemon = Daemon::start(&topo, &config(&topo.server_if)).expect("spillway starts");
-    buy(&topo);
+    buy_now(&topo, OP, "shop", 100, 600);
     // Two reports: the proxy has a load and the buyer a served rate (absent while unknown).
     for _ in 0..2 {
         report(&topo, 200);
@@ -162,22 +162,12 @@ fn report(topo: &Topology, served: u64) {
     api_ok(topo, "POST", "/v1/proxies/edge-1/report", OP, Some(body));
 }
 
-/// 100 rps of this period and the next.
-fn buy(topo: &Topology) {
-    let period = (now_f64() as i64 / 600) * 600;
-    for start in [period, period + 600] {
-        let body = json!({"customer": "shop", "period_start": start, "quantity_rps": 100, "price": 1.0, "tif": "ioc"});
-        let r = api_ok(topo, "POST", "/v1/orders", OP, Some(body));
-        assert_eq!(r["order"]["state"], "filled", "{r}");
-    }
-}
-
 #[test]
 fn prometheus_fires_and_clears_the_alerts_against_the_daemon() {
     require_privileges!();
     let topo = Topology::new();
     let _daemon = Daemon::start(&topo, &config(&topo.server_if)).expect("spillway starts");
-    buy(&topo);
+    buy_now(&topo, OP, "shop", 100, 600);
     // The shipped rules, with their `for:` shortened to 2 s so the test does not wait minutes.
     let dir = tempfile::tempdir().unwrap();
     let rules: String = std::fs::read_to_string(contrib("prometheus/spillway-alerts.yml"))
