@@ -48,7 +48,7 @@ fn check_version(v: &str) -> Result<()> {
 fn control(version: &str, installed_kib: u64) -> String {
     format!(
         "Package: spillway\nVersion: {version}\nArchitecture: amd64\nMaintainer: Spillway <spillway@example.org>\n\
-         Installed-Size: {installed_kib}\nDepends: libc6 (>= 2.34)\nSection: net\nPriority: optional\n\
+         Installed-Size: {installed_kib}\nDepends: libc6 (>= 2.34)\nRecommends: fonts-dejavu-core\nSection: net\nPriority: optional\n\
          Description: authoritative DNS in XDP and a market for a CDN's spare capacity\n \
          Spillway sells a proxy network's unused capacity to web sites for periods of\n \
          time, through auctions and a continuous market, and steers the buyers' traffic\n \

@@ -7,16 +7,9 @@ use plotters::prelude::*;
 
 use super::Trace;
 
-/// Text needs a font: DejaVu Sans from the system (fonts-dejavu-core; `cargo xtask setup`
-/// installs it). Without it the plot is drawn without labels.
-pub fn font_loaded() -> bool {
-    static LOADED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *LOADED.get_or_init(|| {
-        let Ok(bytes) = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf") else { return false };
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
-    })
-}
+/// Text needs a font: the daemon's charts' (DejaVu Sans from the system). Without it the plot
+/// is drawn without labels.
+pub use spillway::ui::chart::font_loaded;
 
 pub fn draw(path: &Path, title: &str, tr: &Trace) -> Result<(), String> {
     let labels = font_loaded();
