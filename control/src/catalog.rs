@@ -61,6 +61,9 @@ pub struct Customer {
     pub contracted_rps: u64,
     /// What the userspace server answers from: the same record, and its answer counters.
     pub live: Arc<LiveCustomer>,
+    /// The catalog's change count when this customer last changed (what a cluster's control
+    /// host has published is told apart by it).
+    pub version: u64,
 }
 
 pub struct Catalog {
@@ -91,13 +94,20 @@ pub struct Catalog {
     /// `server.resolver_redraw_s`, and the period whose seeds the records hold.
     redraw_s: u32,
     epoch: u64,
+    /// The proxy addresses in force, as given.
+    proxy_addresses: Vec<std::net::IpAddr>,
+    /// Counts changes of customers and proxies: each takes the next number.
+    version: u64,
+    /// The number the proxy set took when it last changed.
+    proxies_version: u64,
 }
 
 impl Catalog {
     /// Build from a validated config. Fails if two names hash to the same key (never by chance).
     pub fn from_config(config: &Config) -> Result<Self> {
-        let proxy_set = proxy_set(config.proxies().flat_map(|p| p.addresses.iter()))
-            .map_err(|e| Error::Record("(proxies)".into(), e))?;
+        let proxy_addresses: Vec<std::net::IpAddr> =
+            config.proxies().flat_map(|p| p.addresses.iter().copied()).collect();
+        let proxy_set = proxy_set(proxy_addresses.iter()).map_err(|e| Error::Record("(proxies)".into(), e))?;
         let proxy_rings = Box::new(proxy_rings(&proxy_set).map_err(|e| Error::Record("(proxies)".into(), e.into()))?);
         let zones = Zones::from_config(config);
         let serial_base =
@@ -123,6 +133,9 @@ impl Catalog {
             fixed_names: zones.fixed_names(),
             redraw_s: config.server.resolver_redraw_s.max(1),
             epoch: 0,
+            proxy_addresses,
+            version: 0,
+            proxies_version: 0,
         };
         catalog.epoch = catalog.epoch_at(crate::engine::unix_now());
         for c in config.customers() {
@@ -201,7 +214,20 @@ impl Catalog {
     /// Add a customer without publishing (for adding many, then [`Catalog::publish`] once): its
     /// record and names go to the data plane first, record before names. Fails if a name
     /// shares a key with another (never by chance).
-    pub fn insert_customer(&mut self, config: CustomerConfig, mut dp: Option<&mut Dataplane>) -> Result<()> {
+    pub fn insert_customer(&mut self, config: CustomerConfig, dp: Option<&mut Dataplane>) -> Result<()> {
+        let fraction = if self.gated { 0.0 } else { config.fraction };
+        let record = customer_record(&config, fraction, self.epoch).map_err(|e| Error::Record(config.id.clone(), e))?;
+        self.insert_record(config, fraction, record, dp)
+    }
+
+    /// [`Catalog::insert_customer`] with the record it starts with.
+    fn insert_record(
+        &mut self,
+        config: CustomerConfig,
+        fraction: f64,
+        record: CustomerRecord,
+        mut dp: Option<&mut Dataplane>,
+    ) -> Result<()> {
         let id = config.id.clone();
         if self.by_id.contains_key(&id) {
             return Err(Error::Record(id, "a customer of this id exists".into()));
@@ -211,8 +237,6 @@ impl Catalog {
             .filter(|&i| i < spillway_common::maps::MAX_CUSTOMERS)
             .ok_or_else(|| Error::Record(id.clone(), "the customers map is full".into()))?;
         let keys = self.free_keys(&id, &config.names)?;
-        let fraction = if self.gated { 0.0 } else { config.fraction };
-        let record = customer_record(&config, fraction, self.epoch).map_err(|e| Error::Record(id.clone(), e))?;
         if let Some(dp) = dp.as_deref_mut() {
             dp.set_customer(index, &record)?;
             for key in &keys {
@@ -233,6 +257,7 @@ impl Catalog {
         self.bump_generation(dp)?;
         let cname = config.origin_cname.as_deref().and_then(|n| parse_name(n).ok());
         let live = Arc::new(LiveCustomer::new(config.id.clone(), record, cname));
+        self.version += 1;
         self.customers.push(Customer {
             config,
             index,
@@ -242,8 +267,74 @@ impl Catalog {
             record,
             contracted_rps: 0,
             live,
+            version: self.version,
         });
         Ok(())
+    }
+
+    /// Customer `i` changed: it takes the next change number.
+    fn touch(&mut self, i: usize) {
+        self.version += 1;
+        self.customers[i].version = self.version;
+    }
+
+    /// The number of the last change of a customer or of the proxies.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The number the proxy set took when it last changed.
+    pub fn proxies_version(&self) -> u64 {
+        self.proxies_version
+    }
+
+    /// The proxy addresses in force.
+    pub fn proxy_addresses(&self) -> &[std::net::IpAddr] {
+        &self.proxy_addresses
+    }
+
+    /// A customer as a cluster's control hosts put it in force (on an edge): added, or its
+    /// names, entry and record replaced, data plane first. New names go in before old ones
+    /// leave; then the record, built with the fraction and proxy TTL given, is one write. The
+    /// edge does not decide fractions: the customer is held as set by hand.
+    pub fn apply_entry(
+        &mut self,
+        config: CustomerConfig,
+        fraction: f64,
+        proxy_ttl: u32,
+        contracted_rps: u64,
+        mut dp: Option<&mut Dataplane>,
+    ) -> Result<()> {
+        let id = config.id.clone();
+        let mut record = customer_record(&config, fraction, self.epoch).map_err(|e| Error::Record(id.clone(), e))?;
+        record.proxy_ttl = proxy_ttl.clamp(1, config.ttl.max(1));
+        let Some(&i) = self.by_id.get(&id) else {
+            self.insert_record(config, fraction, record, dp)?;
+            let c = self.customers.last_mut().expect("just added");
+            c.mode = Mode::Manual;
+            c.contracted_rps = contracted_rps;
+            self.publish();
+            return Ok(());
+        };
+        if self.customers[i].config.zones != config.zones {
+            return Err(Error::Record(id, "its delegated zones changed: restart the edge to serve them".into()));
+        }
+        if self.customers[i].config.names != config.names {
+            self.set_names(&id, config.names.clone(), dp.as_deref_mut())?;
+        }
+        if let Some(dp) = dp.as_deref_mut() {
+            dp.set_customer(self.customers[i].index, &record)?;
+        }
+        let cname = config.origin_cname.as_deref().and_then(|n| parse_name(n).ok());
+        let c = &mut self.customers[i];
+        c.live.set_answering(record, cname);
+        c.record = record;
+        c.fraction = fraction;
+        c.mode = Mode::Manual;
+        c.contracted_rps = contracted_rps;
+        c.config = config;
+        self.touch(i);
+        self.bump_generation(dp)
     }
 
     /// Replace a customer's names: new names go to the data plane before old ones leave it.
@@ -268,6 +359,7 @@ impl Catalog {
         let c = &mut self.customers[i];
         c.keys = keys;
         c.config.names = names;
+        self.touch(i);
         self.refresh_names(dp)
     }
 
@@ -328,6 +420,9 @@ impl Catalog {
         let i = *self.by_id.get(id).ok_or_else(|| Error::Record(id.into(), "no such customer".into()))?;
         let before = self.customers[i].contracted_rps;
         self.customers[i].contracted_rps = rps;
+        if before != rps {
+            self.touch(i);
+        }
         if before > 0 && rps > 0 {
             return Ok(());
         }
@@ -358,6 +453,9 @@ impl Catalog {
         }
         self.proxy_set = set;
         self.proxy_rings = rings;
+        self.proxy_addresses = addresses.to_vec();
+        self.version += 1;
+        self.proxies_version = self.version;
         self.publish();
         Ok(())
     }
@@ -500,6 +598,7 @@ impl Catalog {
         c.fraction = fraction;
         c.config = config;
         c.live.set_answering(record, cname);
+        self.touch(i);
         self.bump_generation(dp)?;
         Ok(&self.customers[i])
     }
@@ -542,6 +641,7 @@ impl Catalog {
         let c = &mut self.customers[i];
         c.record = record;
         c.live.set_record(record);
+        self.touch(i);
         self.bump_generation(dp)
     }
 }

@@ -9,6 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::cluster::config::Role;
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
 use spillway_common::maps::{MAX_CNAME_LEN, MAX_CUSTOMERS, MAX_ORIGIN_ADDRS, MAX_PROXY_ADDRS};
@@ -24,7 +25,10 @@ pub const MAX_TTL: u32 = 0x7fff_ffff;
 pub struct Config {
     pub server: ServerConfig,
     pub api: ApiConfig,
-    pub store: StoreConfig,
+    /// Where the market, the ledger and the API's changes are kept; an edge of a cluster keeps
+    /// nothing and needs none.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
     /// Present: the market is on, and a customer's names answer with proxies only while one
     /// of its contracts is in force. Absent: customers are served at their estimate always.
     pub market: Option<MarketConfig>,
@@ -41,6 +45,9 @@ pub struct Config {
     pub proxies: Vec<Spanned<ProxyConfig>>,
     #[serde(default, rename = "customer")]
     pub customers: Vec<Spanned<CustomerConfig>>,
+    /// Present: this host is one of a cluster's edges or control hosts (etcd holds what
+    /// every edge answers from). Absent: one host does everything.
+    pub cluster: Option<crate::cluster::config::ClusterConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -655,8 +662,54 @@ impl Config {
                 v.push(None, &format!("server.glue.{n:?}"), "needs at least one address".into());
             }
         }
-        if s.listen.is_empty() && s.xdp_interfaces.is_empty() {
+        let role = self.cluster.as_ref().map(|c| c.role);
+        if role == Some(Role::Control) {
+            if !s.listen.is_empty() || !s.xdp_interfaces.is_empty() {
+                v.push(
+                    None,
+                    "server",
+                    "a control host (cluster.role = \"control\") answers no DNS: remove listen and \
+                     xdp_interfaces, or make it role = \"both\""
+                        .into(),
+                );
+            }
+        } else if s.listen.is_empty() && s.xdp_interfaces.is_empty() {
             v.push(None, "server", "neither listen nor xdp_interfaces is set: nothing would answer".into());
+        }
+        if self.store.is_none() && role != Some(Role::Edge) {
+            v.push(
+                None,
+                "store",
+                "the [store] section (path = ...) is needed on every host but a cluster's edges".into(),
+            );
+        }
+        if let Some(c) = &self.cluster {
+            for (key, message) in c.problems() {
+                v.push(None, &format!("cluster.{key}"), message);
+            }
+            if c.role.serves_dns() && c.metrics_url.is_none() && self.api.listen.ip().is_unspecified() {
+                v.push(
+                    None,
+                    "cluster.metrics_url",
+                    format!(
+                        "needed when api.listen is {}: the URL the control hosts read this edge's /metrics at",
+                        self.api.listen
+                    ),
+                );
+            }
+            if c.role == Role::Edge {
+                let moved =
+                    "belongs in the control hosts' config: an edge (cluster.role = \"edge\") takes it from etcd";
+                if !self.customers.is_empty() {
+                    v.push(None, "customer", moved.into());
+                }
+                if !self.proxies.is_empty() {
+                    v.push(None, "proxy", moved.into());
+                }
+                if self.market.is_some() {
+                    v.push(None, "market", moved.into());
+                }
+            }
         }
         let mut seen_if = HashSet::new();
         for (i, ifname) in s.xdp_interfaces.iter().enumerate() {
@@ -1065,6 +1118,46 @@ ttl = 30
         assert_eq!(shop.overflow, Overflow::Origin);
         assert_eq!(shop.fraction, 0.25);
         assert_eq!(c.api_token().unwrap(), "change-me");
+    }
+
+    #[test]
+    fn cluster_roles_are_checked() {
+        let cluster = "\n[cluster]\nrole = \"ROLE\"\netcd_endpoints = [\"http://10.0.0.1:2379\"]\n";
+        let control = format!("{EXAMPLE}{}", cluster.replace("ROLE", "control"));
+        let e = Config::parse(&control, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("answers no DNS"), "a control host with DNS listeners: {e}");
+        let control = control.replace("listen = [\"0.0.0.0:53\", \"[::]:53\"]\nxdp_interfaces = [\"eth0\"]", "");
+        let c = Config::parse(&control, "x.toml").unwrap();
+        let cl = c.cluster.unwrap();
+        assert_eq!(
+            (cl.role, cl.key_prefix.as_str(), cl.lease_ttl_s, cl.timeout_ms),
+            (Role::Control, "/spillway/", 5, 2000)
+        );
+
+        // An edge takes customers, proxies and the market from etcd, and needs no store.
+        let edge = format!("{EXAMPLE}{}", cluster.replace("ROLE", "edge"));
+        let e = Config::parse(&edge, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("customer: belongs in the control hosts' config"), "{e}");
+        assert!(e.contains("proxy: belongs in the control hosts' config"), "{e}");
+        let bare = EXAMPLE.split("[store]").next().unwrap();
+        let edge = format!("{bare}{}", cluster.replace("ROLE", "edge"));
+        assert_eq!(Config::parse(&edge, "x.toml").unwrap().store.map(|s| s.path), None);
+        let e = Config::parse(bare, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("store: the [store] section"), "one host without a store: {e}");
+        // Its metrics must be reachable: not at an unspecified address.
+        let any = edge.replace("127.0.0.1:8053", "0.0.0.0:8053");
+        assert!(Config::parse(&any, "x.toml").unwrap_err().to_string().contains("cluster.metrics_url"));
+        let with_url = format!("{any}metrics_url = \"http://10.0.0.5:8053/metrics\"\n");
+        assert!(Config::parse(&with_url, "x.toml").is_ok());
+
+        // Bad values: each one named.
+        let e = Config::parse(&format!("{bare}{}", cluster.replace("ROLE", "edgy")), "x.toml").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `edgy`"), "{e}");
+        let bad = format!("{bare}\n[cluster]\nrole = \"edge\"\nkey_prefix = \"x\"\nlease_ttl_s = 1\nname = \"a b\"\n");
+        let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+        for key in ["cluster.etcd_endpoints", "cluster.key_prefix", "cluster.lease_ttl_s", "cluster.name"] {
+            assert!(e.contains(key), "{key} not reported: {e}");
+        }
     }
 
     #[test]

@@ -19,6 +19,11 @@ use tokio::{
 use crate::{
     api::{self, AppState},
     catalog::Catalog,
+    cluster::{
+        self, ClusterStatus,
+        config::{ClusterConfig, Role},
+        state::{Keys, NodeEntry},
+    },
     config::Config,
     dataplane::{Attached, Dataplane, LoadOptions, pins::MapsOrigin},
     dns::{self, Authority, server::tcp_from_fd},
@@ -26,6 +31,68 @@ use crate::{
     error::{Error, Result},
     handover::{self, Event, Inherited, Kind, Phase, Registry, Takeover},
 };
+
+/// A host that joined its cluster: the client that reached etcd, and its status.
+struct Joined {
+    etcd: cluster::Etcd,
+    status: Arc<ClusterStatus>,
+    /// An edge: the revision of the state it starts from.
+    follow_from: Option<i64>,
+}
+
+/// Reach etcd (or fail: a host that cannot is not started); an edge loads the cluster's
+/// state into the catalog before the data plane is attached.
+async fn join_cluster(cfg: &ClusterConfig, engine: &mut Engine) -> Result<Joined> {
+    let (mut etcd, revision) = cluster::connect(cfg).await?;
+    let mut follow_from = None;
+    if cfg.role == Role::Edge {
+        let snap = cluster::follow::load(etcd.client().await?, &Keys::new(&cfg.key_prefix), cfg.timeout()).await?;
+        let customers = snap.changes.len();
+        follow_from = Some(snap.revision);
+        cluster::follow::apply_snapshot(engine, snap);
+        tracing::info!(revision = follow_from, keys = customers, "the cluster's state loaded from etcd");
+    }
+    let status = Arc::new(ClusterStatus::new(cfg, follow_from.unwrap_or(revision)));
+    tracing::info!(role = cfg.role.as_str(), name = %status.name, revision, "joined the cluster");
+    Ok(Joined { etcd, status, follow_from })
+}
+
+/// Each role's work with etcd: a control host publishes and reads the edges' answers; an edge
+/// follows the state; every DNS host registers.
+fn spawn_cluster_tasks(
+    state: &Arc<AppState>,
+    config: &Config,
+    cfg: &ClusterConfig,
+    joined: Joined,
+    phase: &watch::Receiver<Phase>,
+) {
+    let Joined { etcd: client, status, follow_from } = joined;
+    if cfg.role.controls() {
+        let task =
+            cluster::publish::publish_loop(state.clone(), client.clone(), cfg.clone(), status.clone(), phase.clone());
+        tokio::spawn(task);
+        tokio::spawn(cluster::answers::answers_loop(state.clone(), client.clone(), cfg.clone(), phase.clone()));
+    }
+    if let Some(from) = follow_from {
+        let task = cluster::follow::follow_loop(
+            state.clone(),
+            client.clone(),
+            cfg.clone(),
+            status.clone(),
+            from,
+            phase.clone(),
+        );
+        tokio::spawn(task);
+    }
+    if cfg.role.serves_dns() {
+        let entry = NodeEntry {
+            name: status.name.clone(),
+            role: cfg.role.as_str().into(),
+            metrics_url: cfg.metrics_url.clone().unwrap_or_else(|| format!("http://{}/metrics", config.api.listen)),
+        };
+        tokio::spawn(cluster::register::register_loop(client, cfg.clone(), entry, phase.clone()));
+    }
+}
 
 /// After the new daemon is ready, how long the old one gives its listeners to finish the
 /// queries in hand.
@@ -63,7 +130,15 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     };
     // The store and the contracts in force decide the fractions before anything is attached.
     let mut engine = Engine::new(&config, Catalog::from_config(&config)?, None, unix_now())?;
-    tracing::info!(path = %config.store.path.display(), market = engine.market.is_some(), "store open");
+    match &config.store {
+        Some(s) => tracing::info!(path = %s.path.display(), market = engine.market.is_some(), "store open"),
+        None => tracing::info!("no store: an edge keeps nothing of its own"),
+    }
+    // A cluster's host needs etcd to start; an edge starts from etcd's state.
+    let cluster = match &config.cluster {
+        Some(c) => Some(join_cluster(c, &mut engine).await?),
+        None => None,
+    };
 
     engine.dataplane = if config.server.xdp_interfaces.is_empty() {
         tracing::info!("no xdp_interfaces: XDP is off");
@@ -71,8 +146,11 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     } else {
         Some(start_dataplane(&config, &engine.catalog)?)
     };
-    let state = AppState::new(engine);
+    let state = AppState::new(engine, cluster.as_ref().map(|c| c.status.clone()));
     let (phase_tx, phase) = watch::channel(Phase::Running);
+    if let (Some(joined), Some(cfg)) = (cluster, &config.cluster) {
+        spawn_cluster_tasks(&state, &config, cfg, joined, &phase);
+    }
     if state.engine().market.is_some() {
         tokio::spawn(market_scheduler(state.clone(), phase.clone()));
         tokio::spawn(controller_loop(state.clone(), phase.clone()));
@@ -80,7 +158,10 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     if !config.server.xdp_interfaces.is_empty() && config.server.xdp_addresses.is_empty() {
         tokio::spawn(follow_host_addresses(state.clone(), config.clone(), phase.clone()));
     }
-    tokio::spawn(crate::fleet::watch::watch_proxies(state.clone(), phase.clone()));
+    // An edge's proxies are the control hosts' choice, from etcd.
+    if config.cluster.as_ref().is_none_or(|c| c.role != Role::Edge) {
+        tokio::spawn(crate::fleet::watch::watch_proxies(state.clone(), phase.clone()));
+    }
     tokio::spawn(history_loop(state.clone()));
     let registry = Registry::default();
     if !config.server.listen.is_empty() {

@@ -34,6 +34,8 @@ pub enum Error {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Market(#[from] crate::market::MarketError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,6 +11,7 @@
 //! - [`market`]: the auction and the order book; [`contracts`]: what is in force when;
 //!   [`ledger`]: usage priced by the contracts; [`store`]: SQLite.
 //! - [`engine`]: all of the above behind one lock; [`history`]: each buyer's last hour.
+//! - [`cluster`]: many edges and control hosts sharing one market through etcd.
 //! - [`daemon`]: `spillway run`; [`handover`]: planned restarts that pass the sockets on;
 //!   [`ctl`]: `spillway ctl`.
 
@@ -18,6 +19,7 @@ pub mod affinity;
 pub mod api;
 pub mod capacity;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod contracts;
 pub mod controller;

@@ -57,6 +57,25 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
+                if let Some(cluster) = &c.cluster {
+                    // A cluster's host cannot start without etcd: check says so too.
+                    let reached = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| e.to_string())
+                        .and_then(|rt| rt.block_on(spillway::cluster::connect(cluster)).map_err(|e| e.to_string()));
+                    match reached {
+                        Ok((_, revision)) => println!(
+                            "{}: cluster role {}, etcd answers (revision {revision})",
+                            config.display(),
+                            cluster.role.as_str()
+                        ),
+                        Err(e) => {
+                            eprintln!("{}: cluster.etcd_endpoints: {e}", config.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
                 println!(
                     "{}: ok ({} zones, {} proxies, {} customers)",
                     config.display(),

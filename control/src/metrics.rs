@@ -29,6 +29,8 @@ struct CustomerView {
     served_rps: Option<f64>,
     setpoint_rps: Option<f64>,
     proxy_ttl: u32,
+    /// Answers of the userspace server (XDP's are read at render time).
+    userspace: [u64; 3],
 }
 
 impl EngineView {
@@ -49,6 +51,7 @@ impl EngineView {
                         served_rps: d.and_then(|d| d.served_rps),
                         setpoint_rps: d.map(|d| d.setpoint_rps),
                         proxy_ttl: c.record.proxy_ttl,
+                        userspace: c.live.answers(),
                     }
                 })
                 .collect(),
@@ -70,6 +73,9 @@ pub const RRL_TOTAL: &str = "spillway_rrl_total";
 pub const PROXY_IN_ANSWERS: &str = "spillway_proxy_in_answers";
 pub const PROXY_UP: &str = "spillway_proxy_up";
 pub const PROXY_LOAD_RPS: &str = "spillway_proxy_load_rps";
+pub const EDGE_STATE_AGE: &str = "spillway_edge_state_age_seconds";
+pub const CLUSTER_REVISION: &str = "spillway_cluster_revision";
+pub const CLUSTER_ETCD_UP: &str = "spillway_cluster_etcd_up";
 
 pub const PATH_XDP: &str = "xdp";
 pub const PATH_USERSPACE: &str = "userspace";
@@ -91,16 +97,23 @@ pub struct Metrics {
     rrl: IntCounterVec,
     /// The userspace server's rate-limit actions (the XDP program's are in its map).
     rrl_userspace: [AtomicU64; RRL_ACTIONS as usize],
+    /// A cluster's host: how old its state is, of which etcd revision, whether etcd answers.
+    edge_state_age: prometheus::Gauge,
+    cluster_revision: prometheus::IntGauge,
+    cluster_etcd_up: prometheus::IntGauge,
+    /// Registered with the registry only in a cluster.
+    cluster: bool,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(false)
     }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// The metrics of one host; a cluster's (`cluster`) also say how old its state is.
+    pub fn new(cluster: bool) -> Self {
         let registry = Registry::new();
         let dns_queries = IntCounterVec::new(
             Opts::new(DNS_QUERIES_TOTAL, "DNS queries answered, by the path that answered them."),
@@ -197,7 +210,29 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("unique metric");
         }
         registry.register(Box::new(scale.clone())).expect("unique metric");
+        let edge_state_age = prometheus::Gauge::new(
+            EDGE_STATE_AGE,
+            "Seconds since this host last knew its state was etcd's (an edge answers from it meanwhile).",
+        )
+        .expect("valid metric");
+        let cluster_revision =
+            prometheus::IntGauge::new(CLUSTER_REVISION, "The etcd revision of the state this host has in force.")
+                .expect("valid metric");
+        let cluster_etcd_up = prometheus::IntGauge::new(
+            CLUSTER_ETCD_UP,
+            "1 while etcd answers this host (a control host takes writes only then); 0: it does not.",
+        )
+        .expect("valid metric");
+        if cluster {
+            registry.register(Box::new(edge_state_age.clone())).expect("unique metric");
+            registry.register(Box::new(cluster_revision.clone())).expect("unique metric");
+            registry.register(Box::new(cluster_etcd_up.clone())).expect("unique metric");
+        }
         Self {
+            edge_state_age,
+            cluster_revision,
+            cluster_etcd_up,
+            cluster,
             registry,
             dns_queries,
             answers,
@@ -227,8 +262,19 @@ impl Metrics {
     }
 
     /// Read the data plane's counters (if XDP is on) and render the text exposition format.
-    pub fn render(&self, engine: &EngineView, stats: Option<&StatsReader>) -> Result<String> {
+    pub fn render(
+        &self,
+        engine: &EngineView,
+        stats: Option<&StatsReader>,
+        cluster: Option<&crate::cluster::ClusterStatus>,
+    ) -> Result<String> {
         self.scale.set(engine.scale);
+        if let Some(c) = cluster.filter(|_| self.cluster) {
+            self.edge_state_age.set(c.state_age_s());
+            self.cluster_revision.set(c.revision());
+            let up = if c.role.serves_dns() { c.state_age_s() <= c.degraded_after.as_secs_f64() } else { c.etcd_up() };
+            self.cluster_etcd_up.set(i64::from(up));
+        }
         self.served.reset();
         self.setpoint.reset();
         self.proxy_in_answers.reset();
@@ -274,12 +320,13 @@ impl Metrics {
             if let Some(s) = c.setpoint_rps {
                 self.setpoint.with_label_values(&[id]).set(s);
             }
-            let answers = match stats {
+            let xdp = match stats {
                 Some(stats) => stats.customer_answers(c.index)?,
                 None => [0; 3],
             };
             for t in Target::ALL {
-                set_counter(&self.answers.with_label_values(&[id, t.label()]), answers[t as usize]);
+                let total = xdp[t as usize] + c.userspace[t as usize];
+                set_counter(&self.answers.with_label_values(&[id, t.label()]), total);
             }
         }
         let mut buf = Vec::new();

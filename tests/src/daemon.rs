@@ -116,11 +116,23 @@ pub fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
-    let url = api_url(path);
+    request_in(&topo.client, method, &api_url(path), token, body)
+}
+
+/// One HTTP request to `url` from inside `ns` (JSON `body`, bearer `token`): (status, body);
+/// status 0 if the request could not be made.
+pub fn request_in(
+    ns: &NetNs,
+    method: &'static str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let url = url.to_owned();
     let token = token.map(str::to_owned);
     let body = body.map(str::to_owned);
-    topo.client.run(move || {
-        let client = match Client::builder().timeout(Duration::from_secs(5)).build() {
+    ns.run(move || {
+        let client = match Client::builder().timeout(Duration::from_secs(5)).no_proxy().build() {
             Ok(c) => c,
             Err(e) => return (0, e.to_string()),
         };

@@ -2,6 +2,7 @@
 //! builders, reply checks, network-namespace guards, and the fixture config.
 
 pub mod client;
+pub mod cluster;
 pub mod daemon;
 pub mod dnswire;
 pub mod fixture;

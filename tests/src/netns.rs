@@ -18,6 +18,21 @@ fn ip(args: &[&str]) {
     assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
 
+/// A veth pair from `a` (interface `a_if`) to `b` (`b_if`), addressed `a4`/24 and `b4`/24, up.
+pub fn veth(a: &NetNs, a_if: &str, a4: &str, b: &NetNs, b_if: &str, b4: &str) {
+    ip(&["link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name]);
+    for (ns, ifname, addr) in [(a, a_if, a4), (b, b_if, b4)] {
+        ns.exec_ok(&["ip", "addr", "add", &format!("{addr}/24"), "dev", ifname]);
+        ns.exec_ok(&["ip", "link", "set", ifname, "up"]);
+    }
+}
+
+/// A tag unique to this process and call, for interface names (at most 15 bytes with a
+/// short prefix).
+pub fn tag() -> String {
+    format!("{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// A named network namespace, deleted on drop.
 pub struct NetNs {
     pub name: String,

@@ -32,7 +32,11 @@ enum Task {
     /// Every test, the privileged network-namespace ones included (needs root).
     Test,
     /// Build, start Spillway in two private namespaces, send real queries, explain the answers.
-    Demo,
+    Demo {
+        /// A cluster instead: 3 etcd members, a control host and 3 edges with XDP.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Benchmarks (never part of `test`); results in target/bench/.
     Bench,
     /// The controller's simulation, full-size scenarios: target/sim/report.json and PNG plots.
@@ -70,11 +74,12 @@ fn main() -> Result<()> {
             setup::run()?;
             test(&root)
         }
-        Task::Demo => {
+        Task::Demo { cluster } => {
             setup::run()?;
             require_root("the demo creates network namespaces and attaches XDP")?;
             cargo(&root, &["build", "-p", "spillway"])?;
-            cargo(&root, &["run", "-q", "-p", "spillway-tests", "--bin", "spillway-demo"])
+            let bin = if cluster { "spillway-cluster-demo" } else { "spillway-demo" };
+            cargo(&root, &["run", "-q", "-p", "spillway-tests", "--bin", bin])
         }
         Task::Bench => {
             setup::run()?;

@@ -24,6 +24,10 @@ const APT_PACKAGES: &[&str] = &[
     "openssh-server",
     "lintian",
     "chromium",
+    // Clusters: etcd (its client crate's build needs protoc) and PostgreSQL.
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
     "fonts-dejavu-core",
 ];
 /// What only `cargo xtask bench` needs: the load generator and a second reference server.

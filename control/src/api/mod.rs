@@ -3,6 +3,7 @@
 //! checks the router against it.
 
 mod auth;
+mod cluster;
 pub(crate) mod customers;
 mod error;
 mod ledger;
@@ -60,10 +61,12 @@ pub struct AppState {
     pub stats: Option<StatsReader>,
     /// Requests in flight and buyers' write rates.
     pub limits: limits::Limits,
+    /// This host's place in a cluster (`None`: one host does everything).
+    pub cluster: Option<Arc<crate::cluster::ClusterStatus>>,
 }
 
 impl AppState {
-    pub fn new(mut engine: Engine) -> Arc<Self> {
+    pub fn new(mut engine: Engine, cluster: Option<Arc<crate::cluster::ClusterStatus>>) -> Arc<Self> {
         let tokens = std::mem::take(&mut engine.tokens);
         let api = &engine.config.api;
         let limits = limits::Limits::new(api.write_rate, api.write_burst);
@@ -78,7 +81,8 @@ impl AppState {
             stats,
             limits,
             engine: Mutex::new(engine),
-            metrics: Metrics::new(),
+            metrics: Metrics::new(cluster.is_some()),
+            cluster,
             tokens: RwLock::new(tokens),
             ready: AtomicBool::new(false),
             market_changed: Notify::new(),
@@ -139,6 +143,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/standing-orders/{id}/cancel", post(standing::cancel))
         .route("/contracts", get(ledger::contracts))
         .route("/usage", get(ledger::usage))
+        .route_layer(middleware::from_fn_with_state(state.clone(), cluster::writes))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         // The document is public: it describes the API, it holds nothing of anyone's.
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
@@ -165,17 +170,22 @@ async fn not_found() -> ApiError {
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let view = state.with_engine(|engine| EngineView::of(engine)).await;
     let st = state.clone();
-    let text = tokio::task::spawn_blocking(move || st.metrics.render(&view, st.stats.as_ref()))
+    let text = tokio::task::spawn_blocking(move || st.metrics.render(&view, st.stats.as_ref(), st.cluster.as_deref()))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+/// Ready once the listeners are up. A cluster's host that answers from state etcd has not
+/// confirmed lately, or a control host that cannot reach etcd, stays ready (it keeps
+/// answering: fail-static) and says it is degraded, and why.
+async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, String) {
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into());
+    }
+    match state.cluster.as_ref().and_then(|c| c.degraded()) {
+        Some(why) => (StatusCode::OK, format!("degraded: {why}\n")),
+        None => (StatusCode::OK, "ready\n".into()),
     }
 }

@@ -97,7 +97,7 @@ impl Api {
         let dir = tempfile_dir::Dir::new();
         let cfg = config(&dir.0);
         let engine = Engine::new(&cfg, Catalog::from_config(&cfg).unwrap(), None, unix_now()).unwrap();
-        Api { state: AppState::new(engine), doc: openapi::document(), seen: BTreeSet::new(), _dir: dir }
+        Api { state: AppState::new(engine, None), doc: openapi::document(), seen: BTreeSet::new(), _dir: dir }
     }
 
     /// One request; the response is checked against the document when the path is documented.

@@ -105,28 +105,33 @@ pub struct Counters {
     pub served: BTreeMap<String, u64>,
 }
 
+/// The samples of the text exposition format: (metric name, labels as written, value); lines
+/// that do not parse and values that are not finite and non-negative are skipped.
+pub fn samples(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(|line| {
+        let (series, rest) = match line.find('{') {
+            Some(i) => {
+                let j = line[i..].find('}')?;
+                (&line[..i + j + 1], &line[i + j + 1..])
+            }
+            None => line.split_once(char::is_whitespace)?,
+        };
+        let value = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok())?;
+        if !(value.is_finite() && value >= 0.0) {
+            return None;
+        }
+        let (name, labels) = series.split_once('{').map_or((series, ""), |(n, l)| (n, l.trim_end_matches('}')));
+        Some((name, labels, value))
+    })
+}
+
 /// Parse the text exposition format for the mapped counters; unparsable lines are skipped.
 /// `None` when no series of the mapped metrics is there at all (the mapping matches nothing:
 /// the proxy's numbers are unknown, not zero).
 pub fn parse(text: &str, mapping: &MetricsMapping) -> Option<Counters> {
     let mut c = Counters::default();
     let mut matched = false;
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (series, rest) = match line.find('{') {
-            Some(i) => match line[i..].find('}') {
-                Some(j) => (&line[..i + j + 1], &line[i + j + 1..]),
-                None => continue,
-            },
-            None => match line.split_once(char::is_whitespace) {
-                Some((s, r)) => (s, r),
-                None => continue,
-            },
-        };
-        let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else { continue };
-        if !(value.is_finite() && value >= 0.0) {
-            continue;
-        }
-        let (name, labels) = series.split_once('{').map_or((series, ""), |(n, l)| (n, l.trim_end_matches('}')));
+    for (name, labels, value) in samples(text) {
         if let Some(own) = &mapping.own
             && name == own.metric
         {
@@ -150,7 +155,8 @@ pub fn parse(text: &str, mapping: &MetricsMapping) -> Option<Counters> {
     matched.then_some(c)
 }
 
-fn label(labels: &str, key: &str) -> Option<String> {
+/// The value of label `key` in `labels` (as [`samples`] gives them).
+pub fn label(labels: &str, key: &str) -> Option<String> {
     labels.split(',').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())

@@ -54,6 +54,9 @@ pub struct Engine {
     pub tokens: Tokens,
     /// Each buyer's last hour, for the operator's window.
     pub history: crate::history::History,
+    /// A cluster's control host: every edge's answers so far, per buyer (the controller's
+    /// input instead of this host's own counters). `None`: one host, or not read yet.
+    pub cluster_answers: Option<HashMap<String, [u64; 3]>>,
 }
 
 /// Whether a problem from `Config::check_added_customers` is about customer `id`.
@@ -126,7 +129,11 @@ impl Engine {
     /// Open the store and rebuild the market from it. The data plane, if any, is attached
     /// by the caller after `install`.
     pub fn new(config: &Config, mut catalog: Catalog, dataplane: Option<Dataplane>, now: i64) -> Result<Engine> {
-        let store = Store::open(&config.store.path)?;
+        // An edge keeps nothing of its own: what it answers from is etcd's.
+        let store = match &config.store {
+            Some(s) => Store::open(&s.path)?,
+            None => Store::open(std::path::Path::new(":memory:"))?,
+        };
         let mut stored_tokens: HashMap<String, Option<TokenDigest>> = store.token_digests()?.into_iter().collect();
         let mut tokens = Tokens::default();
         tokens
@@ -235,6 +242,7 @@ impl Engine {
             last_feed: FeedSnapshot::default(),
             tokens,
             history: Default::default(),
+            cluster_answers: None,
         };
         // The contracts in force now decide the fractions the data plane starts with.
         engine.sync_contracts(now, true)?;
@@ -297,16 +305,22 @@ impl Engine {
             return Ok(());
         }
         let c = &self.config.controller;
+        let min_change = c.min_change;
         let snap = self.feed.snapshot(now, self.capacity.proxies(), c.target_load, c.report_stale_s, c.proxy_down_s);
         let mut ids = Vec::new();
         let mut ticks = Vec::new();
+        let cluster = self.config.cluster.is_some();
         for cust in self.catalog.customers() {
-            let xdp = match &self.dataplane {
-                Some(dp) => dp.customer_answers(cust.index)?,
-                None => [0; 3],
+            let total: [u64; 3] = if cluster {
+                self.cluster_answers.as_ref().and_then(|a| a.get(&cust.config.id)).copied().unwrap_or_default()
+            } else {
+                let xdp = match &self.dataplane {
+                    Some(dp) => dp.customer_answers(cust.index)?,
+                    None => [0; 3],
+                };
+                let userspace = cust.live.answers();
+                std::array::from_fn(|i| xdp[i] + userspace[i])
             };
-            let userspace = cust.live.answers();
-            let total: [u64; 3] = std::array::from_fn(|i| xdp[i] + userspace[i]);
             let prev = self.answers_seen.insert(cust.config.id.clone(), total).unwrap_or(total);
             let d: [u64; 3] = std::array::from_fn(|i| total[i].saturating_sub(prev[i]));
             ids.push(cust.config.id.clone());
@@ -335,8 +349,11 @@ impl Engine {
                 demand = ?d.demand_rps, cached_share = ?d.cached_share, headroom = d.headroom, trim = d.trim,
                 why = ?d.why, scale = self.controller.scale(), "controller decision");
             let current = self.catalog.customer(id).map(|c| (c.mode, c.fraction));
-            if out.write
-                && let Some((Mode::Auto, f)) = current
+            // The controller writes meaningful moves from what it last wrote; a fraction put in
+            // force meanwhile by other hands (back to auto from an override) is corrected too.
+            let apart = |f: f64| (f - d.fraction).abs() >= min_change || ((f == 0.0) != (d.fraction == 0.0));
+            if let Some((Mode::Auto, f)) = current
+                && (out.write || apart(f))
                 && (f - d.fraction).abs() > f64::EPSILON
             {
                 self.catalog.set_fraction(id, d.fraction, Mode::Auto, self.dataplane.as_mut())?;

@@ -1,0 +1,231 @@
+//! An edge follows etcd: it loads everything under `state/` at one revision, puts it in
+//! force, then watches from the next revision and applies each change as it comes, all the
+//! changes of one etcd response under one hold of the engine. When the watch breaks (a member
+//! went, etcd is gone) it loads again and puts in force what differs, then watches on: a
+//! compacted history costs nothing but that load. Meanwhile the data plane answers from what
+//! it has; [`ClusterStatus`] tells how old that is.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use tokio::sync::watch;
+
+use super::{
+    ClusterError, ClusterResult, ClusterStatus, Etcd,
+    config::ClusterConfig,
+    state::{CustomerEntry, Keys, ProxiesEntry, StateKey, ZonesEntry, decode},
+    within,
+};
+use crate::{api::AppState, engine::Engine, handover::Phase};
+
+/// How often the watch asks etcd for its revision when nothing changes (so the state's age
+/// is known while all is quiet, and a silent etcd is found).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// One change to put in force.
+#[derive(Debug)]
+pub enum Change {
+    Customer(Box<CustomerEntry>),
+    /// The key of a customer went: it is answered with its origins only.
+    Retire(String),
+    Proxies(ProxiesEntry),
+    Zones(ZonesEntry),
+}
+
+/// Everything under `state/` at one revision.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub revision: i64,
+    pub changes: Vec<Change>,
+}
+
+/// A key and its value as a change (`None` for keys that are not state, or values that do
+/// not parse: those are logged and left out, the state before them stays).
+fn change_of(keys: &Keys, key: &[u8], value: Option<&[u8]>) -> Option<Change> {
+    let parsed = match (keys.parse(key), value) {
+        (StateKey::Customer(id), None) => Ok(Change::Retire(id)),
+        (StateKey::Customer(id), Some(v)) => decode::<CustomerEntry>(key, v).and_then(|e| {
+            if e.config.id == id {
+                Ok(Change::Customer(Box::new(e)))
+            } else {
+                Err(ClusterError::Value { key: String::from_utf8_lossy(key).into(), message: "another id".into() })
+            }
+        }),
+        (StateKey::Proxies, Some(v)) => decode(key, v).map(Change::Proxies),
+        (StateKey::Zones, Some(v)) => decode(key, v).map(Change::Zones),
+        _ => return None,
+    };
+    parsed.map_err(|e| tracing::warn!("etcd value not taken: {e}")).ok()
+}
+
+/// Read everything under `state/`.
+pub async fn load(client: &mut Client, keys: &Keys, t: Duration) -> ClusterResult<Snapshot> {
+    let resp = within(t, client.get(keys.state(), Some(GetOptions::new().with_prefix()))).await?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let changes = resp.kvs().iter().filter_map(|kv| change_of(keys, kv.key(), Some(kv.value()))).collect();
+    Ok(Snapshot { revision, changes })
+}
+
+/// Put one change in force. A customer entry is held to this edge's config rules first (its
+/// zones, TTL bounds): one that breaks them changes nothing.
+fn apply(engine: &mut Engine, change: Change) {
+    let result = match change {
+        Change::Customer(e) => {
+            let problems = engine.config.check_added_customers(std::slice::from_ref(&e.config));
+            if !problems.is_empty() {
+                tracing::warn!(customer = %e.config.id, ?problems, "customer from etcd not taken: this edge's config does not allow it");
+                return;
+            }
+            engine.catalog.apply_entry(e.config, e.fraction, e.proxy_ttl, e.contracted_rps, engine.dataplane.as_mut())
+        }
+        Change::Retire(id) => match engine.catalog.customer(&id) {
+            Some(c) if c.fraction != 0.0 => {
+                engine.catalog.set_fraction(&id, 0.0, crate::catalog::Mode::Manual, engine.dataplane.as_mut()).map(drop)
+            }
+            _ => Ok(()),
+        },
+        Change::Proxies(p) => engine.catalog.set_proxies(&p.addresses, engine.dataplane.as_mut()),
+        Change::Zones(z) => {
+            if z.zones != engine.config.server.zones {
+                tracing::warn!(cluster = ?z.zones, here = ?engine.config.server.zones,
+                    "the control hosts serve other zones than this edge's config");
+            }
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!("change from etcd not put in force: {e}");
+    }
+}
+
+/// Put a loaded snapshot in force: every entry applied, customers etcd no longer has are
+/// answered with their origins.
+pub fn apply_snapshot(engine: &mut Engine, snap: Snapshot) {
+    let mut present = HashSet::new();
+    for change in snap.changes {
+        if let Change::Customer(e) = &change {
+            present.insert(e.config.id.clone());
+        }
+        apply(engine, change);
+    }
+    let gone: Vec<String> =
+        engine.catalog.customers().iter().map(|c| c.config.id.clone()).filter(|id| !present.contains(id)).collect();
+    for id in gone {
+        apply(engine, Change::Retire(id));
+    }
+}
+
+/// Follow etcd until the daemon stops; the snapshot of `from_revision` is in force already.
+pub async fn follow_loop(
+    state: Arc<AppState>,
+    mut etcd: Etcd,
+    cfg: ClusterConfig,
+    status: Arc<ClusterStatus>,
+    from_revision: i64,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let t = cfg.timeout();
+    let keys = Keys::new(&cfg.key_prefix);
+    let mut from = Some(from_revision);
+    let mut backoff = Duration::from_millis(100);
+    while *phase.borrow() == Phase::Running {
+        let revision = match from.take() {
+            Some(r) => r,
+            None => match async { load(etcd.client().await?, &keys, t).await }.await {
+                Ok(snap) => {
+                    let revision = snap.revision;
+                    state.with_engine(move |e| apply_snapshot(e, snap)).await;
+                    status.synced(revision);
+                    tracing::info!(revision, "state loaded from etcd again");
+                    revision
+                }
+                Err(e) => {
+                    tracing::debug!(endpoint = etcd.endpoint(), "loading the state from etcd: {e}");
+                    etcd.failed();
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = phase.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(100);
+        let watched = async {
+            let client = etcd.client().await?;
+            watch_from(&state, client, &keys, &status, revision, t, &mut phase).await
+        };
+        match watched.await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(
+                    endpoint = etcd.endpoint(),
+                    age_s = status.state_age_s(),
+                    "watching etcd: {e}; answering from the state in hand, loading it again from the next member"
+                );
+                etcd.failed();
+            }
+        }
+    }
+}
+
+/// Watch `state/` from after `revision` and apply what comes; `Ok` when the daemon stops.
+async fn watch_from(
+    state: &Arc<AppState>,
+    client: &mut Client,
+    keys: &Keys,
+    status: &ClusterStatus,
+    revision: i64,
+    t: Duration,
+    phase: &mut watch::Receiver<Phase>,
+) -> ClusterResult<()> {
+    let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+    let mut stream = within(t, client.watch(keys.state(), Some(options))).await?;
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    let mut heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            msg = stream.message() => {
+                let Some(resp) = msg? else { return Err(ClusterError::WatchEnded("etcd closed it".into())) };
+                if resp.canceled() {
+                    return Err(ClusterError::WatchEnded(format!(
+                        "cancelled ({}; history compacted at revision {})", resp.cancel_reason(), resp.compact_revision()
+                    )));
+                }
+                heard = tokio::time::Instant::now();
+                let revision = resp.header().map_or(0, |h| h.revision());
+                let changes: Vec<Change> = resp
+                    .events()
+                    .iter()
+                    .filter_map(|ev| {
+                        let kv = ev.kv()?;
+                        let value = (ev.event_type() == EventType::Put).then(|| kv.value());
+                        change_of(keys, kv.key(), value)
+                    })
+                    .collect();
+                if !changes.is_empty() {
+                    state
+                        .with_engine(move |e| {
+                            for c in changes {
+                                apply(e, c);
+                            }
+                        })
+                        .await;
+                }
+                status.synced(revision);
+            }
+            _ = progress.tick() => {
+                if heard.elapsed() > PROGRESS_EVERY * 2 + t {
+                    return Err(ClusterError::WatchEnded(format!("no word from etcd for {:?}", heard.elapsed())));
+                }
+                within(t, stream.request_progress()).await?;
+            }
+            _ = phase.changed() => {
+                if *phase.borrow() != Phase::Running {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

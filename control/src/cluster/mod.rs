@@ -1,0 +1,136 @@
+//! Many edges, one market. With a `[cluster]` section, etcd carries what every edge answers
+//! from (customers, names, records and fractions, the proxy set), under one key prefix:
+//!
+//! - a control host ([`publish`]) writes the catalog's changes there;
+//! - an edge ([`follow`]) loads it at a revision, then watches from the next one and applies
+//!   each change to its maps; when etcd is gone it keeps answering with what it has (and says
+//!   how old that is), and when etcd is back it loads it again;
+//! - every edge registers with a lease ([`register`]), and the controller reads each live
+//!   edge's `/metrics` for the answers it gave ([`answers`]).
+
+pub mod answers;
+pub mod config;
+pub mod etcd;
+pub mod follow;
+pub mod publish;
+pub mod register;
+pub mod state;
+
+use std::{
+    sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    time::Duration,
+};
+
+use self::config::{ClusterConfig, Role};
+pub use self::etcd::Etcd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("etcd ({endpoints}): {message}")]
+    Etcd { endpoints: String, message: String },
+    #[error("etcd: {0}")]
+    Client(#[from] etcd_client::Error),
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("key {key}: {message}")]
+    Value { key: String, message: String },
+    #[error("the watch ended: {0}")]
+    WatchEnded(String),
+}
+
+pub type ClusterResult<T> = Result<T, ClusterError>;
+
+/// Run one etcd request with the cluster's timeout.
+pub async fn within<T>(t: Duration, f: impl Future<Output = Result<T, etcd_client::Error>>) -> ClusterResult<T> {
+    match tokio::time::timeout(t, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ClusterError::Timeout(t)),
+    }
+}
+
+/// Reach etcd and make sure it answers (a read of the prefix, from the first member that
+/// does): an unreachable etcd at start is an error, not a host that waits quietly. Returns
+/// the members' clients and etcd's revision.
+pub async fn connect(cfg: &ClusterConfig) -> ClusterResult<(Etcd, i64)> {
+    let mut etcd = Etcd::new(cfg);
+    let revision = etcd.probe(&cfg.key_prefix).await?;
+    Ok((etcd, revision))
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the API, `/readyz` and `/metrics` know of this host's place in the cluster; written by
+/// the cluster's tasks, read without a lock.
+pub struct ClusterStatus {
+    pub role: Role,
+    pub name: String,
+    /// After this long without word from etcd, an edge says it is degraded.
+    pub degraded_after: Duration,
+    /// When this host last knew its state was etcd's (Unix ms; 0: never).
+    synced_at_ms: AtomicU64,
+    /// The etcd revision of that state.
+    revision: AtomicI64,
+    /// A control host: etcd takes writes (else the API refuses them).
+    etcd_up: AtomicBool,
+}
+
+impl ClusterStatus {
+    pub fn new(cfg: &ClusterConfig, revision: i64) -> Self {
+        Self {
+            role: cfg.role,
+            name: cfg.node_name(),
+            // An edge hears from etcd every second (progress notices) while all is well.
+            degraded_after: Duration::from_secs(3),
+            synced_at_ms: AtomicU64::new(unix_ms()),
+            revision: AtomicI64::new(revision),
+            etcd_up: AtomicBool::new(true),
+        }
+    }
+
+    /// The state is etcd's as of `revision`, now.
+    pub fn synced(&self, revision: i64) {
+        self.revision.fetch_max(revision, Ordering::Relaxed);
+        self.synced_at_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.revision.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since the state was last known to be etcd's.
+    pub fn state_age_s(&self) -> f64 {
+        unix_ms().saturating_sub(self.synced_at_ms.load(Ordering::Relaxed)) as f64 / 1000.0
+    }
+
+    pub fn set_etcd_up(&self, up: bool) {
+        if self.etcd_up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!("etcd answers again: writes are taken");
+            } else {
+                tracing::warn!("etcd does not answer: writes are refused until it does");
+            }
+        }
+    }
+
+    pub fn etcd_up(&self) -> bool {
+        self.etcd_up.load(Ordering::Relaxed)
+    }
+
+    /// Why this host is degraded, if it is: an edge answering from state older than
+    /// `degraded_after`, a control host that cannot reach etcd.
+    pub fn degraded(&self) -> Option<String> {
+        let age = self.state_age_s();
+        if self.role.serves_dns() && age > self.degraded_after.as_secs_f64() {
+            return Some(format!(
+                "no word from etcd for {age:.0} s: answering from the state of revision {}",
+                self.revision()
+            ));
+        }
+        if self.role.controls() && !self.etcd_up() {
+            return Some("etcd does not answer: writes are refused".into());
+        }
+        None
+    }
+}

@@ -1,0 +1,135 @@
+//! What etcd holds, and under which keys (all below `cluster.key_prefix`):
+//!
+//! ```text
+//! <prefix>state/customers/<id>   one customer as the edges answer for it (CustomerEntry)
+//! <prefix>state/proxies          the proxy addresses the answers name (ProxiesEntry)
+//! <prefix>state/zones            the zones the control hosts serve (ZonesEntry)
+//! <prefix>edges/<name>           an edge, on its lease (NodeEntry)
+//! ```
+//!
+//! Values are JSON. A change of one customer is one key, written whole: an edge never sees
+//! half of it.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ClusterError, ClusterResult};
+use crate::config::CustomerConfig;
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// What a key under `state/` is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StateKey {
+    Customer(String),
+    Proxies,
+    Zones,
+    Other,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    pub fn state(&self) -> String {
+        format!("{}state/", self.prefix)
+    }
+
+    pub fn customers(&self) -> String {
+        format!("{}state/customers/", self.prefix)
+    }
+
+    pub fn customer(&self, id: &str) -> String {
+        format!("{}state/customers/{id}", self.prefix)
+    }
+
+    pub fn proxies(&self) -> String {
+        format!("{}state/proxies", self.prefix)
+    }
+
+    pub fn zones(&self) -> String {
+        format!("{}state/zones", self.prefix)
+    }
+
+    pub fn edges(&self) -> String {
+        format!("{}edges/", self.prefix)
+    }
+
+    pub fn edge(&self, name: &str) -> String {
+        format!("{}edges/{name}", self.prefix)
+    }
+
+    pub fn parse(&self, key: &[u8]) -> StateKey {
+        let Ok(key) = std::str::from_utf8(key) else { return StateKey::Other };
+        let Some(rest) = key.strip_prefix(&self.prefix).and_then(|k| k.strip_prefix("state/")) else {
+            return StateKey::Other;
+        };
+        match rest {
+            "proxies" => StateKey::Proxies,
+            "zones" => StateKey::Zones,
+            _ => match rest.strip_prefix("customers/") {
+                Some(id) if !id.is_empty() => StateKey::Customer(id.to_owned()),
+                _ => StateKey::Other,
+            },
+        }
+    }
+}
+
+/// One customer as every edge answers for it: its entry (settings over it, no token), the
+/// fraction and proxy TTL in force, and what its contracts in force bought.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomerEntry {
+    pub config: CustomerConfig,
+    pub fraction: f64,
+    pub proxy_ttl: u32,
+    pub contracted_rps: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProxiesEntry {
+    pub addresses: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ZonesEntry {
+    pub zones: Vec<String>,
+}
+
+/// A host on its lease: who it is and where its `/metrics` are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub name: String,
+    pub role: String,
+    pub metrics_url: String,
+}
+
+/// A value read from `key`, or why it cannot be.
+pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> ClusterResult<T> {
+    serde_json::from_slice(value)
+        .map_err(|e| ClusterError::Value { key: String::from_utf8_lossy(key).into_owned(), message: e.to_string() })
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("plain data serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let k = Keys::new("/spw/");
+        assert_eq!(k.parse(k.customer("shop").as_bytes()), StateKey::Customer("shop".into()));
+        assert_eq!(k.parse(k.proxies().as_bytes()), StateKey::Proxies);
+        assert_eq!(k.parse(k.zones().as_bytes()), StateKey::Zones);
+        assert_eq!(k.parse(k.customers().as_bytes()), StateKey::Other);
+        assert_eq!(k.parse(b"/other/state/proxies"), StateKey::Other);
+        assert_eq!(k.parse(k.edge("e1").as_bytes()), StateKey::Other);
+    }
+}

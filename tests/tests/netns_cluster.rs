@@ -1,0 +1,267 @@
+//! Many edges, one market: a real 3-member etcd cluster, a control host and 3 edges, each
+//! edge with XDP attached to its own veth, and resolvers asking every edge with dig and a
+//! steady query load. A change made through the control host's API reaches every edge's maps
+//! within a second; a contract's start and end switch every edge's answers; one etcd member
+//! going is invisible; all of etcd going leaves every edge answering (no query lost on the XDP
+//! path) while the control host refuses writes with 503 and changes nothing; etcd back, the
+//! edges load the state again and the next change reaches them all; the controller's fraction
+//! follows the sum of the edges' answers.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use spillway_tests::{
+    client::{metric, now_f64, sleep_until},
+    cluster::{ClusterNet, Etcd, Node, control_config, edge_config},
+    dnswire::Query,
+    load::{Class, QueryLoad},
+    require_privileges,
+};
+
+const OP: &str = "operator-token";
+const PROXY: &str = "198.51.100.10";
+const ORIGIN: &str = "203.0.113.20";
+const NAME: &str = "www.web.cdn.example.net";
+const PERIOD_S: i64 = 10;
+const EDGES: usize = 3;
+const SECOND: Duration = Duration::from_secs(1);
+
+struct Cluster {
+    // Drop order: the processes before etcd and the namespaces.
+    control: Node,
+    edges: Vec<Node>,
+    etcd: Etcd,
+    net: ClusterNet,
+}
+
+impl Cluster {
+    fn api(&self, method: &'static str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, text) = self.net.http(method, &self.control.url(path), Some(OP), body.as_ref());
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    fn api_ok(&self, method: &'static str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.api(method, path, body);
+        assert_eq!(status, 200, "{method} {path}: {v}\ncontrol log:\n{}", self.control.proc.log_text());
+        v
+    }
+
+    fn set_fraction(&self, f: f64) -> u16 {
+        self.api("PUT", "/v1/customers/web/fraction", Some(json!({"fraction": f}))).0
+    }
+
+    /// Every edge answers `want` within a second of now.
+    fn all_answer_within_a_second(&self, want: &str, what: &str) {
+        let took = self.net.until_all_answer(NAME, want, SECOND);
+        assert!(
+            took.is_some(),
+            "{what}: not every edge answers {want} within 1 s: {:?}\n{}",
+            self.answers(),
+            self.logs()
+        );
+        eprintln!("{what}: every edge answers {want} after {:?}", took.unwrap_or_default());
+    }
+
+    /// The last lines of every node's log, for a failure's message.
+    fn logs(&self) -> String {
+        let tail =
+            |t: String| t.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let mut out = format!("control:\n{}\n", tail(self.control.proc.log_text()));
+        for (i, e) in self.edges.iter().enumerate() {
+            out += &format!("edge {i}:\n{}\n", tail(e.proc.log_text()));
+        }
+        out
+    }
+
+    fn answers(&self) -> Vec<Vec<String>> {
+        (0..EDGES).map(|i| self.net.dig(i, NAME)).collect()
+    }
+
+    fn edge_get(&self, i: usize, path: &str) -> (u16, String) {
+        self.net.http("GET", &self.edges[i].url(path), Some(OP), None)
+    }
+}
+
+/// The start of the running period, and of the next one.
+fn periods() -> (i64, i64) {
+    let p = (now_f64() as i64 / PERIOD_S) * PERIOD_S;
+    (p, p + PERIOD_S)
+}
+
+#[test]
+fn three_edges_follow_one_control_host_through_etcd() {
+    require_privileges!();
+    let net = ClusterNet::new(EDGES);
+    let etcd = Etcd::start(&net.core, 3, 23790);
+    let control = Node::spawn(&net.core, "http://127.0.0.1:8060", &control_config(&etcd, OP, PROXY, PERIOD_S));
+    control.wait_ready(&net);
+    let edges: Vec<Node> = (0..EDGES)
+        .map(|i| Node::spawn(&net.core, &format!("http://127.0.0.1:{}", 8061 + i), &edge_config(&net, &etcd, i, OP)))
+        .collect();
+    for e in &edges {
+        e.wait_ready(&net);
+    }
+    let mut c = Cluster { control, edges, etcd, net };
+
+    // 1. A customer added through the control host's API answers from every edge (its
+    //    origin: no contract yet) within a second.
+    assert!(c.answers().iter().all(|a| a.is_empty()), "before it is added: {:?}", c.answers());
+    let web = json!({"id": "web", "names": [format!("{NAME}.")], "origin_addresses": [ORIGIN],
+        "overflow": "origin", "fraction": 1.0, "ttl": 2});
+    c.api_ok("POST", "/v1/customers", Some(web));
+    c.all_answer_within_a_second(ORIGIN, "customer added");
+    // An edge takes no writes: its state is etcd's.
+    let (status, text) =
+        c.net.http("PUT", &c.edges[0].url("/v1/customers/web/fraction"), Some(OP), Some(&json!({"fraction": 0.5})));
+    assert_eq!(status, 421, "{text}");
+    assert!(text.contains("edge"), "{text}");
+
+    // 2. A contract bought for the running period switches every edge to the proxy within a
+    //    second of its start, and back to the origin within a second of its end.
+    let (mut running, next) = periods();
+    if next as f64 - now_f64() < 4.0 {
+        sleep_until(next as f64 + 0.05);
+        running = next;
+    }
+    let order = json!({"customer": "web", "period_start": running, "quantity_rps": 100, "price": 1.0, "tif": "ioc"});
+    let r = c.api_ok("POST", "/v1/orders", Some(order));
+    assert_eq!(r["order"]["state"], "filled", "{r}");
+    c.all_answer_within_a_second(PROXY, "contract started");
+    sleep_until((running + PERIOD_S) as f64);
+    c.all_answer_within_a_second(ORIGIN, "contract ended");
+
+    // A contract over the next periods, for the rest of the test.
+    let (running, _) = periods();
+    for k in 0..12 {
+        let order = json!({"customer": "web", "period_start": running + k * PERIOD_S, "quantity_rps": 100,
+            "price": 1.0, "tif": "ioc"});
+        assert_eq!(c.api_ok("POST", "/v1/orders", Some(order))["order"]["state"], "filled");
+    }
+    c.all_answer_within_a_second(PROXY, "long contract started");
+
+    // 3. A fraction change by hand shows on every edge.
+    assert_eq!(c.set_fraction(0.0), 200);
+    c.all_answer_within_a_second(ORIGIN, "fraction 0");
+
+    // 4. One etcd member killed (one that does not lead: a leader's death costs an election,
+    //    during which etcd takes no write): nothing visible.
+    let leader = c.etcd.leader(&c.net.core);
+    let follower = (leader + 1) % 3;
+    c.etcd.kill(follower);
+    assert_eq!(c.set_fraction(1.0), 200, "a write with one etcd member gone");
+    c.all_answer_within_a_second(PROXY, "fraction 1 with a member gone");
+    for i in 0..EDGES {
+        let (_, ready) = c.edge_get(i, "/readyz");
+        assert_eq!(ready.trim(), "ready", "edge {i} with one etcd member gone");
+    }
+
+    // 5. All of etcd killed, under a steady query load on every edge: every edge keeps
+    //    answering from XDP with the last fraction, and says it is degraded; the control host
+    //    refuses writes with 503 and changes nothing.
+    let loads: Vec<QueryLoad> = (0..EDGES)
+        .map(|i| {
+            let classes = vec![Class { label: "xdp", query: Query::new(&format!("{NAME}."), 1).bytes() }];
+            QueryLoad::start(&c.net.clients, format!("{}:53", c.net.links[i].edge_addr).parse().unwrap(), classes, 300)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for i in (0..3).filter(|&i| i != follower) {
+        c.etcd.kill(i);
+    }
+    let deadline = Instant::now() + Duration::from_secs(6);
+    // Writes taken before the control host noticed are kept, and reach the edges when etcd is
+    // back; these put back what is in force.
+    loop {
+        let (status, body) = c.api("PUT", "/v1/customers/web/fraction", Some(json!({"fraction": 1.0})));
+        if status == 503 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the control host still takes writes with etcd gone: {status} {body}\n{}",
+            c.logs()
+        );
+        assert_eq!(status, 200, "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, refused) = c.api("PUT", "/v1/customers/web/fraction", Some(json!({"fraction": 0.0})));
+    assert_eq!(status, 503, "{refused}");
+    assert!(refused.to_string().contains("etcd"), "{refused}");
+    let web = c.api_ok("GET", "/v1/customers/web", None);
+    assert_eq!(web["fraction"].as_f64(), Some(1.0), "a refused write changed nothing: {web}");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    for i in 0..EDGES {
+        loop {
+            let (status, ready) = c.edge_get(i, "/readyz");
+            if status == 200 && ready.starts_with("degraded") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "edge {i} never said it is degraded: {status} {ready}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (_, text) = c.edge_get(i, "/metrics");
+        let age = metric(&text, "spillway_edge_state_age_seconds");
+        assert!(age >= 3.0, "edge {i}: state age {age} s with etcd gone");
+    }
+    assert!(c.answers().iter().all(|a| a == &[PROXY]), "answers with etcd gone: {:?}", c.answers());
+
+    // 6. etcd back: the edges load the state again, and a change made then reaches them all.
+    for i in 0..3 {
+        c.etcd.restart(&c.net.core, i);
+    }
+    c.etcd.wait_healthy(&c.net.core, 3);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for i in 0..EDGES {
+        while c.edge_get(i, "/readyz").1.trim() != "ready" {
+            assert!(Instant::now() < deadline, "edge {i} never loaded the state again");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    loop {
+        match c.set_fraction(0.0) {
+            200 => break,
+            503 => assert!(Instant::now() < deadline, "the control host never took writes again"),
+            s => panic!("fraction with etcd back: {s}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.all_answer_within_a_second(ORIGIN, "fraction 0 with etcd back");
+    for (i, load) in loads.into_iter().enumerate() {
+        let r = &load.stop()[0];
+        let all = (Duration::ZERO, Duration::from_secs(3600));
+        assert!(r.sent_in(all.0, all.1) > 1000, "edge {i}: the load sent {}", r.sent_in(all.0, all.1));
+        assert_eq!(r.unanswered(all.0, all.1), 0, "edge {i}: queries lost on the XDP path through etcd's outage");
+    }
+
+    // 7. The controller sums the edges' answers: resolvers ask all three, and the proxy
+    //    reports serving three times what was bought; the fraction comes down on every edge.
+    c.api_ok("PUT", "/v1/customers/web/fraction", Some(json!({"mode": "auto"})));
+    let loads: Vec<QueryLoad> = (0..EDGES)
+        .map(|i| {
+            let classes = vec![Class { label: "xdp", query: Query::new(&format!("{NAME}."), 1).bytes() }];
+            QueryLoad::start(&c.net.clients, format!("{}:53", c.net.links[i].edge_addr).parse().unwrap(), classes, 100)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let low = loop {
+        let report = json!({"own_requests": 1000, "served": {"web": 300}, "interval_s": 1.0});
+        c.api_ok("POST", "/v1/proxies/p1/report", Some(report));
+        let web = c.api_ok("GET", "/v1/customers/web", None);
+        let f = web["fraction"].as_f64().expect("fraction");
+        if f < 0.6 {
+            break web;
+        }
+        assert!(Instant::now() < deadline, "the fraction never came down: {web}");
+        std::thread::sleep(SECOND);
+    };
+    let demand = low["controller"]["demand_rps"].as_f64().unwrap_or(0.0);
+    assert!(demand > 150.0, "the controller saw the three edges' queries (300/s in all) as demand: {low}");
+    let f = low["fraction"].as_f64().unwrap_or(1.0);
+    std::thread::sleep(SECOND);
+    for i in 0..EDGES {
+        let (_, text) = c.edge_get(i, "/metrics");
+        let at_edge = metric(&text, "spillway_customer_fraction{customer=\"web\"}");
+        assert!(at_edge < 0.6, "edge {i} has fraction {at_edge}; the control host {f}");
+    }
+    drop(loads);
+}
