@@ -66,17 +66,39 @@ pub async fn load(client: &mut Client, keys: &Keys, t: Duration) -> ClusterResul
     Ok(Snapshot { revision, changes })
 }
 
-/// Put one change in force. A customer entry is held to this edge's config rules first (its
-/// zones, TTL bounds): one that breaks them changes nothing.
-fn apply(engine: &mut Engine, change: Change) {
+/// Put changes in force, in order. A customer the catalog refuses (a name another still holds:
+/// a name moved between customers in one batch, the giver after the taker) is tried again after
+/// the rest; what still fails is logged and changes nothing.
+pub fn apply_all(engine: &mut Engine, changes: Vec<Change>) {
+    let mut again = Vec::new();
+    for change in changes {
+        if let Err((change, _)) = apply(engine, change) {
+            again.push(*change);
+        }
+    }
+    for change in again {
+        if let Err((_, e)) = apply(engine, change) {
+            tracing::warn!("change from etcd not put in force: {e}");
+        }
+    }
+}
+
+/// Put one change in force; a customer the catalog refuses is handed back with the reason. A
+/// customer entry is held to this edge's config rules first (its zones, TTL bounds): one that
+/// breaks them changes nothing.
+fn apply(engine: &mut Engine, change: Change) -> Result<(), (Box<Change>, crate::Error)> {
     let result = match change {
         Change::Customer(e) => {
             let problems = engine.config.check_added_customers(std::slice::from_ref(&e.config));
             if !problems.is_empty() {
                 tracing::warn!(customer = %e.config.id, ?problems, "customer from etcd not taken: this edge's config does not allow it");
-                return;
+                return Ok(());
             }
-            engine.catalog.apply_entry(e.config, e.fraction, e.proxy_ttl, e.contracted_rps, engine.dataplane.as_mut())
+            let c = e.config.clone();
+            return engine
+                .catalog
+                .apply_entry(c, e.fraction, e.proxy_ttl, e.contracted_rps, engine.dataplane.as_mut())
+                .map_err(|err| (Box::new(Change::Customer(e)), err));
         }
         Change::Retire(id) => match engine.catalog.customer(&id) {
             Some(c) if c.fraction != 0.0 => {
@@ -96,23 +118,28 @@ fn apply(engine: &mut Engine, change: Change) {
     if let Err(e) = result {
         tracing::warn!("change from etcd not put in force: {e}");
     }
+    Ok(())
 }
 
 /// Put a loaded snapshot in force: every entry applied, customers etcd no longer has are
 /// answered with their origins.
 pub fn apply_snapshot(engine: &mut Engine, snap: Snapshot) {
     let mut present = HashSet::new();
-    for change in snap.changes {
-        if let Change::Customer(e) = &change {
+    for change in &snap.changes {
+        if let Change::Customer(e) = change {
             present.insert(e.config.id.clone());
         }
-        apply(engine, change);
     }
-    let gone: Vec<String> =
-        engine.catalog.customers().iter().map(|c| c.config.id.clone()).filter(|id| !present.contains(id)).collect();
-    for id in gone {
-        apply(engine, Change::Retire(id));
-    }
+    apply_all(engine, snap.changes);
+    let gone: Vec<Change> = engine
+        .catalog
+        .customers()
+        .iter()
+        .map(|c| c.config.id.clone())
+        .filter(|id| !present.contains(id))
+        .map(Change::Retire)
+        .collect();
+    apply_all(engine, gone);
 }
 
 /// Follow etcd until the daemon stops; the snapshot of `from_revision` is in force already.
@@ -206,11 +233,7 @@ async fn watch_from(
                     .collect();
                 if !changes.is_empty() {
                     state
-                        .with_engine(move |e| {
-                            for c in changes {
-                                apply(e, c);
-                            }
-                        })
+                        .with_engine(move |e| apply_all(e, changes))
                         .await;
                 }
                 status.synced(revision);
@@ -227,5 +250,57 @@ async fn watch_from(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{catalog::Catalog, config::Config};
+
+    fn edge() -> Engine {
+        let text = "[server]\nzones = [\"cdn.example.net.\"]\nlisten = [\"127.0.0.1:5300\"]\n\
+            [api]\nlisten = \"127.0.0.1:8053\"\ntoken = \"t\"\n\
+            [cluster]\nrole = \"edge\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\n";
+        let config = Config::parse(text, "edge.toml").expect("edge config");
+        Engine::new(&config, Catalog::from_config(&config).expect("catalog"), None, 0).expect("engine")
+    }
+
+    fn entry(id: &str, names: &[&str], fraction: f64) -> Change {
+        let config = serde_json::from_value(serde_json::json!({"id": id, "names": names,
+            "origin_addresses": ["203.0.113.7"], "overflow": "origin", "fraction": 0.5, "ttl": 30}))
+        .expect("customer");
+        Change::Customer(Box::new(CustomerEntry { config, fraction, proxy_ttl: 30, contracted_rps: 0 }))
+    }
+
+    fn names(e: &Engine, id: &str) -> Vec<String> {
+        e.catalog.customer(id).map(|c| c.config.names.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_name_moved_in_one_batch_lands_whatever_the_order() {
+        let mut e = edge();
+        apply_all(&mut e, vec![entry("a", &["x.cdn.example.net."], 1.0), entry("b", &["y.cdn.example.net."], 1.0)]);
+        // b takes x before a gives it up.
+        let batch = vec![
+            entry("b", &["y.cdn.example.net.", "x.cdn.example.net."], 0.25),
+            entry("a", &["z.cdn.example.net."], 1.0),
+        ];
+        apply_all(&mut e, batch);
+        assert_eq!(names(&e, "a"), ["z.cdn.example.net."]);
+        assert_eq!(names(&e, "b"), ["y.cdn.example.net.", "x.cdn.example.net."]);
+        assert_eq!(e.catalog.customer("b").map(|c| c.fraction), Some(0.25));
+    }
+
+    #[test]
+    fn a_snapshot_retires_what_etcd_no_longer_has_and_bad_entries_change_nothing() {
+        let mut e = edge();
+        apply_all(&mut e, vec![entry("a", &["x.cdn.example.net."], 1.0), entry("b", &["y.cdn.example.net."], 1.0)]);
+        // A name outside this edge's zones is refused; b keeps what it had.
+        let snap = Snapshot { revision: 7, changes: vec![entry("b", &["y.elsewhere.example."], 0.5)] };
+        apply_snapshot(&mut e, snap);
+        assert_eq!(e.catalog.customer("a").map(|c| c.fraction), Some(0.0), "a is gone from etcd: origins only");
+        assert_eq!(names(&e, "b"), ["y.cdn.example.net."]);
+        assert_eq!(e.catalog.customer("b").map(|c| c.fraction), Some(1.0));
     }
 }
