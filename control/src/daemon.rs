@@ -85,11 +85,8 @@ fn spawn_cluster_tasks(
         tokio::spawn(task);
     }
     if cfg.role.serves_dns() {
-        let entry = NodeEntry {
-            name: status.name.clone(),
-            role: cfg.role.as_str().into(),
-            metrics_url: cfg.metrics_url.clone().unwrap_or_else(|| format!("http://{}/metrics", config.api.listen)),
-        };
+        let metrics_url = cfg.metrics_url.clone().unwrap_or_else(|| format!("http://{}/metrics", config.api.listen));
+        let entry = NodeEntry::new(status.name.clone(), cfg.role.as_str(), metrics_url);
         tokio::spawn(cluster::register::register_loop(client, cfg.clone(), entry, phase.clone()));
     }
 }

@@ -254,6 +254,15 @@ fn three_edges_follow_one_control_host_through_etcd() {
         assert!(Instant::now() < deadline, "the fraction never came down: {web}");
         std::thread::sleep(SECOND);
     };
+    // What the control host reads of each edge: one line per buyer, both paths' answers.
+    let (status, text) = c.edge_get(0, "/cluster/answers");
+    assert_eq!(status, 200, "{text}");
+    let line: Vec<u64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("web "))
+        .map(|rest| rest.split(' ').map(|n| n.parse().expect("a count")).collect())
+        .unwrap_or_default();
+    assert!(line.len() == 3 && line[0] + line[1] > 1000, "edge 0's answers for web: {text:?}");
     let demand = low["controller"]["demand_rps"].as_f64().unwrap_or(0.0);
     assert!(demand > 150.0, "the controller saw the three edges' queries (300/s in all) as demand: {low}");
     let f = low["fraction"].as_f64().unwrap_or(1.0);

@@ -1,5 +1,6 @@
 //! The operator's dashboards and alerts against the real daemon: every metric the Grafana
-//! dashboard and the alerting rules name exists in a live `/metrics`; the rules pass
+//! dashboard and the alerting rules name exists in a live `/metrics` (of a cluster's host with
+//! both roles, on a real etcd); the rules pass
 //! `promtool check rules`; and a real Prometheus server scraping the daemon in its namespace
 //! fires "buyer above its purchase" while reports say a buyer is over, clears it when the buyer
 //! is back under, and fires "proxy down" when the proxy goes silent.
@@ -18,6 +19,7 @@ use std::{
 use serde_json::{Value, json};
 use spillway_tests::{
     client::{api_ok, buy_now},
+    cluster::Etcd,
     daemon::{Daemon, http},
     netns::{SERVER_ADDR4, Topology},
     require_privileges,
@@ -136,8 +138,11 @@ fn the_rules_parse_and_every_metric_they_and_the_dashboard_name_exists() {
     let mut names = metric_names(&exprs.join("\n"));
     names.extend(metric_names(&std::fs::read_to_string(&rules).unwrap()));
 
+    // A cluster's host of both roles, on a real etcd: the cluster's metrics are there too.
     let topo = Topology::new();
-    let _daemon = Daemon::start(&topo, &config(&topo.server_if)).expect("spillway starts");
+    let etcd = Etcd::start(&topo.server, 1, 23790);
+    let cluster = format!("[cluster]\nrole = \"both\"\netcd_endpoints = [\"{}\"]\n", etcd.endpoints()[0]);
+    let _daemon = Daemon::start(&topo, &(config(&topo.server_if) + &cluster)).expect("spillway starts");
     buy_now(&topo, OP, "shop", 100, 600);
     // Two reports: the proxy has a load and the buyer a served rate (absent while unknown).
     for _ in 0..2 {

@@ -85,11 +85,11 @@ fn main() -> Result<()> {
             setup::run()?;
             setup::apt_packages(setup::BENCH_PACKAGES)?;
             require_root("benchmarks load XDP programs")?;
-            let mut p = progress::Progress::new("bench", 8);
+            let mut p = progress::Progress::new("bench", 9);
             // The end-to-end bench runs the release binary.
             p.step("building the release binary");
             cargo(&root, &["build", "--release", "-q", "-p", "spillway"])?;
-            for bin in ["xdp-microbench", "market-bench"] {
+            for bin in ["xdp-microbench", "market-bench", "cluster-bench"] {
                 p.step(bin);
                 cargo(&root, &["run", "--release", "-q", "-p", "spillway-tests", "--bin", bin])?;
             }

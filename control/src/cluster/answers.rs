@@ -1,5 +1,5 @@
 //! The controller's view of a cluster's answers: every second a control host lists the live
-//! edges (their lease keys), reads each one's `/metrics`, and adds what each edge answered
+//! edges (their lease keys), reads each one's `/cluster/answers`, and adds what each edge answered
 //! since the last read to one running total per buyer. The controller takes its deltas from
 //! those totals as it does from one host's counters.
 
@@ -10,7 +10,6 @@ use std::{
 };
 
 use etcd_client::{Client, GetOptions};
-use spillway_common::decision::Target;
 use tokio::sync::watch;
 
 use super::{
@@ -19,21 +18,22 @@ use super::{
     state::{Keys, NodeEntry, decode},
     within,
 };
-use crate::{api::AppState, controller::scrape, handover::Phase, metrics::ANSWERS_TOTAL};
+use crate::{api::AppState, handover::Phase};
 
 /// Answers per buyer, by target (proxy, origin, CNAME).
 pub type Answers = HashMap<String, [u64; 3]>;
 
-/// A buyer's answer counters from an edge's `/metrics`.
+/// An edge's `/cluster/answers`: `<id> <proxy> <origin> <cname>` per line. Lines that do not
+/// parse are skipped.
 pub fn parse(text: &str) -> Answers {
-    let mut out = Answers::new();
-    for (_, labels, value) in scrape::samples(text).filter(|(n, _, _)| *n == ANSWERS_TOTAL) {
-        let (Some(customer), Some(target)) = (scrape::label(labels, "customer"), scrape::label(labels, "target"))
-        else {
+    let mut out = Answers::with_capacity(text.len() / 24);
+    for line in text.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(id), Some(p), Some(o), Some(c), None) = (f.next(), f.next(), f.next(), f.next(), f.next()) else {
             continue;
         };
-        let Some(t) = Target::ALL.iter().find(|t| t.label() == target) else { continue };
-        out.entry(customer).or_default()[*t as usize] += value as u64;
+        let (Ok(p), Ok(o), Ok(c)) = (p.parse::<u64>(), o.parse::<u64>(), c.parse::<u64>()) else { continue };
+        out.insert(id.to_owned(), [p, o, c]);
     }
     out
 }
@@ -55,9 +55,12 @@ impl EdgeAnswers {
         if !first {
             for (customer, cur) in &now {
                 let p = prev.get(customer).copied().unwrap_or_default();
-                let total = self.totals.entry(customer.clone()).or_default();
-                for i in 0..3 {
-                    total[i] += if cur[i] >= p[i] { cur[i] - p[i] } else { cur[i] };
+                let d: [u64; 3] = std::array::from_fn(|i| if cur[i] >= p[i] { cur[i] - p[i] } else { cur[i] });
+                match self.totals.get_mut(customer) {
+                    Some(total) => (0..3).for_each(|i| total[i] += d[i]),
+                    None => {
+                        self.totals.insert(customer.clone(), d);
+                    }
                 }
             }
         }
@@ -74,7 +77,7 @@ impl EdgeAnswers {
     }
 }
 
-/// The live edges: name and metrics URL.
+/// The live edges, as they registered.
 async fn edges(client: &mut Client, keys: &Keys, t: Duration) -> super::ClusterResult<Vec<NodeEntry>> {
     let resp = within(t, client.get(keys.edges(), Some(GetOptions::new().with_prefix()))).await?;
     Ok(resp
@@ -91,7 +94,7 @@ pub async fn answers_loop(state: Arc<AppState>, mut etcd: Etcd, cfg: ClusterConf
     let http = match reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build() {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("no HTTP client for the edges' metrics: {e}");
+            tracing::error!("no HTTP client for the edges' answers: {e}");
             return;
         }
     };
@@ -118,14 +121,14 @@ pub async fn answers_loop(state: Arc<AppState>, mut etcd: Etcd, cfg: ClusterConf
         for edge in &live {
             let (http, edge) = (http.clone(), edge.clone());
             reads.spawn(async move {
-                let text = async { http.get(&edge.metrics_url).send().await?.error_for_status()?.text().await }.await;
+                let text = async { http.get(&edge.answers_url).send().await?.error_for_status()?.text().await }.await;
                 (edge, text)
             });
         }
         while let Some(Ok((edge, text))) = reads.join_next().await {
             match text {
                 Ok(text) => seen.absorb(&edge.name, parse(&text)),
-                Err(e) => tracing::debug!(edge = %edge.name, "reading the edge's metrics: {e}"),
+                Err(e) => tracing::debug!(edge = %edge.name, "reading the edge's answers: {e}"),
             }
         }
         seen.retain(&live.iter().map(|e| e.name.clone()).collect());
@@ -139,14 +142,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_answers_by_customer_and_target() {
-        let text = "# TYPE spillway_answers_total counter\n\
-            spillway_answers_total{customer=\"shop\",target=\"proxy\"} 7\n\
-            spillway_answers_total{customer=\"shop\",target=\"origin\"} 3\n\
-            spillway_answers_total{customer=\"blog\",target=\"cname\"} 2\n\
-            spillway_answers_total{customer=\"blog\",target=\"elsewhere\"} 9\n\
-            spillway_dns_queries_total{path=\"xdp\"} 100\n";
-        let a = parse(text);
+    fn parses_the_compact_answers() {
+        let a = parse("shop 7 3 0\nblog 0 0 2\nbad 1 2\nworse x 1 2 3\nextra 1 2 3 4\n");
         assert_eq!(a["shop"], [7, 3, 0]);
         assert_eq!(a["blog"], [0, 0, 2]);
         assert_eq!(a.len(), 2);

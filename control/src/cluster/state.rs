@@ -100,12 +100,24 @@ pub struct ZonesEntry {
     pub zones: Vec<String>,
 }
 
-/// A host on its lease: who it is and where its `/metrics` are.
+/// A host on its lease: who it is, where its `/metrics` are, and where its answer counters
+/// are in the compact form the control hosts read (`/cluster/answers` on the same listener).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeEntry {
     pub name: String,
     pub role: String,
     pub metrics_url: String,
+    pub answers_url: String,
+}
+
+impl NodeEntry {
+    pub fn new(name: String, role: &str, metrics_url: String) -> Self {
+        // scheme://host:port of the metrics URL, then the answers' path.
+        let origin_end = metrics_url.find("://").map_or(0, |i| i + 3);
+        let origin_end = metrics_url[origin_end..].find('/').map_or(metrics_url.len(), |j| origin_end + j);
+        let answers_url = format!("{}/cluster/answers", &metrics_url[..origin_end]);
+        Self { name, role: role.to_owned(), metrics_url, answers_url }
+    }
 }
 
 /// A value read from `key`, or why it cannot be.
@@ -121,6 +133,14 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_live_next_to_the_metrics() {
+        let e = NodeEntry::new("e".into(), "edge", "http://10.0.0.1:8053/metrics".into());
+        assert_eq!(e.answers_url, "http://10.0.0.1:8053/cluster/answers");
+        let e = NodeEntry::new("e".into(), "edge", "http://[2001:db8::1]:8053".into());
+        assert_eq!(e.answers_url, "http://[2001:db8::1]:8053/cluster/answers");
+    }
 
     #[test]
     fn keys_round_trip() {

@@ -138,7 +138,7 @@ pub fn parse(text: &str, mapping: &MetricsMapping) -> Option<Counters> {
             matched = true;
             let counts = match &own.label {
                 None => true,
-                Some(l) => label(labels, l).is_some_and(|v| own.values.contains(&v)),
+                Some(l) => label(labels, l).is_some_and(|v| own.values.iter().any(|w| w == v)),
             };
             if counts {
                 c.own += value as u64;
@@ -147,7 +147,7 @@ pub fn parse(text: &str, mapping: &MetricsMapping) -> Option<Counters> {
         if name == mapping.served.metric {
             matched = true;
             if let Some(v) = label(labels, &mapping.served.label) {
-                let buyer = mapping.served.buyers.get(&v).cloned().unwrap_or(v);
+                let buyer = mapping.served.buyers.get(v).cloned().unwrap_or_else(|| v.to_owned());
                 *c.served.entry(buyer).or_default() += value as u64;
             }
         }
@@ -156,10 +156,10 @@ pub fn parse(text: &str, mapping: &MetricsMapping) -> Option<Counters> {
 }
 
 /// The value of label `key` in `labels` (as [`samples`] gives them).
-pub fn label(labels: &str, key: &str) -> Option<String> {
+pub fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
     labels.split(',').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+        (k.trim() == key).then(|| v.trim().trim_matches('"'))
     })
 }
 
