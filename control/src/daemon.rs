@@ -46,7 +46,8 @@ async fn join_cluster(cfg: &ClusterConfig, engine: &mut Engine) -> Result<Joined
     let (mut etcd, revision) = cluster::connect(cfg).await?;
     let mut follow_from = None;
     if cfg.role == Role::Edge {
-        let snap = cluster::follow::load(etcd.client().await?, &Keys::new(&cfg.key_prefix), cfg.timeout()).await?;
+        let t = etcd.timeout();
+        let snap = cluster::follow::load(etcd.client().await?, &Keys::new(&cfg.key_prefix), t).await?;
         let customers = snap.changes.len();
         follow_from = Some(snap.revision);
         cluster::follow::apply_snapshot(engine, snap);

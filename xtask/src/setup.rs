@@ -24,10 +24,13 @@ const APT_PACKAGES: &[&str] = &[
     "openssh-server",
     "lintian",
     "chromium",
-    // Clusters: etcd (its client crate's build needs protoc) and PostgreSQL.
+    // Clusters: etcd (its client crate's build needs protoc, and the well-known .proto files
+    // protoc imports, which only libprotobuf-dev ships) and PostgreSQL.
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",
+    "libprotobuf-dev",
+    "postgresql",
     "fonts-dejavu-core",
 ];
 /// What only `cargo xtask bench` needs: the load generator and a second reference server.

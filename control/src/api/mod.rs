@@ -105,7 +105,9 @@ impl AppState {
         let state = self.clone();
         match tokio::task::spawn_blocking(move || f(&mut state.engine())).await {
             Ok(v) => v,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down and dropped the task: so does this caller's.
+            Err(_) => std::future::pending().await,
         }
     }
 }

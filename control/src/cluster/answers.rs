@@ -89,7 +89,7 @@ async fn edges(client: &mut Client, keys: &Keys, t: Duration) -> super::ClusterR
 
 /// Read every live edge's answers each second and hand the totals to the engine.
 pub async fn answers_loop(state: Arc<AppState>, mut etcd: Etcd, cfg: ClusterConfig, mut phase: watch::Receiver<Phase>) {
-    let t = cfg.timeout();
+    let t = etcd.timeout();
     let keys = Keys::new(&cfg.key_prefix);
     let http = match reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build() {
         Ok(c) => c,

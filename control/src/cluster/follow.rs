@@ -151,7 +151,7 @@ pub async fn follow_loop(
     from_revision: i64,
     mut phase: watch::Receiver<Phase>,
 ) {
-    let t = cfg.timeout();
+    let t = etcd.timeout();
     let keys = Keys::new(&cfg.key_prefix);
     let mut from = Some(from_revision);
     let mut backoff = Duration::from_millis(100);

@@ -36,6 +36,8 @@ pub enum ClusterError {
     Value { key: String, message: String },
     #[error("the watch ended: {0}")]
     WatchEnded(String),
+    #[error("lease {0} expired")]
+    LeaseLost(i64),
 }
 
 pub type ClusterResult<T> = Result<T, ClusterError>;

@@ -124,15 +124,12 @@ pub async fn publish_loop(
     status: Arc<ClusterStatus>,
     mut phase: watch::Receiver<Phase>,
 ) {
-    let t = cfg.timeout();
-    // etcd is down when every member failed in a row (one that fails is left for the next).
-    let down_after = cfg.etcd_endpoints.len().max(2) as u32;
+    let t = etcd.timeout();
+    let mut health = Health::new(&cfg);
     let keys = Keys::new(&cfg.key_prefix);
     let zones = ZonesEntry { zones: state.engine().config.server.zones.clone() };
     let mut published: Option<Published> = None;
     let mut stale: Vec<String> = Vec::new();
-    let mut failures = 0u32;
-    let mut last_contact = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -177,47 +174,71 @@ pub async fn publish_loop(
         }
         .await;
         match result {
-            Ok(wrote) => {
-                if wrote {
-                    last_contact = tokio::time::Instant::now();
-                    failures = 0;
-                    status.set_etcd_up(true);
-                    status.synced(0);
-                } else if last_contact.elapsed() >= PROBE_EVERY {
-                    let probe = async {
-                        let client = etcd.client().await?;
-                        within(t, client.get(keys.zones(), Some(GetOptions::new().with_count_only()))).await
-                    };
-                    match probe.await {
-                        Ok(r) => {
-                            last_contact = tokio::time::Instant::now();
-                            failures = 0;
-                            status.set_etcd_up(true);
-                            status.synced(r.header().map_or(0, |h| h.revision()));
-                        }
-                        // One failed request may be one member going: the next goes to another.
-                        Err(e) => {
-                            tracing::debug!(endpoint = etcd.endpoint(), "etcd probe: {e}");
-                            etcd.failed();
-                            failures += 1;
-                            if failures >= down_after {
-                                status.set_etcd_up(false);
-                            }
-                        }
+            Ok(true) => health.answered(&status, 0),
+            Ok(false) if health.since_contact() >= PROBE_EVERY => {
+                let probe = async {
+                    let client = etcd.client().await?;
+                    within(t, client.get(keys.zones(), Some(GetOptions::new().with_count_only()))).await
+                };
+                match probe.await {
+                    Ok(r) => health.answered(&status, r.header().map_or(0, |h| h.revision())),
+                    // One failed request may be one member going: the next goes to another.
+                    Err(e) => {
+                        tracing::debug!(endpoint = etcd.endpoint(), "etcd probe: {e}");
+                        health.failed(&status, &mut etcd);
                     }
                 }
             }
+            Ok(false) => {}
             Err(e) => {
-                if failures == 0 {
+                if health.failures == 0 {
                     tracing::warn!(endpoint = etcd.endpoint(), "publishing to etcd: {e}; trying the next member");
                 }
-                etcd.failed();
-                failures += 1;
-                if failures >= down_after {
-                    status.set_etcd_up(false);
+                if health.failed(&status, &mut etcd) {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
+    }
+}
+
+/// Whether etcd takes writes, as the publisher has seen it: down when every member failed in
+/// a row (one that fails is left for the next).
+struct Health {
+    failures: u32,
+    down_after: u32,
+    last_contact: tokio::time::Instant,
+}
+
+impl Health {
+    fn new(cfg: &ClusterConfig) -> Self {
+        Self {
+            failures: 0,
+            down_after: cfg.etcd_endpoints.len().max(2) as u32,
+            last_contact: tokio::time::Instant::now(),
+        }
+    }
+
+    fn since_contact(&self) -> Duration {
+        self.last_contact.elapsed()
+    }
+
+    /// etcd took a write or answered a probe, at `revision` (0: not known).
+    fn answered(&mut self, status: &ClusterStatus, revision: i64) {
+        self.last_contact = tokio::time::Instant::now();
+        self.failures = 0;
+        status.set_etcd_up(true);
+        status.synced(revision);
+    }
+
+    /// A request failed: the next goes to the next member. True when etcd is down.
+    fn failed(&mut self, status: &ClusterStatus, etcd: &mut Etcd) -> bool {
+        etcd.failed();
+        self.failures += 1;
+        let down = self.failures >= self.down_after;
+        if down {
+            status.set_etcd_up(false);
+        }
+        down
     }
 }

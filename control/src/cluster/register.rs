@@ -21,9 +21,10 @@ pub async fn register_loop(mut etcd: Etcd, cfg: ClusterConfig, entry: NodeEntry,
     let mut failures = 0u32;
     while *phase.borrow() == Phase::Running {
         let mut registered = false;
+        let t = etcd.timeout();
         let kept = async {
             let client = etcd.client().await?;
-            keep(client, &mut registered, &cfg, &key, &entry, &mut phase).await
+            keep(client, &mut registered, &cfg, t, &key, &entry, &mut phase).await
         };
         let kept = kept.await;
         if registered {
@@ -54,11 +55,11 @@ async fn keep(
     client: &mut Client,
     registered: &mut bool,
     cfg: &ClusterConfig,
+    t: Duration,
     key: &str,
     entry: &NodeEntry,
     phase: &mut watch::Receiver<Phase>,
 ) -> ClusterResult<()> {
-    let t = cfg.timeout();
     let lease = within(t, client.lease_grant(i64::from(cfg.lease_ttl_s), None)).await?.id();
     within(t, client.put(key, encode(entry), Some(PutOptions::new().with_lease(lease)))).await?;
     tracing::info!(key, lease, "registered in etcd");
@@ -71,7 +72,7 @@ async fn keep(
                 within(t, keeper.keep_alive()).await?;
                 match within(t, stream.message()).await? {
                     Some(r) if r.ttl() > 0 => {}
-                    _ => return Err(ClusterError::WatchEnded(format!("lease {lease} expired"))),
+                    _ => return Err(ClusterError::LeaseLost(lease)),
                 }
             }
             _ = phase.changed() => {

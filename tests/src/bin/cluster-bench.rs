@@ -27,7 +27,7 @@ use spillway::{
     handover::Phase,
 };
 use spillway_tests::{
-    cluster::{Etcd, Node},
+    cluster::{Etcd, Node, cluster_section},
     netns::{NetNs, enter},
 };
 use tokio::sync::watch;
@@ -36,7 +36,6 @@ const OP: &str = "bench-token";
 const CHANGES: usize = 100;
 
 fn edge_config(etcd: &Etcd, i: usize) -> Config {
-    let endpoints = etcd.endpoints().iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
     let text = format!(
         r#"
 [server]
@@ -45,18 +44,14 @@ listen = ["127.0.0.1:5399"]
 [api]
 listen = "127.0.0.1:{port}"
 token = "{OP}"
-[cluster]
-role = "edge"
-etcd_endpoints = [{endpoints}]
-name = "bench-edge-{i}"
-"#,
-        port = 9000 + i
+{cluster}"#,
+        port = 9000 + i,
+        cluster = cluster_section(etcd, "edge", &format!("bench-edge-{i}"))
     );
     Config::parse(&text, "edge.toml").expect("edge config")
 }
 
 fn control_config(etcd: &Etcd) -> String {
-    let endpoints = etcd.endpoints().iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
     format!(
         r#"
 [server]
@@ -76,10 +71,8 @@ names = ["www.web.cdn.example.net."]
 origin_addresses = ["203.0.113.20"]
 overflow = "origin"
 fraction = 0.5
-[cluster]
-role = "control"
-etcd_endpoints = [{endpoints}]
-"#
+{cluster}"#,
+        cluster = cluster_section(etcd, "control", "bench-control")
     )
 }
 
@@ -95,7 +88,8 @@ async fn start_edge(config: Config) -> Edge {
     let mut engine =
         Engine::new(&config, Catalog::from_config(&config).expect("catalog"), None, unix_now()).expect("engine");
     let keys = Keys::new(&cfg.key_prefix);
-    let snap = cluster::follow::load(etcd.client().await.expect("client"), &keys, cfg.timeout()).await.expect("load");
+    let t = etcd.timeout();
+    let snap = cluster::follow::load(etcd.client().await.expect("client"), &keys, t).await.expect("load");
     let from = snap.revision;
     cluster::follow::apply_snapshot(&mut engine, snap);
     let status = Arc::new(ClusterStatus::new(&cfg, from));
