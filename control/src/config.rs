@@ -212,7 +212,46 @@ fn default_write_burst() -> NonZeroU32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    pub path: PathBuf,
+    /// A SQLite file (one host).
+    pub path: Option<PathBuf>,
+    /// A PostgreSQL database (a cluster's control hosts), as a `postgresql://` URL or
+    /// `key=value` words; its password is better in `password_file` than here.
+    pub url: Option<String>,
+    /// A file holding the database password alone (with `url`).
+    pub password_file: Option<PathBuf>,
+}
+
+impl StoreConfig {
+    /// What is wrong with the section, as (key, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        match (&self.path, &self.url) {
+            (Some(_), Some(_)) => v.push(("url", "set path (SQLite) or url (PostgreSQL), not both".into())),
+            (None, None) => v.push(("path", "set path (a SQLite file) or url (a PostgreSQL database)".into())),
+            (None, Some(url)) => {
+                if let Err(e) = url.parse::<postgres::Config>() {
+                    v.push(("url", format!("not a PostgreSQL connection string: {e}")));
+                }
+            }
+            (Some(_), None) => {}
+        }
+        if self.password_file.is_some() && self.url.is_none() {
+            v.push(("password_file", "only with url (a SQLite file has no password)".into()));
+        }
+        v
+    }
+
+    /// Where the store is, for logs (never the password).
+    pub fn describe(&self) -> String {
+        match (&self.path, &self.url) {
+            (Some(p), _) => p.display().to_string(),
+            (None, Some(url)) => match url.parse::<postgres::Config>() {
+                Ok(c) => format!("postgresql database {}", c.get_dbname().unwrap_or("-")),
+                Err(_) => "postgresql".into(),
+            },
+            (None, None) => ":memory:".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -676,12 +715,18 @@ impl Config {
         } else if s.listen.is_empty() && s.xdp_interfaces.is_empty() {
             v.push(None, "server", "neither listen nor xdp_interfaces is set: nothing would answer".into());
         }
-        if self.store.is_none() && role != Some(Role::Edge) {
-            v.push(
+        match &self.store {
+            None if role != Some(Role::Edge) => v.push(
                 None,
                 "store",
-                "the [store] section (path = ...) is needed on every host but a cluster's edges".into(),
-            );
+                "the [store] section (path = ... or url = ...) is needed on every host but a cluster's edges".into(),
+            ),
+            Some(st) => {
+                for (key, message) in st.problems() {
+                    v.push(None, &format!("store.{key}"), message);
+                }
+            }
+            None => {}
         }
         if let Some(c) = &self.cluster {
             for (key, message) in c.problems() {
@@ -1141,9 +1186,23 @@ ttl = 30
         assert!(e.contains("proxy: belongs in the control hosts' config"), "{e}");
         let bare = EXAMPLE.split("[store]").next().unwrap();
         let edge = format!("{bare}{}", cluster.replace("ROLE", "edge"));
-        assert_eq!(Config::parse(&edge, "x.toml").unwrap().store.map(|s| s.path), None);
+        assert!(Config::parse(&edge, "x.toml").unwrap().store.is_none());
         let e = Config::parse(bare, "x.toml").unwrap_err().to_string();
         assert!(e.contains("store: the [store] section"), "one host without a store: {e}");
+        // The store: a SQLite path or a PostgreSQL URL, exactly one, and a URL that parses.
+        let with_store = |section: &str| format!("{bare}[store]\n{section}\n");
+        let pg =
+            Config::parse(&with_store("url = \"postgresql://spillway@127.0.0.1:5432/spillway\""), "x.toml").unwrap();
+        assert_eq!(pg.store.as_ref().unwrap().describe(), "postgresql database spillway");
+        for (section, key) in [
+            ("path = \"/tmp/s.db\"\nurl = \"postgresql://h/db\"", "store.url: set path (SQLite) or url"),
+            ("", "store.path: set path (a SQLite file) or url"),
+            ("url = \"postgresql://h:notaport/db\"", "store.url: not a PostgreSQL connection string"),
+            ("path = \"/tmp/s.db\"\npassword_file = \"/etc/pw\"", "store.password_file: only with url"),
+        ] {
+            let e = Config::parse(&with_store(section), "x.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{section}: {e}");
+        }
         // Its metrics must be reachable: not at an unspecified address.
         let any = edge.replace("127.0.0.1:8053", "0.0.0.0:8053");
         assert!(Config::parse(&any, "x.toml").unwrap_err().to_string().contains("cluster.metrics_url"));

@@ -16,7 +16,10 @@ use spillway::{
     dataplane::{Dataplane, LoadOptions, program},
 };
 
-use crate::netns::{BpfFs, NetNs, Proc, spillway_bin, tag, veth};
+use crate::{
+    netns::{BpfFs, NetNs, Proc, spillway_bin, tag, veth},
+    postgres::Postgres,
+};
 
 /// One etcd member: its URLs and data directory, and the process while it runs.
 pub struct EtcdMember {
@@ -265,9 +268,14 @@ pub fn cluster_section(etcd: &Etcd, role: &str, name: &str) -> String {
     )
 }
 
+/// The `[store]` section of a control host whose store is database `db` of `pg`.
+pub fn postgres_store(pg: &Postgres, db: &str) -> String {
+    format!("[store]\nurl = \"{}\"\n", pg.url(db))
+}
+
 /// A control host on 127.0.0.1:8060 (token `op`): the market with `period_s` periods, one
-/// proxy at `proxy`, no customers.
-pub fn control_config(etcd: &Etcd, op: &str, proxy: &str, period_s: i64) -> String {
+/// proxy at `proxy`, no customers; its store is `store` (a `[store]` section).
+pub fn control_config(etcd: &Etcd, store: &str, op: &str, proxy: &str, period_s: i64) -> String {
     format!(
         r#"
 [server]
@@ -276,9 +284,7 @@ nameservers = ["ns1.cdn.example.net."]
 [api]
 listen = "127.0.0.1:8060"
 token = "{op}"
-[store]
-path = "@DIR@/spillway.db"
-[market]
+{store}[market]
 period_s = {period_s}
 horizon_periods = 30
 reserve_price = 1.0

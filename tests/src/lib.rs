@@ -10,6 +10,7 @@ pub mod frame;
 pub mod load;
 pub mod netns;
 pub mod peers;
+pub mod postgres;
 pub mod privileged;
 pub mod proxies;
 pub mod sim;

@@ -60,16 +60,9 @@ impl NetNs {
 
     /// Start a process inside the namespace; killed on drop of the guard.
     pub fn spawn(&self, argv: &[&str], log: PathBuf) -> Proc {
-        let file = File::create(&log).expect("log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(argv)
-            .stdout(file.try_clone().expect("log fd"))
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn in netns");
-        Proc { child: Some(child), log }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(argv);
+        Proc::spawn(cmd, log)
     }
 
     /// Run `f` on a thread that has entered this namespace (for in-process sockets and
@@ -105,14 +98,32 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Start `cmd` with its output in `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+        let file = File::create(&log).expect("log file");
+        let child = cmd
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+        Proc { child: Some(child), log }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
     /// Send SIGTERM and wait for the exit status (None if it had to be killed).
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Send `signal` (a program's own "stop now") and wait up to 5 s for the exit status;
+    /// then SIGKILL (None).
+    pub fn stop_with(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(child.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {

@@ -8,6 +8,7 @@ use spillway_tests::{
     cluster::Etcd,
     daemon::run_in,
     netns::{NetNs, spillway_bin},
+    postgres::Postgres,
     require_privileges,
 };
 
@@ -74,4 +75,65 @@ fn bad_cluster_settings_are_clear_errors_from_check_and_run() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("cluster role edge, etcd answers"), "{text}");
     drop(etcd);
+}
+
+/// One host with its store on PostgreSQL (no XDP: the store is what this test is about).
+fn postgres_host(url: &str) -> String {
+    format!(
+        r#"
+[server]
+zones = ["cdn.example.net."]
+listen = ["127.0.0.1:5300"]
+[api]
+listen = "127.0.0.1:8053"
+token = "t"
+[store]
+url = "{url}"
+[market]
+[[proxy]]
+name = "p1"
+addresses = ["198.51.100.10"]
+capacity_rps = 1000
+"#
+    )
+}
+
+#[test]
+fn a_postgresql_store_that_does_not_answer_is_a_clear_error_and_one_that_does_is_set_up() {
+    require_privileges!();
+    let ns = NetNs::new("spw-pg");
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // A bad connection string: check names the key.
+    let (code, text) = check(&ns, dir.path(), &postgres_host("postgresql://h:notaport/db"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("store.url: not a PostgreSQL connection string"), "{text}");
+
+    // Nothing listens there: run stops at once and says where it tried.
+    let mut proc = run_in(&ns, dir.path(), &postgres_host("postgresql://spillway@127.0.0.1:25999/spillway"));
+    let status = proc.wait_exit(Duration::from_secs(15)).expect("exits by itself");
+    let log = proc.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("postgresql 127.0.0.1:25999/spillway"), "{log}");
+
+    // A real server and an empty database: the first host creates the schema, and a second
+    // start finds it (no second creation).
+    let pg = Postgres::start(Some(&ns), "127.0.0.1", 25432);
+    pg.create_database("spillway");
+    let config = postgres_host(&pg.url("spillway"));
+    for _ in 0..2 {
+        let mut proc = run_in(&ns, dir.path(), &config);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let ready =
+            || ns.run(|| reqwest::blocking::get("http://127.0.0.1:8053/readyz").is_ok_and(|r| r.status().is_success()));
+        while !ready() {
+            assert!(std::time::Instant::now() < deadline, "never ready: {}", proc.log_text());
+            assert!(proc.wait_exit(Duration::ZERO).is_none(), "exited: {}", proc.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(proc.log_text().contains("engine=\"postgresql\""), "{}", proc.log_text());
+        proc.stop();
+    }
+    assert_eq!(pg.psql("spillway", "SELECT count(*) FROM spillway_schema"), "1");
+    assert_eq!(pg.psql("spillway", "SELECT count(*) FROM contracts"), "0");
 }

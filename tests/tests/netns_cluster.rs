@@ -10,11 +10,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use spillway::store::Store;
 use spillway_tests::{
     client::{metric, now_f64, sleep_until},
-    cluster::{ClusterNet, Etcd, Node, control_config, edge_config},
+    cluster::{ClusterNet, Etcd, Node, control_config, edge_config, postgres_store},
     dnswire::Query,
     load::{Class, QueryLoad},
+    postgres::Postgres,
     require_privileges,
 };
 
@@ -31,6 +33,7 @@ struct Cluster {
     control: Node,
     edges: Vec<Node>,
     etcd: Etcd,
+    pg: Postgres,
     net: ClusterNet,
 }
 
@@ -93,7 +96,10 @@ fn three_edges_follow_one_control_host_through_etcd() {
     require_privileges!();
     let net = ClusterNet::new(EDGES);
     let etcd = Etcd::start(&net.core, 3, 23790);
-    let control = Node::spawn(&net.core, "http://127.0.0.1:8060", &control_config(&etcd, OP, PROXY, PERIOD_S));
+    let pg = Postgres::start(Some(&net.core), "127.0.0.1", 25432);
+    pg.create_database("spillway");
+    let store = postgres_store(&pg, "spillway");
+    let control = Node::spawn(&net.core, "http://127.0.0.1:8060", &control_config(&etcd, &store, OP, PROXY, PERIOD_S));
     control.wait_ready(&net);
     let edges: Vec<Node> = (0..EDGES)
         .map(|i| Node::spawn(&net.core, &format!("http://127.0.0.1:{}", 8061 + i), &edge_config(&net, &etcd, i, OP)))
@@ -101,7 +107,7 @@ fn three_edges_follow_one_control_host_through_etcd() {
     for e in &edges {
         e.wait_ready(&net);
     }
-    let mut c = Cluster { control, edges, etcd, net };
+    let mut c = Cluster { control, edges, etcd, pg, net };
 
     // 1. A customer added through the control host's API answers from every edge (its
     //    origin: no contract yet) within a second.
@@ -273,4 +279,18 @@ fn three_edges_follow_one_control_host_through_etcd() {
         assert!(at_edge < 0.6, "edge {i} has fraction {at_edge}; the control host {f}");
     }
     drop(loads);
+
+    // 8. The control host's store is PostgreSQL, and what it holds adds up: the 13 contracts
+    //    bought, each once, the first activated and ended, the market's conservation checks
+    //    clean, the proxy's reports in the ledger.
+    let url = c.pg.url("spillway");
+    let (problems, contracts, reports) = c.net.core.run(move || {
+        let s = Store::open_postgres(&url, None).expect("the control host's store");
+        (s.check().expect("check"), s.contracts(Some("web")).expect("contracts"), s.report_count().expect("reports"))
+    });
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(contracts.len(), 13, "{contracts:?}");
+    assert!(contracts[0].activated_at.is_some() && contracts[0].ended_at.is_some(), "{:?}", contracts[0]);
+    assert!(reports > 0, "the proxy's reports are in the ledger");
+    assert_eq!(c.pg.psql("spillway", "SELECT version FROM spillway_schema"), "4");
 }

@@ -175,6 +175,29 @@ fn test(root: &Path) -> Result<()> {
     if !status.success() {
         bail!("tests failed");
     }
+    // The store's and the market's tests again, on PostgreSQL (a server of their own).
+    let cargo_bin = env!("CARGO");
+    cargo(
+        root,
+        &[
+            "run",
+            "-q",
+            "-p",
+            "spillway-tests",
+            "--bin",
+            "with-postgres",
+            "--",
+            cargo_bin,
+            "test",
+            "-p",
+            "spillway",
+            "--lib",
+            "--",
+            "store::",
+            "market::",
+        ],
+    )
+    .context("the store's tests on PostgreSQL")?;
     // Each fuzz target for a short, fixed count (the long runs are `cargo xtask fuzz`).
     setup::cargo_fuzz()?;
     // (The XDP frames ran in `cargo test` above, 100 000 of them.)

@@ -131,7 +131,7 @@ impl Engine {
     pub fn new(config: &Config, mut catalog: Catalog, dataplane: Option<Dataplane>, now: i64) -> Result<Engine> {
         // An edge keeps nothing of its own: what it answers from is etcd's.
         let store = match &config.store {
-            Some(s) => Store::open(&s.path)?,
+            Some(s) => Store::open_config(s)?,
             None => Store::open(std::path::Path::new(":memory:"))?,
         };
         let mut stored_tokens: HashMap<String, Option<TokenDigest>> = store.token_digests()?.into_iter().collect();

@@ -1,18 +1,17 @@
-//! The market as a whole over a real SQLite store: auctions and the book selling from one
+//! The market as a whole over a real store (SQLite, and PostgreSQL in `cargo xtask test`): auctions and the book selling from one
 //! pool, and a reload from the store giving back the same market.
 
 use proptest::prelude::*;
 
 use super::*;
 use crate::capacity::forecast::ForecastParams;
+use crate::store::testing::Place;
 
 const P: i64 = 60;
 
-fn setup(name: &str) -> (std::path::PathBuf, Store, Capacity, Market) {
-    let dir =
-        std::env::temp_dir().join(format!("spillway-market-{name}-{}-{}", std::process::id(), rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Store::open(&dir.join("m.db")).unwrap();
+fn setup(name: &str) -> (Place, Store, Capacity, Market) {
+    let dir = Place::new(&format!("market-{name}"));
+    let store = dir.open();
     let mut cap = Capacity::new(60, ForecastParams::default(), 0.0);
     cap.set_proxy("edge-1", 1000);
     let params = MarketParams { period_s: P, horizon_periods: 4, reserve: Price(1_000_000) };
@@ -58,7 +57,7 @@ fn book_sells_the_unused_capacity_at_the_ask_and_no_more() {
         Err(MarketError::Invalid(_))
     ));
     assert!(store.check().unwrap().is_empty(), "{:?}", store.check());
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[test]
@@ -102,7 +101,7 @@ fn a_block_buys_every_period_or_none() {
     assert!(store.check().unwrap().is_empty(), "{:?}", store.check());
     let again = Market::load(*m.params(), &store).unwrap();
     assert_eq!(again.availability(&cap, p + 2 * P), m.availability(&cap, p + 2 * P));
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[test]
@@ -149,7 +148,7 @@ fn a_standing_order_bids_once_in_every_new_period_until_cancelled() {
     assert_eq!((got.placed, got.next_period), (7, 1105 * P));
     assert!(got.last_error.is_none(), "the last period it came to got its bid");
     assert!(store.check().unwrap().is_empty(), "{:?}", store.check());
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[test]
@@ -201,7 +200,7 @@ fn auction_reserves_its_share_and_returns_what_it_did_not_sell() {
     assert_eq!(t.end.len(), 2);
     assert!(m.contracts().is_empty());
     assert!(store.check().unwrap().is_empty());
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[derive(Debug, Clone)]
@@ -284,6 +283,6 @@ proptest! {
             prop_assert_eq!(format!("{:?}", again.depth(p)), format!("{:?}", m.depth(p)));
             prop_assert_eq!(again.availability(&cap, p), m.availability(&cap, p));
         }
-        let _ = std::fs::remove_dir_all(dir);
+        drop(dir);
     }
 }

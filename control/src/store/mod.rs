@@ -1,21 +1,32 @@
-//! The durable store: SQLite in WAL mode with full sync, so a state change that was answered
-//! survives `kill -9` and a power cut. Every change is one transaction.
+//! The durable store: every change is one transaction, on one of two engines behind the same
+//! SQL, schema and checks:
 //!
-//! The schema lives in `schema.sql`; `PRAGMA user_version` says which version a file has.
+//! - SQLite (a single host, the default): WAL mode with full sync, so a state change that was
+//!   answered survives `kill -9` and a power cut; `PRAGMA user_version` says which version a
+//!   file has;
+//! - PostgreSQL (a cluster's control hosts): the same tables, created by the first host that
+//!   opens an empty database; `spillway_schema` says which version it has.
+//!
+//! The schema lives in `schema.sql` and the `SCHEMA_V*` steps below; PostgreSQL's is the same
+//! text with 64-bit integers.
 
+mod db;
+mod postgres;
 mod rows;
+#[cfg(test)]
+pub mod testing;
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
-
+use self::db::{Db, Tx, vals};
+pub use self::db::{Row, Value};
 pub use self::rows::*;
 use crate::market::{
     book::{Side, Tif},
     units::Price,
 };
 use crate::{
-    config::{CustomerConfig, ProxyConfig},
+    config::{CustomerConfig, ProxyConfig, StoreConfig},
     settings::CustomerSettings,
     tokens::TokenDigest,
 };
@@ -71,6 +82,8 @@ CREATE TABLE proxy_drains (
 pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("store ({target}): {message}")]
+    Postgres { target: String, message: String },
     #[error("store: {0}")]
     Corrupt(String),
     #[error("cannot open the store {path}: {source}")]
@@ -79,21 +92,46 @@ pub enum StoreError {
     Overflow(String),
     #[error("store {path}: schema version {found} is newer than this binary's ({SCHEMA_VERSION})")]
     TooNew { path: String, found: i64 },
+    #[error("store: cannot read the password file {path}: {message}")]
+    PasswordFile { path: String, message: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 pub struct Store {
-    conn: Connection,
+    db: Db,
 }
 
 impl Store {
-    /// Open (creating if needed) and migrate.
+    /// Open the store a config names: its SQLite file, or its PostgreSQL database.
+    pub fn open_config(c: &StoreConfig) -> StoreResult<Store> {
+        match (&c.path, &c.url) {
+            (_, Some(url)) => {
+                let password = match &c.password_file {
+                    Some(p) => Some(
+                        std::fs::read_to_string(p)
+                            .map_err(|e| StoreError::PasswordFile {
+                                path: p.display().to_string(),
+                                message: e.to_string(),
+                            })?
+                            .trim_end_matches(['\n', '\r'])
+                            .to_owned(),
+                    ),
+                    None => None,
+                };
+                Store::open_postgres(url, password.as_deref())
+            }
+            (Some(path), None) => Store::open(path),
+            (None, None) => Store::open(Path::new(":memory:")),
+        }
+    }
+
+    /// Open (creating if needed) and migrate a SQLite file.
     /// The directory must exist (the deploy creates it; we do not create directories
     /// wherever a config points).
     pub fn open(path: &Path) -> StoreResult<Store> {
-        let mut conn =
-            Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let conn = rusqlite::Connection::open(path)
+            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -102,59 +140,87 @@ impl Store {
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew { path: path.display().to_string(), found: version });
         }
-        if version == 0 {
-            let tx = conn.transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", 1)?;
+        let store = Store { db: Db::Sqlite(conn) };
+        let steps: [(i64, &str); 4] = [(1, SCHEMA), (2, SCHEMA_V2), (3, SCHEMA_V3), (4, SCHEMA_V4)];
+        for (to, sql) in steps.into_iter().filter(|(to, _)| *to > version) {
+            let tx = store.db.transaction()?;
+            tx.batch(sql)?;
+            if to == 2 {
+                migrate_v2_tokens(&tx)?;
+            }
+            tx.batch(&format!("PRAGMA user_version = {to}"))?;
             tx.commit()?;
         }
-        if version < 2 {
-            migrate_v2(&mut conn)?;
-        }
-        if version < 3 {
-            let tx = conn.transaction()?;
-            tx.execute_batch(SCHEMA_V3)?;
-            tx.pragma_update(None, "user_version", 3)?;
-            tx.commit()?;
-        }
-        if version < 4 {
-            let tx = conn.transaction()?;
-            tx.execute_batch(SCHEMA_V4)?;
-            tx.pragma_update(None, "user_version", 4)?;
-            tx.commit()?;
-        }
-        Ok(Store { conn })
+        Ok(store)
     }
 
-    /// `PRAGMA integrity_check` plus the market's own invariants; empty when all is well.
+    /// Connect to a PostgreSQL database and create the schema in it if it is empty. Two hosts
+    /// opening one database at once are ordered by an advisory lock held in the transaction.
+    pub fn open_postgres(url: &str, password: Option<&str>) -> StoreResult<Store> {
+        let conn = postgres::PgConn::connect(url, password)?;
+        let target = conn.target.clone();
+        let store = Store { db: Db::Postgres(conn) };
+        let tx = store.db.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock(?1)", vals![SCHEMA_LOCK])?;
+        tx.batch("CREATE TABLE IF NOT EXISTS spillway_schema (version BIGINT NOT NULL)")?;
+        let version: i64 =
+            tx.query_opt("SELECT version FROM spillway_schema", &[])?.map(|r| r.get(0)).transpose()?.unwrap_or(0);
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { path: target, found: version });
+        }
+        if version == 0 {
+            // A new database starts at the current version (there is no older one to migrate).
+            let all = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4].join("\n");
+            tx.batch(&postgres::schema(&all))?;
+            tx.execute("INSERT INTO spillway_schema (version) VALUES (?1)", vals![SCHEMA_VERSION])?;
+        }
+        tx.commit()?;
+        Ok(store)
+    }
+
+    /// Which engine holds the store: `sqlite` or `postgresql`.
+    pub fn engine(&self) -> &'static str {
+        self.db.engine()
+    }
+
+    /// The schema version the store is at.
+    pub fn schema_version(&self) -> StoreResult<i64> {
+        match &self.db {
+            Db::Sqlite(c) => Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?),
+            Db::Postgres(_) => self.db.query_one("SELECT version FROM spillway_schema", &[])?.get(0),
+        }
+    }
+
+    /// The engine's own check (SQLite's integrity_check) plus the market's invariants; empty
+    /// when all is well.
     pub fn check(&self) -> StoreResult<Vec<String>> {
         let mut problems = Vec::new();
-        let ok: String = self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-        if ok != "ok" {
-            problems.push(format!("integrity_check: {ok}"));
+        if let Db::Sqlite(c) = &self.db {
+            let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+            if ok != "ok" {
+                problems.push(format!("integrity_check: {ok}"));
+            }
         }
         // Every book order's filled quantity is exactly what its contracts sold.
-        let mut stmt = self.conn.prepare(
+        for r in self.db.query(
             "SELECT o.id, o.quantity_rps - o.remaining_rps,
-                    (SELECT COALESCE(SUM(c.rps), 0) FROM contracts c WHERE c.source = 'book'
-                       AND ((o.side = 'bid' AND c.bid_id = o.id) OR (o.side = 'ask' AND c.ask_id = o.id)))
+                    CAST((SELECT COALESCE(SUM(c.rps), 0) FROM contracts c WHERE c.source = 'book'
+                       AND ((o.side = 'bid' AND c.bid_id = o.id) OR (o.side = 'ask' AND c.ask_id = o.id))) AS BIGINT)
              FROM orders o",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
-        for row in rows {
-            let (id, filled, contracted) = row?;
+            &[],
+        )? {
+            let (id, filled, contracted): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
             if filled != contracted {
                 problems.push(format!("order {id}: filled {filled} rps but contracts for {contracted}"));
             }
         }
         // Every auction award has one contract of the filled size.
-        let mut stmt = self.conn.prepare(
-            "SELECT b.id, b.filled_rps, (SELECT COALESCE(SUM(c.rps), 0) FROM contracts c
-                WHERE c.source = 'auction' AND c.bid_id = b.id) FROM bids b",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
-        for row in rows {
-            let (id, filled, contracted) = row?;
+        for r in self.db.query(
+            "SELECT b.id, b.filled_rps, CAST((SELECT COALESCE(SUM(c.rps), 0) FROM contracts c
+                WHERE c.source = 'auction' AND c.bid_id = b.id) AS BIGINT) FROM bids b",
+            &[],
+        )? {
+            let (id, filled, contracted): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
             if filled != contracted {
                 problems.push(format!("bid {id}: filled {filled} rps but contracts for {contracted}"));
             }
@@ -165,22 +231,30 @@ impl Store {
     /// Tests: make every write fail (as a full or broken disk would), or allow them again.
     #[cfg(test)]
     pub fn set_read_only(&self, on: bool) {
-        self.conn.pragma_update(None, "query_only", on).expect("pragma");
+        match &self.db {
+            Db::Sqlite(c) => c.pragma_update(None, "query_only", on).expect("pragma"),
+            Db::Postgres(_) => {
+                let v = if on { "on" } else { "off" };
+                self.db.batch(&format!("SET default_transaction_read_only = {v}")).expect("set")
+            }
+        }
     }
 
     // --- proxies -------------------------------------------------------------------------
 
     pub fn capacities(&self) -> StoreResult<Vec<(String, u64)>> {
-        let mut stmt = self.conn.prepare("SELECT name, capacity_rps FROM proxy_capacity ORDER BY name")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .query("SELECT name, capacity_rps FROM proxy_capacity ORDER BY name", &[])?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get::<i64>(1)? as u64)))
+            .collect()
     }
 
     pub fn set_capacity(&mut self, name: &str, capacity_rps: u64, now: i64) -> StoreResult<()> {
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO proxy_capacity (name, capacity_rps, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET capacity_rps = ?2, updated_at = ?3",
-            params![name, capacity_rps as i64, now],
+            vals![name, capacity_rps as i64, now],
         )?;
         Ok(())
     }
@@ -194,10 +268,10 @@ impl Store {
     /// Add a proxy, or replace the one of its name.
     pub fn put_proxy(&mut self, p: &ProxyConfig, now: i64) -> StoreResult<()> {
         let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO proxies (name, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
              ON CONFLICT (name) DO UPDATE SET config = ?2, updated_at = ?3",
-            params![p.name, json, now],
+            vals![&p.name, json, now],
         )?;
         Ok(())
     }
@@ -205,32 +279,29 @@ impl Store {
     /// Forget a proxy added through the API: its entry, its capacity and whether it was
     /// drained, in one transaction.
     pub fn delete_proxy(&mut self, name: &str) -> StoreResult<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.db.transaction()?;
         for sql in [
             "DELETE FROM proxies WHERE name = ?1",
             "DELETE FROM proxy_drains WHERE name = ?1",
             "DELETE FROM proxy_capacity WHERE name = ?1",
         ] {
-            tx.execute(sql, params![name])?;
+            tx.execute(sql, vals![name])?;
         }
-        tx.commit()?;
-        Ok(())
+        tx.commit()
     }
 
     pub fn drained_proxies(&self) -> StoreResult<Vec<String>> {
-        let mut stmt = self.conn.prepare("SELECT name FROM proxy_drains ORDER BY name")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.query("SELECT name FROM proxy_drains ORDER BY name", &[])?.iter().map(|r| r.get(0)).collect()
     }
 
     pub fn set_drained(&mut self, name: &str, drained: bool, now: i64) -> StoreResult<()> {
         if drained {
-            self.conn.execute(
+            self.db.execute(
                 "INSERT INTO proxy_drains (name, drained_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-                params![name, now],
+                vals![name, now],
             )?;
         } else {
-            self.conn.execute("DELETE FROM proxy_drains WHERE name = ?1", params![name])?;
+            self.db.execute("DELETE FROM proxy_drains WHERE name = ?1", vals![name])?;
         }
         Ok(())
     }
@@ -249,11 +320,9 @@ impl Store {
         sql: &str,
         what: &str,
     ) -> StoreResult<Vec<(String, Result<T, String>)>> {
-        let mut stmt = self.conn.prepare(sql)?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, json) = row?;
+        for r in self.db.query(sql, &[])? {
+            let (id, json): (String, String) = (r.get(0)?, r.get(1)?);
             out.push((id, serde_json::from_str(&json).map_err(|e| format!("its stored {what}: {e}"))));
         }
         Ok(out)
@@ -262,42 +331,42 @@ impl Store {
     /// Add a customer, with the digest of its token, in one transaction.
     pub fn insert_customer(&mut self, c: &CustomerConfig, token: Option<TokenDigest>, now: i64) -> StoreResult<()> {
         let json = serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let tx = self.conn.transaction()?;
+        let tx = self.db.transaction()?;
         tx.execute(
             "INSERT INTO customers (id, config, token, created_at, updated_at) VALUES (?1, ?2, NULL, ?3, ?3)",
-            params![c.id, json, now],
+            vals![&c.id, json, now],
         )?;
         if let Some(d) = token {
             tx.execute(
                 "INSERT INTO customer_tokens (customer, digest, updated_at) VALUES (?1, ?2, ?3)",
-                params![c.id, d.to_hex(), now],
+                vals![&c.id, d.to_hex(), now],
             )?;
         }
-        tx.commit()?;
-        Ok(())
+        tx.commit()
     }
 
     /// The token digests the API set (added customers, rotations), by customer.
     pub fn token_digests(&self) -> StoreResult<Vec<(String, Option<TokenDigest>)>> {
-        let mut stmt = self.conn.prepare("SELECT customer, digest FROM customer_tokens ORDER BY customer")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        rows.map(|r| r.map(|(c, d)| (c, TokenDigest::from_hex(&d))).map_err(StoreError::from)).collect()
+        self.db
+            .query("SELECT customer, digest FROM customer_tokens ORDER BY customer", &[])?
+            .iter()
+            .map(|r| Ok((r.get(0)?, TokenDigest::from_hex(&r.get::<String>(1)?))))
+            .collect()
     }
 
     /// A customer's new token (rotation); it replaces the config file's, if any.
     pub fn set_token(&mut self, customer: &str, digest: TokenDigest, now: i64) -> StoreResult<()> {
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO customer_tokens (customer, digest, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (customer) DO UPDATE SET digest = ?2, updated_at = ?3",
-            params![customer, digest.to_hex(), now],
+            vals![customer, digest.to_hex(), now],
         )?;
         Ok(())
     }
 
     pub fn update_customer(&mut self, c: &CustomerConfig, now: i64) -> StoreResult<()> {
         let json = serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.conn
-            .execute("UPDATE customers SET config = ?2, updated_at = ?3 WHERE id = ?1", params![c.id, json, now])?;
+        self.db.execute("UPDATE customers SET config = ?2, updated_at = ?3 WHERE id = ?1", vals![&c.id, json, now])?;
         Ok(())
     }
 
@@ -309,69 +378,73 @@ impl Store {
     /// A customer's settings in force from now on; empty ones are deleted (the entry alone).
     pub fn set_customer_settings(&mut self, customer: &str, settings: &CustomerSettings, now: i64) -> StoreResult<()> {
         if settings.is_empty() {
-            self.conn.execute("DELETE FROM customer_settings WHERE customer = ?1", [customer])?;
+            self.db.execute("DELETE FROM customer_settings WHERE customer = ?1", vals![customer])?;
             return Ok(());
         }
         let json = serde_json::to_string(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO customer_settings (customer, settings, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (customer) DO UPDATE SET settings = ?2, updated_at = ?3",
-            params![customer, json, now],
+            vals![customer, json, now],
         )?;
         Ok(())
     }
 
     pub fn delete_customer(&mut self, id: &str) -> StoreResult<()> {
-        let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM customer_settings WHERE customer = ?1", [id])?;
-        tx.execute("DELETE FROM customer_tokens WHERE customer = ?1", [id])?;
-        tx.execute("DELETE FROM customers WHERE id = ?1", [id])?;
-        tx.commit()?;
-        Ok(())
+        let tx = self.db.transaction()?;
+        tx.execute("DELETE FROM customer_settings WHERE customer = ?1", vals![id])?;
+        tx.execute("DELETE FROM customer_tokens WHERE customer = ?1", vals![id])?;
+        tx.execute("DELETE FROM customers WHERE id = ?1", vals![id])?;
+        tx.commit()
     }
 
     // --- usage and the ledger ---------------------------------------------------------------
 
     pub fn own_usage_since(&self, since: i64) -> StoreResult<Vec<(i64, u64)>> {
-        let mut stmt =
-            self.conn.prepare("SELECT interval_start, requests FROM own_usage WHERE interval_start >= ?1")?;
-        let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .query("SELECT interval_start, requests FROM own_usage WHERE interval_start >= ?1", vals![since])?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get::<i64>(1)? as u64)))
+            .collect()
+    }
+
+    /// How many proxy reports the store holds (the audit trail's length).
+    pub fn report_count(&self) -> StoreResult<i64> {
+        self.db.query_one("SELECT COUNT(*) FROM proxy_reports", &[])?.get(0)
     }
 
     /// One proxy report: the audit row, the network's own usage and each buyer's ledger line.
     pub fn record_report(&mut self, report: &ReportRecord) -> StoreResult<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.db.transaction()?;
         let served =
             serde_json::to_string(&report.served.iter().map(|s| (&s.customer, s.requests)).collect::<Vec<_>>())
                 .unwrap_or_default();
         let own_requests = add(0, report.own_requests, "own_requests")?;
         tx.execute(
             "INSERT INTO proxy_reports (proxy, at, own_requests, served) VALUES (?1, ?2, ?3, ?4)",
-            params![report.proxy, report.at, own_requests, served],
+            vals![&report.proxy, report.at, own_requests, served],
         )?;
         // Sums are added here, checked: SQLite would turn an integer past i64 into a REAL.
         let own: Option<i64> = tx
-            .query_row("SELECT requests FROM own_usage WHERE interval_start = ?1", [report.interval_start], |r| {
-                r.get(0)
-            })
-            .optional()?;
+            .query_opt("SELECT requests FROM own_usage WHERE interval_start = ?1", vals![report.interval_start])?
+            .map(|r| r.get(0))
+            .transpose()?;
         let own = add(own.unwrap_or(0), report.own_requests, "the network's own requests in the interval")?;
         tx.execute(
             "INSERT INTO own_usage (interval_start, requests) VALUES (?1, ?2)
              ON CONFLICT (interval_start) DO UPDATE SET requests = ?2",
-            params![report.interval_start, own],
+            vals![report.interval_start, own],
         )?;
         for s in &report.served {
-            let cur: Option<(i64, i64, i64)> = tx
-                .query_row(
-                    "SELECT requests, uncontracted_requests, charge_micros FROM usage
-                     WHERE customer = ?1 AND interval_start = ?2",
-                    params![s.customer, report.interval_start],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let (r0, u0, c0) = cur.unwrap_or_default();
+            let cur = tx.query_opt(
+                "SELECT requests, uncontracted_requests, charge_micros FROM usage
+                 WHERE customer = ?1 AND interval_start = ?2",
+                vals![&s.customer, report.interval_start],
+            )?;
+            let (r0, u0, c0) = match cur {
+                Some(r) => (r.get(0)?, r.get(1)?, r.get(2)?),
+                None => (0, 0, 0),
+            };
             let what = |k: &str| format!("{}'s {k} in the interval", s.customer);
             let (r1, u1, c1) = (
                 add(r0, s.requests, &what("requests"))?,
@@ -383,47 +456,66 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (customer, interval_start) DO UPDATE SET requests = ?3,
                    uncontracted_requests = ?4, charge_micros = ?5",
-                params![s.customer, report.interval_start, r1, u1, c1],
+                vals![&s.customer, report.interval_start, r1, u1, c1],
             )?;
         }
-        tx.commit()?;
-        Ok(())
+        tx.commit()
     }
 
     pub fn usage(&self, customer: Option<&str>, from: i64, to: i64) -> StoreResult<Vec<UsageRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT customer, interval_start, requests, uncontracted_requests, charge_micros FROM usage
-             WHERE (?1 IS NULL OR customer = ?1) AND interval_start >= ?2 AND interval_start < ?3
-             ORDER BY interval_start, customer",
-        )?;
-        let rows = stmt.query_map(params![customer, from, to], UsageRow::from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .query(
+                "SELECT customer, interval_start, requests, uncontracted_requests, charge_micros FROM usage
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR customer = ?1) AND interval_start >= ?2 AND interval_start < ?3
+                 ORDER BY interval_start, customer",
+                vals![customer, from, to],
+            )?
+            .iter()
+            .map(UsageRow::from_row)
+            .collect()
     }
 
     // --- auctions ------------------------------------------------------------------------
 
     pub fn insert_auction(&mut self, a: &NewAuction) -> StoreResult<AuctionRow> {
-        self.conn.execute(
-            "INSERT INTO auctions (period_start, period_end, closes_at, quantity_rps, reserve_micros, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6)",
-            params![a.period_start, a.period_end, a.closes_at, a.quantity_rps as i64, a.reserve.0 as i64, a.created_at],
-        )?;
-        let id = self.conn.last_insert_rowid();
-        Ok(self.auction(id)?.expect("just inserted"))
+        let id: i64 = self
+            .db
+            .query_one(
+                "INSERT INTO auctions (period_start, period_end, closes_at, quantity_rps, reserve_micros, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6) RETURNING id",
+                vals![a.period_start, a.period_end, a.closes_at, a.quantity_rps as i64, a.reserve.0 as i64, a.created_at],
+            )?
+            .get(0)?;
+        Ok(AuctionRow {
+            id,
+            period_start: a.period_start,
+            period_end: a.period_end,
+            closes_at: a.closes_at,
+            quantity_rps: a.quantity_rps,
+            reserve_price: a.reserve,
+            state: "open".into(),
+            clearing_price: None,
+            sold_rps: None,
+            created_at: a.created_at,
+            cleared_at: None,
+        })
     }
 
     pub fn auction(&self, id: i64) -> StoreResult<Option<AuctionRow>> {
-        Ok(self
-            .conn
-            .query_row(&format!("{} WHERE id = ?1", AuctionRow::SELECT), [id], AuctionRow::from_row)
-            .optional()?)
+        self.db
+            .query_opt(&format!("{} WHERE id = ?1", AuctionRow::SELECT), vals![id])?
+            .as_ref()
+            .map(AuctionRow::from_row)
+            .transpose()
     }
 
     pub fn auctions(&self, open_only: bool) -> StoreResult<Vec<AuctionRow>> {
         let filter = if open_only { " WHERE state = 'open'" } else { "" };
-        let mut stmt = self.conn.prepare(&format!("{}{filter} ORDER BY id", AuctionRow::SELECT))?;
-        let rows = stmt.query_map([], AuctionRow::from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .query(&format!("{}{filter} ORDER BY id", AuctionRow::SELECT), &[])?
+            .iter()
+            .map(AuctionRow::from_row)
+            .collect()
     }
 
     pub fn insert_bid(
@@ -434,40 +526,62 @@ impl Store {
         max_price: Price,
         now: i64,
     ) -> StoreResult<BidRow> {
-        self.conn.execute(
-            "INSERT INTO bids (auction_id, customer, quantity_rps, max_price_micros, submitted_at, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
-            params![auction_id, customer, quantity as i64, max_price.0 as i64, now],
-        )?;
-        let id = self.conn.last_insert_rowid();
-        Ok(self.bid(id)?.expect("just inserted"))
+        let id: i64 = self
+            .db
+            .query_one(
+                "INSERT INTO bids (auction_id, customer, quantity_rps, max_price_micros, submitted_at, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'open') RETURNING id",
+                vals![auction_id, customer, quantity as i64, max_price.0 as i64, now],
+            )?
+            .get(0)?;
+        Ok(BidRow {
+            id,
+            auction_id,
+            customer: customer.to_owned(),
+            quantity_rps: quantity,
+            max_price,
+            submitted_at: now,
+            state: "open".into(),
+            filled_rps: 0,
+            price: None,
+            reason: None,
+        })
     }
 
     pub fn bid(&self, id: i64) -> StoreResult<Option<BidRow>> {
-        Ok(self.conn.query_row(&format!("{} WHERE id = ?1", BidRow::SELECT), [id], BidRow::from_row).optional()?)
+        self.db
+            .query_opt(&format!("{} WHERE id = ?1", BidRow::SELECT), vals![id])?
+            .as_ref()
+            .map(BidRow::from_row)
+            .transpose()
     }
 
     pub fn bids(&self, auction_id: i64, customer: Option<&str>) -> StoreResult<Vec<BidRow>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "{} WHERE auction_id = ?1 AND (?2 IS NULL OR customer = ?2) ORDER BY id",
-            BidRow::SELECT
-        ))?;
-        let rows = stmt.query_map(params![auction_id, customer], BidRow::from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .query(
+                &format!(
+                    "{} WHERE auction_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR customer = ?2) ORDER BY id",
+                    BidRow::SELECT
+                ),
+                vals![auction_id, customer],
+            )?
+            .iter()
+            .map(BidRow::from_row)
+            .collect()
     }
 
     pub fn withdraw_bid(&mut self, id: i64) -> StoreResult<()> {
-        self.conn.execute("UPDATE bids SET state = 'withdrawn' WHERE id = ?1 AND state = 'open'", [id])?;
+        self.db.execute("UPDATE bids SET state = 'withdrawn' WHERE id = ?1 AND state = 'open'", vals![id])?;
         Ok(())
     }
 
     /// Close an auction: its result, every bid's award, and the contracts, in one transaction.
     pub fn settle_auction(&mut self, settle: &AuctionSettlement) -> StoreResult<Vec<ContractRow>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.db.transaction()?;
         let changed = tx.execute(
             "UPDATE auctions SET state = 'cleared', clearing_price_micros = ?2, sold_rps = ?3, cleared_at = ?4
              WHERE id = ?1 AND state = 'open'",
-            params![settle.auction_id, settle.price.0 as i64, settle.sold as i64, settle.at],
+            vals![settle.auction_id, settle.price.0 as i64, settle.sold as i64, settle.at],
         )?;
         if changed != 1 {
             // Already cleared (a replay): nothing more to do.
@@ -476,7 +590,7 @@ impl Store {
         for a in &settle.awards {
             tx.execute(
                 "UPDATE bids SET state = ?2, filled_rps = ?3, price_micros = ?4, reason = ?5 WHERE id = ?1",
-                params![a.bid_id, a.state, a.filled as i64, (a.filled > 0).then_some(settle.price.0 as i64), a.reason],
+                vals![a.bid_id, a.state, a.filled as i64, (a.filled > 0).then_some(settle.price.0 as i64), &a.reason],
             )?;
         }
         let created = insert_contracts(&tx, &settle.contracts)?;
@@ -487,28 +601,28 @@ impl Store {
     // --- the book ------------------------------------------------------------------------
 
     pub fn max_order_id(&self) -> StoreResult<i64> {
-        Ok(self.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM orders", [], |r| r.get(0))?)
+        self.db.query_one("SELECT COALESCE(MAX(id), 0) FROM orders", &[])?.get(0)
     }
 
     /// One book operation: orders inserted and updated, contracts for the fills.
     pub fn apply_book_change(&mut self, change: &BookChange) -> StoreResult<Vec<ContractRow>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.db.transaction()?;
         for o in &change.inserted {
             tx.execute(
                 "INSERT INTO orders (id, period_start, period_end, side, owner, price_micros, quantity_rps,
                    remaining_rps, tif, state, created_at, closed_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
+                vals![
                     o.id,
                     o.period_start,
                     o.period_end,
                     side_str(o.side),
-                    o.owner,
+                    &o.owner,
                     o.price.0 as i64,
                     o.quantity_rps as i64,
                     o.remaining_rps as i64,
                     tif_str(o.tif),
-                    o.state,
+                    &o.state,
                     o.created_at,
                     o.closed_at
                 ],
@@ -517,7 +631,7 @@ impl Store {
         for u in &change.updated {
             tx.execute(
                 "UPDATE orders SET remaining_rps = ?2, state = ?3, closed_at = ?4 WHERE id = ?1",
-                params![u.id, u.remaining_rps as i64, u.state, u.closed_at],
+                vals![u.id, u.remaining_rps as i64, u.state, u.closed_at],
             )?;
         }
         for u in &change.standing {
@@ -531,13 +645,16 @@ impl Store {
     // --- standing orders -----------------------------------------------------------------
 
     pub fn insert_standing(&mut self, s: &NewStanding) -> StoreResult<StandingRow> {
-        self.conn.execute(
-            "INSERT INTO standing_orders (customer, quantity_rps, price_micros, state, next_period, created_at)
-             VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
-            params![s.customer, s.quantity_rps as i64, s.price.0 as i64, s.next_period, s.created_at],
-        )?;
+        let id: i64 = self
+            .db
+            .query_one(
+                "INSERT INTO standing_orders (customer, quantity_rps, price_micros, state, next_period, created_at)
+                 VALUES (?1, ?2, ?3, 'active', ?4, ?5) RETURNING id",
+                vals![&s.customer, s.quantity_rps as i64, s.price.0 as i64, s.next_period, s.created_at],
+            )?
+            .get(0)?;
         Ok(StandingRow {
-            id: self.conn.last_insert_rowid(),
+            id,
             customer: s.customer.clone(),
             quantity_rps: s.quantity_rps,
             price: s.price,
@@ -553,85 +670,100 @@ impl Store {
 
     pub fn standing(&self, id: i64) -> StoreResult<Option<StandingRow>> {
         let sql = format!("{} WHERE id = ?1", StandingRow::SELECT);
-        Ok(self.conn.query_row(&sql, [id], StandingRow::from_row).optional()?)
+        self.db.query_opt(&sql, vals![id])?.as_ref().map(StandingRow::from_row).transpose()
     }
 
     /// Standing orders, oldest first: one buyer's (or all), only the active ones or all.
     pub fn standing_orders(&self, customer: Option<&str>, active_only: bool) -> StoreResult<Vec<StandingRow>> {
         let sql = format!(
-            "{} WHERE (?1 IS NULL OR customer = ?1) AND (?2 = 0 OR state = 'active') ORDER BY id",
+            "{} WHERE (CAST(?1 AS TEXT) IS NULL OR customer = ?1) AND (?2 = 0 OR state = 'active') ORDER BY id",
             StandingRow::SELECT
         );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(params![customer, active_only], StandingRow::from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.query(&sql, vals![customer, active_only])?.iter().map(StandingRow::from_row).collect()
     }
 
     /// A standing order's progress alone (a period it could not place for).
     pub fn record_standing(&mut self, u: &StandingUpdate) -> StoreResult<()> {
-        update_standing(&self.conn, u)
+        update_standing(&self.db, u)
     }
 
     pub fn cancel_standing(&mut self, id: i64, now: i64) -> StoreResult<()> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE standing_orders SET state = 'cancelled', cancelled_at = ?2 WHERE id = ?1",
-            params![id, now],
+            vals![id, now],
         )?;
         Ok(())
     }
 
     pub fn order(&self, id: i64) -> StoreResult<Option<OrderRow>> {
-        Ok(self.conn.query_row(&format!("{} WHERE id = ?1", OrderRow::SELECT), [id], OrderRow::from_row).optional()?)
+        self.db
+            .query_opt(&format!("{} WHERE id = ?1", OrderRow::SELECT), vals![id])?
+            .as_ref()
+            .map(OrderRow::from_row)
+            .transpose()
     }
 
     /// Orders, oldest first: all open ones (`open_only`), or everyone's / one owner's.
     pub fn orders(&self, owner: Option<&str>, open_only: bool) -> StoreResult<Vec<OrderRow>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "{} WHERE (?1 IS NULL OR owner = ?1) AND (?2 = 0 OR state = 'open') ORDER BY id",
-            OrderRow::SELECT
-        ))?;
-        let rows = stmt.query_map(params![owner, open_only as i64], OrderRow::from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .query(
+                &format!(
+                    "{} WHERE (CAST(?1 AS TEXT) IS NULL OR owner = ?1) AND (?2 = 0 OR state = 'open') ORDER BY id",
+                    OrderRow::SELECT
+                ),
+                vals![owner, open_only],
+            )?
+            .iter()
+            .map(OrderRow::from_row)
+            .collect()
     }
 
     // --- contracts -----------------------------------------------------------------------
 
     pub fn contracts(&self, customer: Option<&str>) -> StoreResult<Vec<ContractRow>> {
-        let mut stmt =
-            self.conn.prepare(&format!("{} WHERE (?1 IS NULL OR customer = ?1) ORDER BY id", ContractRow::SELECT))?;
-        let rows = stmt.query_map(params![customer], ContractRow::from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .query(
+                &format!("{} WHERE (CAST(?1 AS TEXT) IS NULL OR customer = ?1) ORDER BY id", ContractRow::SELECT),
+                vals![customer],
+            )?
+            .iter()
+            .map(ContractRow::from_row)
+            .collect()
     }
 
     /// Contracts not yet ended, for the scheduler.
     pub fn unfinished_contracts(&self) -> StoreResult<Vec<ContractRow>> {
-        let mut stmt = self.conn.prepare(&format!("{} WHERE ended_at IS NULL ORDER BY id", ContractRow::SELECT))?;
-        let rows = stmt.query_map([], ContractRow::from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .query(&format!("{} WHERE ended_at IS NULL ORDER BY id", ContractRow::SELECT), &[])?
+            .iter()
+            .map(ContractRow::from_row)
+            .collect()
     }
 
     /// Record activations and ends, in one transaction; each is written once (a second
     /// write of the same transition changes nothing).
     pub fn mark_contracts(&mut self, activated: &[(i64, i64)], ended: &[(i64, i64)]) -> StoreResult<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.db.transaction()?;
         for (id, at) in activated {
             tx.execute(
                 "UPDATE contracts SET activated_at = ?2 WHERE id = ?1 AND activated_at IS NULL",
-                params![id, at],
+                vals![*id, *at],
             )?;
         }
         for (id, at) in ended {
-            tx.execute("UPDATE contracts SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL", params![id, at])?;
+            tx.execute("UPDATE contracts SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL", vals![*id, *at])?;
         }
-        tx.commit()?;
-        Ok(())
+        tx.commit()
     }
 }
 
-fn update_standing(conn: &Connection, u: &StandingUpdate) -> StoreResult<()> {
-    conn.execute(
+/// The advisory lock that orders hosts creating the schema in one PostgreSQL database.
+const SCHEMA_LOCK: i64 = 0x5350_494c_4c00_0001;
+
+fn update_standing(db: &Db, u: &StandingUpdate) -> StoreResult<()> {
+    db.execute(
         "UPDATE standing_orders SET next_period = ?2, placed = ?3, last_order_id = ?4, last_error = ?5 WHERE id = ?1",
-        params![u.id, u.next_period, u.placed as i64, u.last_order_id, u.last_error],
+        vals![u.id, u.next_period, u.placed as i64, u.last_order_id, u.last_error.as_deref()],
     )?;
     Ok(())
 }
@@ -641,50 +773,47 @@ fn add(sum: i64, more: u64, what: &str) -> StoreResult<i64> {
     i64::try_from(more).ok().and_then(|m| sum.checked_add(m)).ok_or_else(|| StoreError::Overflow(what.to_owned()))
 }
 
-/// Version 1 kept API customers' tokens as text: they become digests, and the text goes.
-fn migrate_v2(conn: &mut Connection) -> StoreResult<()> {
-    let tx = conn.transaction()?;
-    tx.execute_batch(SCHEMA_V2)?;
-    let plain: Vec<(String, String, i64)> = {
-        let mut stmt = tx.prepare("SELECT id, token, updated_at FROM customers WHERE token IS NOT NULL")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
-    };
-    for (id, token, at) in plain {
+/// Version 1 kept API customers' tokens as text (SQLite only): they become digests, and the
+/// text goes.
+fn migrate_v2_tokens(tx: &Tx<'_>) -> StoreResult<()> {
+    for r in tx.query("SELECT id, token, updated_at FROM customers WHERE token IS NOT NULL", &[])? {
+        let (id, token, at): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
         tx.execute(
-            "INSERT OR IGNORE INTO customer_tokens (customer, digest, updated_at) VALUES (?1, ?2, ?3)",
-            params![id, TokenDigest::of(&token).to_hex(), at],
+            "INSERT INTO customer_tokens (customer, digest, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (customer) DO NOTHING",
+            vals![id, TokenDigest::of(&token).to_hex(), at],
         )?;
     }
-    tx.execute("UPDATE customers SET token = NULL", [])?;
-    tx.pragma_update(None, "user_version", 2)?;
-    tx.commit()?;
+    tx.execute("UPDATE customers SET token = NULL", &[])?;
     Ok(())
 }
 
 /// Insert contracts; returns them as written, built from what the transaction wrote (memory
 /// follows the commit, never a second read that may fail).
-fn insert_contracts(tx: &Transaction<'_>, contracts: &[NewContract]) -> StoreResult<Vec<ContractRow>> {
+fn insert_contracts(tx: &Db, contracts: &[NewContract]) -> StoreResult<Vec<ContractRow>> {
     let mut rows = Vec::with_capacity(contracts.len());
     for c in contracts {
-        tx.execute(
-            "INSERT INTO contracts (customer, period_start, period_end, rps, price_micros, source, auction_id,
-               bid_id, ask_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                c.customer,
-                c.period_start,
-                c.period_end,
-                c.rps as i64,
-                c.price.0 as i64,
-                c.source,
-                c.auction_id,
-                c.bid_id,
-                c.ask_id,
-                c.created_at
-            ],
-        )?;
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO contracts (customer, period_start, period_end, rps, price_micros, source, auction_id,
+                   bid_id, ask_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+                vals![
+                    &c.customer,
+                    c.period_start,
+                    c.period_end,
+                    c.rps as i64,
+                    c.price.0 as i64,
+                    c.source,
+                    c.auction_id,
+                    c.bid_id,
+                    c.ask_id,
+                    c.created_at
+                ],
+            )?
+            .get(0)?;
         rows.push(ContractRow {
-            id: tx.last_insert_rowid(),
+            id,
             customer: c.customer.clone(),
             period_start: c.period_start,
             period_end: c.period_end,
@@ -718,46 +847,75 @@ pub fn side_str(side: Side) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::Place;
     use super::*;
 
     #[test]
     fn open_migrates_once_and_reopens() {
-        let dir = tempdir();
-        let path = dir.join("s.db");
-        let mut s = Store::open(&path).unwrap();
+        let place = Place::new("reopen");
+        let mut s = place.open();
         s.set_capacity("edge-1", 100, 1).unwrap();
         drop(s);
-        let s = Store::open(&path).unwrap();
+        let s = place.open();
         assert_eq!(s.capacities().unwrap(), [("edge-1".to_owned(), 100)]);
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(s.engine(), if place.is_postgres() { "postgresql" } else { "sqlite" });
         assert!(s.check().unwrap().is_empty());
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn settings_are_kept_replaced_and_deleted() {
-        let dir = tempdir();
-        let path = dir.join("s.db");
-        let mut s = Store::open(&path).unwrap();
+        let place = Place::new("settings");
+        let mut s = place.open();
         let set: CustomerSettings = serde_json::from_str(r#"{"estimate": 0.4, "origin_cname": null}"#).unwrap();
         s.set_customer_settings("shop", &set, 1).unwrap();
         s.set_customer_settings("news", &set.merged(&serde_json::from_str(r#"{"ttl": 9}"#).unwrap()), 1).unwrap();
         drop(s);
-        let mut s = Store::open(&path).unwrap();
+        let mut s = place.open();
         let got = s.customer_settings().unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1], ("shop".to_owned(), Ok(set)));
         assert_eq!(got[0].1.as_ref().unwrap().ttl, Some(9));
         s.set_customer_settings("shop", &CustomerSettings::default(), 2).unwrap();
         assert_eq!(s.customer_settings().unwrap().len(), 1, "empty settings are the entry alone");
-        let v: i64 = s.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(v, SCHEMA_VERSION);
-        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn customers_tokens_and_proxies_change_in_one_transaction_each() {
+        let place = Place::new("customers");
+        let mut s = place.open();
+        let c: CustomerConfig = serde_json::from_value(serde_json::json!({
+            "id": "shop", "names": ["www.shop.cdn.example.net."], "origin_addresses": ["203.0.113.20"], "overflow": "origin", "fraction": 0.5
+        }))
+        .unwrap();
+        s.insert_customer(&c, Some(TokenDigest::of("t1")), 1).unwrap();
+        // A second customer with the same id is refused, and its token with it.
+        assert!(s.insert_customer(&c, Some(TokenDigest::of("t2")), 2).is_err());
+        assert_eq!(s.token_digests().unwrap(), [("shop".to_owned(), Some(TokenDigest::of("t1")))]);
+        s.set_token("shop", TokenDigest::of("t3"), 3).unwrap();
+        assert_eq!(s.token_digests().unwrap()[0].1, Some(TokenDigest::of("t3")));
+        assert_eq!(s.customers().unwrap()[0].1.as_ref().unwrap().id, "shop");
+        s.delete_customer("shop").unwrap();
+        assert!(s.customers().unwrap().is_empty() && s.token_digests().unwrap().is_empty());
+
+        let p: ProxyConfig = serde_json::from_value(serde_json::json!({
+            "name": "p9", "addresses": ["198.51.100.9"], "capacity_rps": 100
+        }))
+        .unwrap();
+        s.put_proxy(&p, 1).unwrap();
+        s.set_capacity("p9", 50, 1).unwrap();
+        s.set_drained("p9", true, 1).unwrap();
+        s.set_drained("p9", true, 2).unwrap();
+        assert_eq!(s.drained_proxies().unwrap(), ["p9"]);
+        s.delete_proxy("p9").unwrap();
+        assert!(s.proxies().unwrap().is_empty() && s.drained_proxies().unwrap().is_empty());
+        assert!(s.capacities().unwrap().is_empty());
     }
 
     #[test]
     fn usage_sums_never_pass_i64() {
-        let dir = tempdir();
-        let mut s = Store::open(&dir.join("s.db")).unwrap();
+        let place = Place::new("usage");
+        let mut s = place.open();
         let report = |own: u64, served: u64| ReportRecord {
             proxy: "edge-1".into(),
             at: 10,
@@ -776,17 +934,20 @@ mod tests {
         assert!(matches!(s.record_report(&report(u64::MAX, 0)).unwrap_err(), StoreError::Overflow(_)));
         // Nothing of the refused reports was written.
         assert_eq!(s.usage(None, 0, i64::MAX).unwrap()[0].requests, 1 << 62);
-        let n: i64 = s.conn.query_row("SELECT COUNT(*) FROM proxy_reports", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 1);
-        let _ = std::fs::remove_dir_all(dir);
+        assert_eq!(s.own_usage_since(0).unwrap(), [(0, 1 << 62)]);
+        assert_eq!(s.report_count().unwrap(), 1);
+        // The store goes on taking reports after refusing some.
+        s.record_report(&report(1, 1)).unwrap();
+        assert_eq!(s.usage(Some("shop"), 0, 1).unwrap()[0].requests, (1 << 62) + 1);
     }
 
     #[test]
     fn version_1_tokens_become_digests() {
-        let dir = tempdir();
-        let path = dir.join("s.db");
+        // SQLite only: PostgreSQL stores start at the current version.
+        let place = Place::new("v1");
+        let path = place.dir.join("v1.db");
         {
-            let conn = Connection::open(&path).unwrap();
+            let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(SCHEMA).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
             conn.execute(
@@ -797,17 +958,17 @@ mod tests {
         }
         let s = Store::open(&path).unwrap();
         assert_eq!(s.token_digests().unwrap(), [("news".to_owned(), Some(TokenDigest::of("news-secret")))]);
-        let left: Option<String> = s.conn.query_row("SELECT token FROM customers", [], |r| r.get(0)).unwrap();
+        let left: Option<String> = s.db.query_one("SELECT token FROM customers", &[]).unwrap().get(0).unwrap();
         assert_eq!(left, None, "the token's text is gone");
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         // The unreadable stored config is reported, not fatal.
         assert!(s.customers().unwrap()[0].1.is_err());
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn settlement_is_written_once() {
-        let dir = tempdir();
-        let mut s = Store::open(&dir.join("s.db")).unwrap();
+        let place = Place::new("settle");
+        let mut s = place.open();
         let a = s
             .insert_auction(&NewAuction {
                 period_start: 100,
@@ -818,7 +979,9 @@ mod tests {
                 created_at: 0,
             })
             .unwrap();
+        assert_eq!(format!("{a:?}"), format!("{:?}", s.auction(a.id).unwrap().unwrap()), "as written");
         let b = s.insert_bid(a.id, "shop", 10, Price(5), 1).unwrap();
+        assert_eq!(format!("{b:?}"), format!("{:?}", s.bid(b.id).unwrap().unwrap()), "as written");
         let settle = AuctionSettlement {
             auction_id: a.id,
             price: Price(1),
@@ -838,16 +1001,56 @@ mod tests {
                 created_at: 90,
             }],
         };
-        assert_eq!(s.settle_auction(&settle).unwrap().len(), 1);
+        let made = s.settle_auction(&settle).unwrap();
+        assert_eq!(made.len(), 1);
+        assert_eq!(format!("{:?}", made[0]), format!("{:?}", s.contracts(None).unwrap()[0]), "as written");
         assert_eq!(s.settle_auction(&settle).unwrap().len(), 0, "a replay settles nothing");
         assert_eq!(s.contracts(None).unwrap().len(), 1);
+        // An activation and an end are each written once.
+        let id = made[0].id;
+        s.mark_contracts(&[(id, 100)], &[]).unwrap();
+        s.mark_contracts(&[(id, 150)], &[(id, 200)]).unwrap();
+        let c = &s.contracts(Some("shop")).unwrap()[0];
+        assert_eq!((c.activated_at, c.ended_at), (Some(100), Some(200)));
+        assert!(s.unfinished_contracts().unwrap().is_empty());
+        assert_eq!(s.bid(b.id).unwrap().unwrap().state, "won");
         assert!(s.check().unwrap().is_empty());
-        let _ = std::fs::remove_dir_all(dir);
+        // A second contract for the same award is refused by the schema itself.
+        let mut again = settle.contracts[0].clone();
+        again.created_at = 91;
+        assert!(insert_contracts(&s.db, &[again]).is_err());
     }
 
-    fn tempdir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("spillway-store-{}-{}", std::process::id(), rand::random::<u64>()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    #[test]
+    fn a_failed_transaction_changes_nothing() {
+        let place = Place::new("rollback");
+        let mut s = place.open();
+        let change = |id: i64| BookChange {
+            inserted: vec![OrderRow {
+                id,
+                period_start: 60,
+                period_end: 120,
+                side: Side::Bid,
+                owner: "shop".into(),
+                price: Price(1),
+                quantity_rps: 10,
+                remaining_rps: 10,
+                tif: Tif::Gtc,
+                state: "open".into(),
+                created_at: 1,
+                closed_at: None,
+            }],
+            // The update refers to a column value the schema refuses: the insert goes too.
+            updated: vec![OrderUpdate { id, remaining_rps: 11, state: "open", closed_at: None }],
+            ..Default::default()
+        };
+        assert!(s.apply_book_change(&change(7)).is_err());
+        assert_eq!(s.max_order_id().unwrap(), 0);
+        assert!(s.order(7).unwrap().is_none());
+        let mut ok = change(7);
+        ok.updated.clear();
+        s.apply_book_change(&ok).unwrap();
+        assert_eq!(s.orders(Some("shop"), true).unwrap().len(), 1);
+        assert_eq!(s.max_order_id().unwrap(), 7);
     }
 }

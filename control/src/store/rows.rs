@@ -1,7 +1,8 @@
 //! What the store reads and writes. The read rows are also what the API returns.
 
-use rusqlite::Row;
 use serde::Serialize;
+
+use super::{Row, StoreResult};
 
 use crate::market::{
     book::{Side, Tif},
@@ -33,17 +34,17 @@ impl AuctionRow {
     pub(super) const SELECT: &str = "SELECT id, period_start, period_end, closes_at, quantity_rps, reserve_micros, \
         state, clearing_price_micros, sold_rps, created_at, cleared_at FROM auctions";
 
-    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+    pub(super) fn from_row(r: &Row) -> StoreResult<Self> {
         Ok(Self {
             id: r.get(0)?,
             period_start: r.get(1)?,
             period_end: r.get(2)?,
             closes_at: r.get(3)?,
-            quantity_rps: r.get::<_, i64>(4)? as u64,
-            reserve_price: Price(r.get::<_, i64>(5)? as u64),
+            quantity_rps: r.get::<i64>(4)? as u64,
+            reserve_price: Price(r.get::<i64>(5)? as u64),
             state: r.get(6)?,
             clearing_price: price(r.get(7)?),
-            sold_rps: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+            sold_rps: r.get::<Option<i64>>(8)?.map(|v| v as u64),
             created_at: r.get(9)?,
             cleared_at: r.get(10)?,
         })
@@ -81,16 +82,16 @@ impl BidRow {
     pub(super) const SELECT: &str = "SELECT id, auction_id, customer, quantity_rps, max_price_micros, submitted_at, \
         state, filled_rps, price_micros, reason FROM bids";
 
-    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+    pub(super) fn from_row(r: &Row) -> StoreResult<Self> {
         Ok(Self {
             id: r.get(0)?,
             auction_id: r.get(1)?,
             customer: r.get(2)?,
-            quantity_rps: r.get::<_, i64>(3)? as u64,
-            max_price: Price(r.get::<_, i64>(4)? as u64),
+            quantity_rps: r.get::<i64>(3)? as u64,
+            max_price: Price(r.get::<i64>(4)? as u64),
             submitted_at: r.get(5)?,
             state: r.get(6)?,
-            filled_rps: r.get::<_, i64>(7)? as u64,
+            filled_rps: r.get::<i64>(7)? as u64,
             price: price(r.get(8)?),
             reason: r.get(9)?,
         })
@@ -137,7 +138,7 @@ impl OrderRow {
     pub(super) const SELECT: &str = "SELECT id, period_start, period_end, side, owner, price_micros, quantity_rps, \
         remaining_rps, tif, state, created_at, closed_at FROM orders";
 
-    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+    pub(super) fn from_row(r: &Row) -> StoreResult<Self> {
         let side: String = r.get(3)?;
         let tif: String = r.get(8)?;
         Ok(Self {
@@ -146,9 +147,9 @@ impl OrderRow {
             period_end: r.get(2)?,
             side: if side == "ask" { Side::Ask } else { Side::Bid },
             owner: r.get(4)?,
-            price: Price(r.get::<_, i64>(5)? as u64),
-            quantity_rps: r.get::<_, i64>(6)? as u64,
-            remaining_rps: r.get::<_, i64>(7)? as u64,
+            price: Price(r.get::<i64>(5)? as u64),
+            quantity_rps: r.get::<i64>(6)? as u64,
+            remaining_rps: r.get::<i64>(7)? as u64,
             tif: if tif == "ioc" { Tif::Ioc } else { Tif::Gtc },
             state: r.get(9)?,
             created_at: r.get(10)?,
@@ -201,15 +202,15 @@ impl StandingRow {
     pub(super) const SELECT: &str = "SELECT id, customer, quantity_rps, price_micros, state, next_period, placed, \
         last_order_id, last_error, created_at, cancelled_at FROM standing_orders";
 
-    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+    pub(super) fn from_row(r: &Row) -> StoreResult<Self> {
         Ok(Self {
             id: r.get(0)?,
             customer: r.get(1)?,
-            quantity_rps: r.get::<_, i64>(2)? as u64,
-            price: Price(r.get::<_, i64>(3)? as u64),
+            quantity_rps: r.get::<i64>(2)? as u64,
+            price: Price(r.get::<i64>(3)? as u64),
             state: r.get(4)?,
             next_period: r.get(5)?,
-            placed: r.get::<_, i64>(6)? as u64,
+            placed: r.get::<i64>(6)? as u64,
             last_order_id: r.get(7)?,
             last_error: r.get(8)?,
             created_at: r.get(9)?,
@@ -261,14 +262,14 @@ impl ContractRow {
     pub(super) const SELECT: &str = "SELECT id, customer, period_start, period_end, rps, price_micros, source, \
         auction_id, bid_id, ask_id, created_at, activated_at, ended_at FROM contracts";
 
-    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+    pub(super) fn from_row(r: &Row) -> StoreResult<Self> {
         Ok(Self {
             id: r.get(0)?,
             customer: r.get(1)?,
             period_start: r.get(2)?,
             period_end: r.get(3)?,
-            rps: r.get::<_, i64>(4)? as u64,
-            price: Price(r.get::<_, i64>(5)? as u64),
+            rps: r.get::<i64>(4)? as u64,
+            price: Price(r.get::<i64>(5)? as u64),
             source: r.get(6)?,
             auction_id: r.get(7)?,
             bid_id: r.get(8)?,
@@ -308,13 +309,13 @@ pub struct UsageRow {
 }
 
 impl UsageRow {
-    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        let micros = r.get::<_, i64>(4)? as u64;
+    pub(super) fn from_row(r: &Row) -> StoreResult<Self> {
+        let micros = r.get::<i64>(4)? as u64;
         Ok(Self {
             customer: r.get(0)?,
             interval_start: r.get(1)?,
-            requests: r.get::<_, i64>(2)? as u64,
-            uncontracted_requests: r.get::<_, i64>(3)? as u64,
+            requests: r.get::<i64>(2)? as u64,
+            uncontracted_requests: r.get::<i64>(3)? as u64,
             charge: micros as f64 / crate::market::units::MICROS as f64,
             charge_micros: micros,
         })

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use spillway_tests::{
     client::now_f64,
-    cluster::{ClusterNet, Etcd, Node, control_config, edge_config},
+    cluster::{ClusterNet, Etcd, Node, control_config, edge_config, postgres_store},
+    postgres::Postgres,
 };
 
 const OP: &str = "demo-token";
@@ -42,11 +43,15 @@ fn wait_all(net: &ClusterNet, want: &str) -> Duration {
 }
 
 fn main() {
-    println!("== a cluster: 3 etcd members, 1 control host, 3 edges with XDP, in namespaces");
+    println!("== a cluster: 3 etcd members, PostgreSQL, 1 control host, 3 edges with XDP, in namespaces");
     let net = ClusterNet::new(EDGES);
     let mut etcd = Etcd::start(&net.core, 3, 23790);
     println!("etcd: {}", etcd.endpoints().join(", "));
-    let control = Node::spawn(&net.core, "http://127.0.0.1:8060", &control_config(&etcd, OP, PROXY, PERIOD_S));
+    let pg = Postgres::start(Some(&net.core), "127.0.0.1", 25432);
+    pg.create_database("spillway");
+    println!("PostgreSQL: {}", pg.url("spillway"));
+    let store = postgres_store(&pg, "spillway");
+    let control = Node::spawn(&net.core, "http://127.0.0.1:8060", &control_config(&etcd, &store, OP, PROXY, PERIOD_S));
     control.wait_ready(&net);
     println!("control host: API on {} (role = \"control\": no DNS)", control.api);
     let edges: Vec<Node> = (0..EDGES)
