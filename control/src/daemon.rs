@@ -129,9 +129,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     // The store and the contracts in force decide the fractions before anything is attached.
     let mut engine = Engine::new(&config, Catalog::from_config(&config)?, None, unix_now())?;
     match &config.store {
-        Some(s) => {
-            tracing::info!(store = %s.describe(), engine = engine.store.engine(), market = engine.market.is_some(), "store open")
-        }
+        Some(_) => tracing::info!(store = %engine.store.describe(), market = engine.market.is_some(), "store open"),
         None => tracing::info!("no store: an edge keeps nothing of its own"),
     }
     // A cluster's host needs etcd to start; an edge starts from etcd's state.

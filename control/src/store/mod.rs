@@ -183,6 +183,15 @@ impl Store {
         self.db.engine()
     }
 
+    /// Where the store is: the SQLite file, or `postgresql host:port/dbname as user` (never
+    /// a password).
+    pub fn describe(&self) -> String {
+        match &self.db {
+            Db::Sqlite(c) => c.path().filter(|p| !p.is_empty()).unwrap_or(":memory:").to_owned(),
+            Db::Postgres(c) => c.target.clone(),
+        }
+    }
+
     /// The schema version the store is at.
     pub fn schema_version(&self) -> StoreResult<i64> {
         match &self.db {
@@ -502,11 +511,7 @@ impl Store {
     }
 
     pub fn auction(&self, id: i64) -> StoreResult<Option<AuctionRow>> {
-        self.db
-            .query_opt(&format!("{} WHERE id = ?1", AuctionRow::SELECT), vals![id])?
-            .as_ref()
-            .map(AuctionRow::from_row)
-            .transpose()
+        self.by_id(id)
     }
 
     pub fn auctions(&self, open_only: bool) -> StoreResult<Vec<AuctionRow>> {
@@ -549,11 +554,7 @@ impl Store {
     }
 
     pub fn bid(&self, id: i64) -> StoreResult<Option<BidRow>> {
-        self.db
-            .query_opt(&format!("{} WHERE id = ?1", BidRow::SELECT), vals![id])?
-            .as_ref()
-            .map(BidRow::from_row)
-            .transpose()
+        self.by_id(id)
     }
 
     pub fn bids(&self, auction_id: i64, customer: Option<&str>) -> StoreResult<Vec<BidRow>> {
@@ -669,8 +670,12 @@ impl Store {
     }
 
     pub fn standing(&self, id: i64) -> StoreResult<Option<StandingRow>> {
-        let sql = format!("{} WHERE id = ?1", StandingRow::SELECT);
-        self.db.query_opt(&sql, vals![id])?.as_ref().map(StandingRow::from_row).transpose()
+        self.by_id(id)
+    }
+
+    /// One row of `T`'s table by its id.
+    fn by_id<T: FromRow>(&self, id: i64) -> StoreResult<Option<T>> {
+        self.db.query_opt(&format!("{} WHERE id = ?1", T::SELECT), vals![id])?.as_ref().map(T::from_row).transpose()
     }
 
     /// Standing orders, oldest first: one buyer's (or all), only the active ones or all.
@@ -696,11 +701,7 @@ impl Store {
     }
 
     pub fn order(&self, id: i64) -> StoreResult<Option<OrderRow>> {
-        self.db
-            .query_opt(&format!("{} WHERE id = ?1", OrderRow::SELECT), vals![id])?
-            .as_ref()
-            .map(OrderRow::from_row)
-            .transpose()
+        self.by_id(id)
     }
 
     /// Orders, oldest first: all open ones (`open_only`), or everyone's / one owner's.

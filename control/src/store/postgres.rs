@@ -88,15 +88,21 @@ impl PgConn {
     pub fn execute(&self, sql: &str, params: &[Value]) -> StoreResult<u64> {
         match self.send(Kind::Execute, sql, params)? {
             Answer::Changed(n) => Ok(n),
-            Answer::Rows(_) => Ok(0),
+            Answer::Rows(_) => Err(self.mismatch("execute", "rows")),
         }
     }
 
     pub fn query(&self, sql: &str, params: &[Value]) -> StoreResult<Vec<Row>> {
         match self.send(Kind::Query, sql, params)? {
             Answer::Rows(r) => Ok(r),
-            Answer::Changed(_) => Ok(Vec::new()),
+            Answer::Changed(_) => Err(self.mismatch("query", "a count")),
         }
+    }
+
+    /// The connection's thread answered a job of one kind with another's answer: a bug, said
+    /// as one instead of read as an empty result.
+    fn mismatch(&self, job: &str, answer: &str) -> StoreError {
+        StoreError::Postgres { target: self.target.clone(), message: format!("a {job} was answered with {answer}") }
     }
 
     pub fn batch(&self, sql: &str) -> StoreResult<()> {

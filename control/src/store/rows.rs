@@ -4,6 +4,12 @@ use serde::Serialize;
 
 use super::{Row, StoreResult};
 
+/// A row type with its table's SELECT (every column, in `from_row`'s order).
+pub(super) trait FromRow: Sized {
+    const SELECT: &str;
+    fn from_row(r: &Row) -> StoreResult<Self>;
+}
+
 use crate::market::{
     book::{Side, Tif},
     units::Price,
@@ -30,11 +36,11 @@ pub struct AuctionRow {
     pub cleared_at: Option<i64>,
 }
 
-impl AuctionRow {
-    pub(super) const SELECT: &str = "SELECT id, period_start, period_end, closes_at, quantity_rps, reserve_micros, \
+impl FromRow for AuctionRow {
+    const SELECT: &str = "SELECT id, period_start, period_end, closes_at, quantity_rps, reserve_micros, \
         state, clearing_price_micros, sold_rps, created_at, cleared_at FROM auctions";
 
-    pub(super) fn from_row(r: &Row) -> StoreResult<Self> {
+    fn from_row(r: &Row) -> StoreResult<Self> {
         Ok(Self {
             id: r.get(0)?,
             period_start: r.get(1)?,
@@ -78,11 +84,11 @@ pub struct BidRow {
     pub reason: Option<String>,
 }
 
-impl BidRow {
-    pub(super) const SELECT: &str = "SELECT id, auction_id, customer, quantity_rps, max_price_micros, submitted_at, \
+impl FromRow for BidRow {
+    const SELECT: &str = "SELECT id, auction_id, customer, quantity_rps, max_price_micros, submitted_at, \
         state, filled_rps, price_micros, reason FROM bids";
 
-    pub(super) fn from_row(r: &Row) -> StoreResult<Self> {
+    fn from_row(r: &Row) -> StoreResult<Self> {
         Ok(Self {
             id: r.get(0)?,
             auction_id: r.get(1)?,
@@ -134,11 +140,11 @@ pub struct OrderRow {
     pub closed_at: Option<i64>,
 }
 
-impl OrderRow {
-    pub(super) const SELECT: &str = "SELECT id, period_start, period_end, side, owner, price_micros, quantity_rps, \
+impl FromRow for OrderRow {
+    const SELECT: &str = "SELECT id, period_start, period_end, side, owner, price_micros, quantity_rps, \
         remaining_rps, tif, state, created_at, closed_at FROM orders";
 
-    pub(super) fn from_row(r: &Row) -> StoreResult<Self> {
+    fn from_row(r: &Row) -> StoreResult<Self> {
         let side: String = r.get(3)?;
         let tif: String = r.get(8)?;
         Ok(Self {
@@ -198,11 +204,11 @@ pub struct StandingRow {
     pub cancelled_at: Option<i64>,
 }
 
-impl StandingRow {
-    pub(super) const SELECT: &str = "SELECT id, customer, quantity_rps, price_micros, state, next_period, placed, \
+impl FromRow for StandingRow {
+    const SELECT: &str = "SELECT id, customer, quantity_rps, price_micros, state, next_period, placed, \
         last_order_id, last_error, created_at, cancelled_at FROM standing_orders";
 
-    pub(super) fn from_row(r: &Row) -> StoreResult<Self> {
+    fn from_row(r: &Row) -> StoreResult<Self> {
         Ok(Self {
             id: r.get(0)?,
             customer: r.get(1)?,
@@ -258,11 +264,11 @@ pub struct ContractRow {
     pub ended_at: Option<i64>,
 }
 
-impl ContractRow {
-    pub(super) const SELECT: &str = "SELECT id, customer, period_start, period_end, rps, price_micros, source, \
+impl FromRow for ContractRow {
+    const SELECT: &str = "SELECT id, customer, period_start, period_end, rps, price_micros, source, \
         auction_id, bid_id, ask_id, created_at, activated_at, ended_at FROM contracts";
 
-    pub(super) fn from_row(r: &Row) -> StoreResult<Self> {
+    fn from_row(r: &Row) -> StoreResult<Self> {
         Ok(Self {
             id: r.get(0)?,
             customer: r.get(1)?,
