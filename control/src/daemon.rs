@@ -69,6 +69,16 @@ fn spawn_cluster_tasks(
 ) {
     let Joined { etcd: client, status, follow_from } = joined;
     if cfg.role.controls() {
+        let api_url = cfg.api_url.clone().unwrap_or_else(|| format!("http://{}", config.api.listen));
+        let task = cluster::elect::elect_loop(
+            state.clone(),
+            client.clone(),
+            cfg.clone(),
+            status.clone(),
+            api_url,
+            phase.clone(),
+        );
+        tokio::spawn(task);
         let task =
             cluster::publish::publish_loop(state.clone(), client.clone(), cfg.clone(), status.clone(), phase.clone());
         tokio::spawn(task);
@@ -148,6 +158,19 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     let (phase_tx, phase) = watch::channel(Phase::Running);
     if let (Some(joined), Some(cfg)) = (cluster, &config.cluster) {
         spawn_cluster_tasks(&state, &config, cfg, joined, &phase);
+    }
+    // A control replica knows who leads (itself or another) before it says it is ready.
+    if let Some(c) = state.cluster.as_ref().filter(|c| c.role.controls()) {
+        let cfg = config.cluster.as_ref().expect("a cluster's status");
+        let deadline = tokio::time::Instant::now() + cfg.lease_ttl() + 2 * cfg.timeout();
+        while !(c.leads() || c.leader().is_some()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        match c.leader() {
+            Some(url) if !c.leads() => tracing::info!(leader = %url, "a follower: writes go to the leader"),
+            Some(_) => {}
+            None => tracing::warn!("no leader elected yet: writes are refused until one is"),
+        }
     }
     if state.engine().market.is_some() {
         tokio::spawn(market_scheduler(state.clone(), phase.clone()));
@@ -405,9 +428,11 @@ async fn market_scheduler(state: Arc<AppState>, phase: watch::Receiver<Phase>) {
             _ = state.market_changed.notified() => {}
         }
         let phase = phase.clone();
+        let leads = state.leads();
         state
             .with_engine(move |engine| {
                 if running(&phase)
+                    && leads
                     && let Err(e) = engine.tick(unix_now())
                 {
                     tracing::error!("market tick: {e}");
@@ -426,9 +451,11 @@ async fn controller_loop(state: Arc<AppState>, phase: watch::Receiver<Phase>) {
         tokio::time::sleep(next.saturating_sub(now)).await;
         let t = crate::engine::unix_now_f64();
         let phase = phase.clone();
+        let leads = state.leads();
         state
             .with_engine(move |engine| {
                 if running(&phase)
+                    && leads
                     && let Err(e) = engine.control_tick(t)
                 {
                     tracing::error!("controller tick: {e}");

@@ -76,6 +76,7 @@ pub const PROXY_LOAD_RPS: &str = "spillway_proxy_load_rps";
 pub const EDGE_STATE_AGE: &str = "spillway_edge_state_age_seconds";
 pub const CLUSTER_REVISION: &str = "spillway_cluster_revision";
 pub const CLUSTER_ETCD_UP: &str = "spillway_cluster_etcd_up";
+pub const CLUSTER_LEADER: &str = "spillway_cluster_leader";
 
 pub const PATH_XDP: &str = "xdp";
 pub const PATH_USERSPACE: &str = "userspace";
@@ -101,6 +102,8 @@ pub struct Metrics {
     edge_state_age: prometheus::Gauge,
     cluster_revision: prometheus::IntGauge,
     cluster_etcd_up: prometheus::IntGauge,
+    /// A control replica: the term it leads, 0 when it does not.
+    cluster_leader: prometheus::IntGauge,
     /// Registered with the registry only in a cluster.
     cluster: bool,
 }
@@ -223,7 +226,13 @@ impl Metrics {
             "1 while etcd answers this host (a control host takes writes only then); 0: it does not.",
         )
         .expect("valid metric");
+        let cluster_leader = prometheus::IntGauge::new(
+            CLUSTER_LEADER,
+            "A control replica: the term it leads the cluster in (its etcd election key's revision); 0: it does not lead.",
+        )
+        .expect("valid metric");
         if cluster {
+            registry.register(Box::new(cluster_leader.clone())).expect("unique metric");
             registry.register(Box::new(edge_state_age.clone())).expect("unique metric");
             registry.register(Box::new(cluster_revision.clone())).expect("unique metric");
             registry.register(Box::new(cluster_etcd_up.clone())).expect("unique metric");
@@ -232,6 +241,7 @@ impl Metrics {
             edge_state_age,
             cluster_revision,
             cluster_etcd_up,
+            cluster_leader,
             cluster,
             registry,
             dns_queries,
@@ -274,6 +284,7 @@ impl Metrics {
             self.cluster_revision.set(c.revision());
             let up = if c.role.serves_dns() { c.state_age_s() <= c.degraded_after.as_secs_f64() } else { c.etcd_up() };
             self.cluster_etcd_up.set(i64::from(up));
+            self.cluster_leader.set(c.term());
         }
         self.served.reset();
         self.setpoint.reset();

@@ -281,6 +281,8 @@ pub fn control_config(etcd: &Etcd, store: &str, op: &str, proxy: &str, period_s:
 [server]
 zones = ["cdn.example.net."]
 nameservers = ["ns1.cdn.example.net."]
+# Its own restart rendezvous: two replicas on one host are two daemons, not a handover.
+bpffs_dir = "@BPFFS@"
 [api]
 listen = "127.0.0.1:8060"
 token = "{op}"

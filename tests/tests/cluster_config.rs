@@ -131,7 +131,7 @@ fn a_postgresql_store_that_does_not_answer_is_a_clear_error_and_one_that_does_is
             assert!(proc.wait_exit(Duration::ZERO).is_none(), "exited: {}", proc.log_text());
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(proc.log_text().contains("engine=\"postgresql\""), "{}", proc.log_text());
+        assert!(proc.log_text().contains("store=postgresql 127.0.0.1:25432/spillway"), "{}", proc.log_text());
         proc.stop();
     }
     assert_eq!(pg.psql("spillway", "SELECT count(*) FROM spillway_schema"), "1");

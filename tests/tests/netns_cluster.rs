@@ -1,4 +1,5 @@
-//! Many edges, one market: a real 3-member etcd cluster, a control host and 3 edges, each
+//! Many edges, one market: a real 3-member etcd cluster, two control replicas (one leads,
+//! the other follows; kill -9 of the leader hands the market over) and 3 edges, each
 //! edge with XDP attached to its own veth, and resolvers asking every edge with dig and a
 //! steady query load. A change made through the control host's API reaches every edge's maps
 //! within a second; a contract's start and end switch every edge's answers; one etcd member
@@ -30,7 +31,9 @@ const SECOND: Duration = Duration::from_secs(1);
 
 struct Cluster {
     // Drop order: the processes before etcd and the namespaces.
-    control: Node,
+    /// Two control replicas; the one writes go to follows the leader.
+    controls: Vec<Node>,
+    leader: std::cell::Cell<usize>,
     edges: Vec<Node>,
     etcd: Etcd,
     pg: Postgres,
@@ -38,14 +41,23 @@ struct Cluster {
 }
 
 impl Cluster {
+    fn control(&self) -> &Node {
+        &self.controls[self.leader.get()]
+    }
+
+    /// A request to the leader; a follower's 421 sends it to the other replica.
     fn api(&self, method: &'static str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let (status, text) = self.net.http(method, &self.control.url(path), Some(OP), body.as_ref());
+        let (mut status, mut text) = self.net.http(method, &self.control().url(path), Some(OP), body.as_ref());
+        if status == 421 {
+            self.leader.set(1 - self.leader.get());
+            (status, text) = self.net.http(method, &self.control().url(path), Some(OP), body.as_ref());
+        }
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     fn api_ok(&self, method: &'static str, path: &str, body: Option<Value>) -> Value {
         let (status, v) = self.api(method, path, body);
-        assert_eq!(status, 200, "{method} {path}: {v}\ncontrol log:\n{}", self.control.proc.log_text());
+        assert_eq!(status, 200, "{method} {path}: {v}\n{}", self.logs());
         v
     }
 
@@ -69,7 +81,10 @@ impl Cluster {
     fn logs(&self) -> String {
         let tail =
             |t: String| t.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        let mut out = format!("control:\n{}\n", tail(self.control.proc.log_text()));
+        let mut out = String::new();
+        for (i, n) in self.controls.iter().enumerate() {
+            out += &format!("control-{}:\n{}\n", i + 1, tail(n.proc.log_text()));
+        }
         for (i, e) in self.edges.iter().enumerate() {
             out += &format!("edge {i}:\n{}\n", tail(e.proc.log_text()));
         }
@@ -99,15 +114,20 @@ fn three_edges_follow_one_control_host_through_etcd() {
     let pg = Postgres::start(Some(&net.core), "127.0.0.1", 25432);
     pg.create_database("spillway");
     let store = postgres_store(&pg, "spillway");
-    let control = Node::spawn(&net.core, "http://127.0.0.1:8060", &control_config(&etcd, &store, OP, PROXY, PERIOD_S));
-    control.wait_ready(&net);
+    let first = control_config(&etcd, &store, OP, PROXY, PERIOD_S);
+    let second = first.replace("127.0.0.1:8060", "127.0.0.1:8059").replace("control-1", "control-2");
+    let controls = vec![Node::spawn(&net.core, "http://127.0.0.1:8060", &first)];
+    controls[0].wait_ready(&net);
+    let mut controls = controls;
+    controls.push(Node::spawn(&net.core, "http://127.0.0.1:8059", &second));
+    controls[1].wait_ready(&net);
     let edges: Vec<Node> = (0..EDGES)
         .map(|i| Node::spawn(&net.core, &format!("http://127.0.0.1:{}", 8061 + i), &edge_config(&net, &etcd, i, OP)))
         .collect();
     for e in &edges {
         e.wait_ready(&net);
     }
-    let mut c = Cluster { control, edges, etcd, pg, net };
+    let mut c = Cluster { controls, leader: std::cell::Cell::new(0), edges, etcd, pg, net };
 
     // 1. A customer added through the control host's API answers from every edge (its
     //    origin: no contract yet) within a second.
@@ -121,6 +141,19 @@ fn three_edges_follow_one_control_host_through_etcd() {
         c.net.http("PUT", &c.edges[0].url("/v1/customers/web/fraction"), Some(OP), Some(&json!({"fraction": 0.5})));
     assert_eq!(status, 421, "{text}");
     assert!(text.contains("edge"), "{text}");
+    // The second control replica follows: it refuses writes, naming the leader, and answers
+    // reads from the store (as of at most 2 s ago).
+    let follower_url = c.controls[1].url("/v1/customers/web/fraction");
+    let (status, text) = c.net.http("PUT", &follower_url, Some(OP), Some(&json!({"fraction": 0.5})));
+    assert_eq!(status, 421, "{text}");
+    assert!(text.contains("http://127.0.0.1:8060"), "the follower names the leader: {text}");
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while c.net.http("GET", &c.controls[1].url("/v1/customers/web"), Some(OP), None).0 != 200 {
+        assert!(Instant::now() < deadline, "the follower never read the new customer\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let leading = |n: &Node| metric(&c.net.http("GET", &n.url("/metrics"), None, None).1, "spillway_cluster_leader");
+    assert!(leading(&c.controls[0]) > 0.0 && leading(&c.controls[1]) == 0.0, "one leader, one follower");
 
     // 2. A contract bought for the running period switches every edge to the proxy within a
     //    second of its start, and back to the origin within a second of its end.
@@ -149,7 +182,40 @@ fn three_edges_follow_one_control_host_through_etcd() {
     assert_eq!(c.set_fraction(0.0), 200);
     c.all_answer_within_a_second(ORIGIN, "fraction 0");
 
-    // 4. One etcd member killed (one that does not lead: a leader's death costs an election,
+    // 4. kill -9 of the control leader right after a write it acknowledged: the other replica
+    //    leads within the lease TTL (3 s), has that write, and the market goes on there; the
+    //    killed one, started again, follows.
+    let late = json!({"customer": "web", "period_start": running + 20 * PERIOD_S, "quantity_rps": 50,
+        "price": 1.0, "tif": "ioc"});
+    let acked = c.api_ok("POST", "/v1/orders", Some(late))["order"]["id"].as_i64().expect("order id");
+    let killed_at = Instant::now();
+    c.controls[0].proc.kill9();
+    c.leader.set(1);
+    let fraction_1 = json!({"fraction": 1.0});
+    loop {
+        match c.net.http("PUT", &c.controls[1].url("/v1/customers/web/fraction"), Some(OP), Some(&fraction_1)).0 {
+            200 => break,
+            421 | 503 => assert!(killed_at.elapsed() < Duration::from_secs(6), "no new leader\n{}", c.logs()),
+            s => panic!("a write after the leader's death: {s}\n{}", c.logs()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("control-2 leads {:?} after control-1's kill -9", killed_at.elapsed());
+    assert!(killed_at.elapsed() < Duration::from_secs(5), "the other replica led after {:?}", killed_at.elapsed());
+    c.all_answer_within_a_second(PROXY, "fraction 1 from the new leader");
+    let order = c.api_ok("GET", &format!("/v1/orders/{acked}"), None);
+    assert_eq!(order["state"], "filled", "the acknowledged order survived the leader: {order}");
+    let more = json!({"customer": "web", "period_start": running + 21 * PERIOD_S, "quantity_rps": 50,
+        "price": 1.0, "tif": "ioc"});
+    assert_eq!(c.api_ok("POST", "/v1/orders", Some(more))["order"]["state"], "filled", "the market goes on");
+    c.controls[0] = Node::spawn(&c.net.core, "http://127.0.0.1:8060", &first);
+    c.controls[0].wait_ready(&c.net);
+    let (status, text) =
+        c.net.http("PUT", &c.controls[0].url("/v1/customers/web/fraction"), Some(OP), Some(&json!({"fraction": 0.5})));
+    assert_eq!(status, 421, "the restarted replica follows: {text}");
+    assert!(text.contains("http://127.0.0.1:8059"), "{text}");
+
+    // 5. One etcd member killed (one that does not lead: a leader's death costs an election,
     //    during which etcd takes no write): nothing visible.
     let leader = c.etcd.leader(&c.net.core);
     let follower = (leader + 1) % 3;
@@ -161,7 +227,7 @@ fn three_edges_follow_one_control_host_through_etcd() {
         assert_eq!(ready.trim(), "ready", "edge {i} with one etcd member gone");
     }
 
-    // 5. All of etcd killed, under a steady query load on every edge: every edge keeps
+    // 6. All of etcd killed, under a steady query load on every edge: every edge keeps
     //    answering from XDP with the last fraction, and says it is degraded; the control host
     //    refuses writes with 503 and changes nothing.
     let loads: Vec<QueryLoad> = (0..EDGES)
@@ -211,7 +277,7 @@ fn three_edges_follow_one_control_host_through_etcd() {
     }
     assert!(c.answers().iter().all(|a| a == &[PROXY]), "answers with etcd gone: {:?}", c.answers());
 
-    // 6. etcd back: the edges load the state again, and a change made then reaches them all.
+    // 7. etcd back: the edges load the state again, and a change made then reaches them all.
     for i in 0..3 {
         c.etcd.restart(&c.net.core, i);
     }
@@ -239,7 +305,7 @@ fn three_edges_follow_one_control_host_through_etcd() {
         assert_eq!(r.unanswered(all.0, all.1), 0, "edge {i}: queries lost on the XDP path through etcd's outage");
     }
 
-    // 7. The controller sums the edges' answers: resolvers ask all three, and the proxy
+    // 8. The controller sums the edges' answers: resolvers ask all three, and the proxy
     //    reports serving three times what was bought; the fraction comes down on every edge.
     c.api_ok("PUT", "/v1/customers/web/fraction", Some(json!({"mode": "auto"})));
     let loads: Vec<QueryLoad> = (0..EDGES)
@@ -280,7 +346,7 @@ fn three_edges_follow_one_control_host_through_etcd() {
     }
     drop(loads);
 
-    // 8. The control host's store is PostgreSQL, and what it holds adds up: the 13 contracts
+    // 9. The control hosts' store is PostgreSQL, and what it holds adds up: the 13 contracts
     //    bought, each once, the first activated and ended, the market's conservation checks
     //    clean, the proxy's reports in the ledger.
     let url = c.pg.url("spillway");
@@ -289,8 +355,19 @@ fn three_edges_follow_one_control_host_through_etcd() {
         (s.check().expect("check"), s.contracts(Some("web")).expect("contracts"), s.report_count().expect("reports"))
     });
     assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(contracts.len(), 13, "{contracts:?}");
+    assert_eq!(contracts.len(), 15, "{contracts:?}");
     assert!(contracts[0].activated_at.is_some() && contracts[0].ended_at.is_some(), "{:?}", contracts[0]);
+    // Every contract that started was activated once, on time (its start, or its sale for
+    // one bought in its period), by whichever replica led then: the store refuses a fenced
+    // leader's activation.
+    let now = now_f64() as i64;
+    for k in contracts.iter().filter(|k| k.period_start + 1 < now) {
+        let at = k.activated_at.unwrap_or_else(|| panic!("contract {} never activated: {k:?}", k.id));
+        let due = k.period_start.max(k.created_at);
+        assert!((due..=due + 3).contains(&at), "contract {} activated at {at}: {k:?}", k.id);
+    }
     assert!(reports > 0, "the proxy's reports are in the ledger");
-    assert_eq!(c.pg.psql("spillway", "SELECT version FROM spillway_schema"), "4");
+    assert_eq!(c.pg.psql("spillway", "SELECT version FROM spillway_schema"), "5");
+    let term: i64 = c.pg.psql("spillway", "SELECT term FROM spillway_leader").parse().expect("a term");
+    assert!(term > 0, "the store names the leader's term");
 }

@@ -33,7 +33,7 @@ enum Task {
     Test,
     /// Build, start Spillway in two private namespaces, send real queries, explain the answers.
     Demo {
-        /// A cluster instead: 3 etcd members, a control host and 3 edges with XDP.
+        /// A cluster instead: 3 etcd members, PostgreSQL, 2 control replicas and 3 edges with XDP.
         #[arg(long)]
         cluster: bool,
     },

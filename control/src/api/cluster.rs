@@ -1,6 +1,7 @@
 //! A cluster's hosts over HTTP. Writes: an edge takes none (its state is etcd's, written by
 //! the control hosts), and a control host takes none while etcd does not answer (a change it
-//! could not publish would reach no edge); both refuse before anything changes. And
+//! could not publish would reach no edge), nor while another replica leads (it names the
+//! leader); all refuse before anything changes. And
 //! `/cluster/answers`: an edge's answer counters per buyer in a compact form, which the
 //! control hosts read every second.
 
@@ -16,6 +17,9 @@ use axum::{
 use super::{ApiError, AppState};
 use crate::cluster::config::Role;
 
+/// The leader's API URL, on a follower's refusal.
+pub const LEADER_HEADER: &str = "x-spillway-leader";
+
 pub async fn writes(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let Some(cluster) = &state.cluster else { return next.run(req).await };
     if matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -30,6 +34,25 @@ pub async fn writes(State(state): State<Arc<AppState>>, req: Request, next: Next
             ),
         )
         .into_response();
+    }
+    if !cluster.leads() {
+        let Some(leader) = cluster.leader() else {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no control replica leads the cluster now (etcd elects one: it does not answer, or the election is under way): writes are refused until one leads",
+            );
+            e.retry_after = Some(1);
+            return e.into_response();
+        };
+        let mut r = ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("{} is a follower: send changes to the leader, {leader}", cluster.name),
+        )
+        .into_response();
+        if let Ok(v) = header::HeaderValue::from_str(&leader) {
+            r.headers_mut().insert(LEADER_HEADER, v);
+        }
+        return r;
     }
     if !cluster.etcd_up() {
         let mut e = ApiError::new(

@@ -112,6 +112,65 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// This host runs the market, the controller and takes writes: one host, or the elected
+    /// control replica of a cluster.
+    pub fn leads(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.leads())
+    }
+
+    /// Elected with `term`: take the term in the store (every older term's write fails from
+    /// then on), then build the engine's memory and tokens from what the store holds.
+    pub async fn promote(self: &Arc<Self>, term: i64, holder: String) -> crate::Result<()> {
+        let tokens = self
+            .with_engine(move |e| {
+                let now = crate::engine::unix_now();
+                e.store.take_term(term, &holder, now)?;
+                if let Err(err) = e.reload(now) {
+                    e.store.set_fence(crate::store::Fence::Follower);
+                    return Err(err);
+                }
+                Ok(std::mem::take(&mut e.tokens))
+            })
+            .await?;
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
+        Ok(())
+    }
+
+    /// No longer the leader: the store takes no write from this replica.
+    pub async fn step_down(self: &Arc<Self>) {
+        self.with_engine(|e| e.store.set_fence(crate::store::Fence::Follower)).await;
+    }
+
+    /// The store still names `term` as the leader's (a write of this replica's failed when
+    /// it did not, and fenced it off).
+    pub async fn holds_term(self: &Arc<Self>, term: i64) -> bool {
+        self.with_engine(move |e| e.store.fence() == crate::store::Fence::Leader(term)).await
+    }
+
+    /// A follower: its memory read again from the store, so its answers to reads follow the
+    /// leader's writes.
+    pub async fn refresh(self: &Arc<Self>) {
+        let tokens = self
+            .with_engine(|e| {
+                if e.store.fence() != crate::store::Fence::Follower {
+                    return None;
+                }
+                match e.reload(crate::engine::unix_now()) {
+                    Ok(()) => Some(std::mem::take(&mut e.tokens)),
+                    Err(err) => {
+                        tracing::warn!("a follower reading the store again: {err}");
+                        None
+                    }
+                }
+            })
+            .await;
+        if let Some(t) = tokens {
+            *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = t;
+        }
+    }
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/session", get(auth::session))

@@ -109,6 +109,10 @@ pub async fn answers_loop(state: Arc<AppState>, mut etcd: Etcd, cfg: ClusterConf
         if *phase.borrow() != Phase::Running {
             return;
         }
+        // The leader's controller uses them; a follower's has nothing to decide.
+        if !state.leads() {
+            continue;
+        }
         let live = match async { edges(etcd.client().await?, &keys, t).await }.await {
             Ok(l) => l,
             Err(e) => {

@@ -51,6 +51,9 @@ pub struct ClusterConfig {
     /// Where the control hosts read this edge's `/metrics`; `http://<api.listen>/metrics` when
     /// absent.
     pub metrics_url: Option<String>,
+    /// Where clients reach this host's API (a control replica: what the others name as the
+    /// leader's address when they refuse a write); `http://<api.listen>` when absent.
+    pub api_url: Option<String>,
     /// Seconds a host's registration outlives its last keep-alive.
     #[serde(default = "default_lease_ttl_s")]
     pub lease_ttl_s: u32,
@@ -120,6 +123,11 @@ impl ClusterConfig {
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
             v.push(("metrics_url".into(), format!("{u:?} is not an http:// URL")));
+        }
+        if let Some(u) = &self.api_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            v.push(("api_url".into(), format!("{u:?} is not an http:// URL")));
         }
         if !(2..=300).contains(&self.lease_ttl_s) {
             v.push(("lease_ttl_s".into(), format!("{} is outside 2..=300", self.lease_ttl_s)));

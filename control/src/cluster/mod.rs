@@ -6,10 +6,13 @@
 //!   each change to its maps; when etcd is gone it keeps answering with what it has (and says
 //!   how old that is), and when etcd is back it loads it again;
 //! - every edge registers with a lease ([`register`]), and the controller reads each live
-//!   edge's `/metrics` for the answers it gave ([`answers`]).
+//!   edge's `/metrics` for the answers it gave ([`answers`]);
+//! - control replicas elect one leader ([`elect`]): only it runs the market, the controller
+//!   and the publisher, and takes writes, fenced in the store by its term.
 
 pub mod answers;
 pub mod config;
+pub mod elect;
 pub mod etcd;
 pub mod follow;
 pub mod publish;
@@ -38,6 +41,8 @@ pub enum ClusterError {
     WatchEnded(String),
     #[error("lease {0} expired")]
     LeaseLost(i64),
+    #[error("leading: {0}")]
+    Promote(String),
 }
 
 pub type ClusterResult<T> = Result<T, ClusterError>;
@@ -76,6 +81,10 @@ pub struct ClusterStatus {
     revision: AtomicI64,
     /// A control host: etcd takes writes (else the API refuses them).
     etcd_up: AtomicBool,
+    /// A control replica: the term it leads (its election key's revision); 0 when it does not.
+    term: AtomicI64,
+    /// A control replica: the leader's API URL, as the election says (`None`: no leader known).
+    leader: std::sync::Mutex<Option<String>>,
 }
 
 impl ClusterStatus {
@@ -88,7 +97,33 @@ impl ClusterStatus {
             synced_at_ms: AtomicU64::new(unix_ms()),
             revision: AtomicI64::new(revision),
             etcd_up: AtomicBool::new(true),
+            term: AtomicI64::new(0),
+            leader: std::sync::Mutex::new(None),
         }
+    }
+
+    /// This control replica leads the cluster (runs the market, the controller, the
+    /// publisher, and takes writes).
+    pub fn leads(&self) -> bool {
+        self.term() > 0
+    }
+
+    /// The term this replica leads; 0 when it does not.
+    pub fn term(&self) -> i64 {
+        self.term.load(Ordering::Acquire)
+    }
+
+    pub fn set_term(&self, term: i64) {
+        self.term.store(term, Ordering::Release);
+    }
+
+    /// The leader's API URL, when one is known.
+    pub fn leader(&self) -> Option<String> {
+        self.leader.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_leader(&self, url: Option<String>) {
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = url;
     }
 
     /// The state is etcd's as of `revision`, now.
@@ -132,6 +167,9 @@ impl ClusterStatus {
         }
         if self.role.controls() && !self.etcd_up() {
             return Some("etcd does not answer: writes are refused".into());
+        }
+        if self.role.controls() && !self.leads() && self.leader().is_none() {
+            return Some("no control replica leads: writes are refused until one is elected".into());
         }
         None
     }

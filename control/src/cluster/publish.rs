@@ -129,6 +129,7 @@ pub async fn publish_loop(
     let keys = Keys::new(&cfg.key_prefix);
     let zones = ZonesEntry { zones: state.engine().config.server.zones.clone() };
     let mut published: Option<Published> = None;
+    let mut published_term = 0;
     let mut stale: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -139,6 +140,15 @@ pub async fn publish_loop(
         }
         if *phase.borrow() != Phase::Running {
             return;
+        }
+        // Only the leader publishes; a new term's catalog is new, compared with etcd afresh.
+        let term = status.term();
+        if term != published_term {
+            published = None;
+            published_term = term;
+        }
+        if term == 0 {
+            continue;
         }
         let result: ClusterResult<bool> = async {
             let client = etcd.client().await?;

@@ -56,6 +56,11 @@ impl Keys {
         format!("{}state/zones", self.prefix)
     }
 
+    /// The control replicas' election.
+    pub fn election(&self) -> String {
+        format!("{}leader", self.prefix)
+    }
+
     pub fn edges(&self) -> String {
         format!("{}edges/", self.prefix)
     }

@@ -128,103 +128,128 @@ pub fn unix_now_f64() -> f64 {
 impl Engine {
     /// Open the store and rebuild the market from it. The data plane, if any, is attached
     /// by the caller after `install`.
-    pub fn new(config: &Config, mut catalog: Catalog, dataplane: Option<Dataplane>, now: i64) -> Result<Engine> {
+    pub fn new(config: &Config, catalog: Catalog, dataplane: Option<Dataplane>, now: i64) -> Result<Engine> {
         // An edge keeps nothing of its own: what it answers from is etcd's.
         let store = match &config.store {
             Some(s) => Store::open_config(s)?,
             None => Store::open(std::path::Path::new(":memory:"))?,
         };
-        let mut stored_tokens: HashMap<String, Option<TokenDigest>> = store.token_digests()?.into_iter().collect();
-        let mut tokens = Tokens::default();
-        tokens
-            .add(TokenDigest::of(&config.api_token()?), Principal::Operator)
-            .map_err(|e| Error::Record("(operator)".into(), format!("token: {e}")))?;
-        // The config file's customers: a token rotated through the API replaces the file's. A
-        // duplicate here is the config's mistake (the operator's token from token_file
-        // included), and the daemon says so instead of starting.
-        for c in config.customers() {
-            let digest = match stored_tokens.remove(&c.id) {
-                Some(Some(d)) => Some(d),
-                Some(None) => {
-                    tracing::warn!(customer = %c.id, "its stored token is unreadable: the config file's is used");
-                    c.token.as_deref().map(TokenDigest::of)
-                }
-                None => c.token.as_deref().map(TokenDigest::of),
-            };
-            if let Some(d) = digest {
-                tokens
-                    .add(d, Principal::Buyer(c.id.clone()))
-                    .map_err(|e| Error::Record(c.id.clone(), format!("token: {e}")))?;
-            }
+        // A cluster's control replica writes nothing until it is elected.
+        if config.cluster.as_ref().is_some_and(|c| c.role.controls()) {
+            store.set_fence(crate::store::Fence::Follower);
         }
-        // Customers added through the API, unless the config file now defines the same id or
-        // a rule they no longer meet, or their token is taken (then the file wins, and the log
-        // says so): a bad stored customer is skipped, never a daemon that will not start.
-        let mut api_customers = Vec::new();
-        for (id, c) in store.customers()? {
-            let c = match c {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(customer = %id, "stored customer not loaded: {e}");
+        let mut engine = Self::assemble(config, catalog, store, now).map_err(|b| b.0)?;
+        engine.dataplane = dataplane;
+        Ok(engine)
+    }
+
+    /// Build the engine's memory from what `store` holds (the store back on failure).
+    fn assemble(
+        config: &Config,
+        mut catalog: Catalog,
+        store: Store,
+        now: i64,
+    ) -> std::result::Result<Engine, Box<(Error, Store)>> {
+        let read = (|| -> Result<_> {
+            let mut stored_tokens: HashMap<String, Option<TokenDigest>> = store.token_digests()?.into_iter().collect();
+            let mut tokens = Tokens::default();
+            tokens
+                .add(TokenDigest::of(&config.api_token()?), Principal::Operator)
+                .map_err(|e| Error::Record("(operator)".into(), format!("token: {e}")))?;
+            // The config file's customers: a token rotated through the API replaces the file's. A
+            // duplicate here is the config's mistake (the operator's token from token_file
+            // included), and the daemon says so instead of starting.
+            for c in config.customers() {
+                let digest = match stored_tokens.remove(&c.id) {
+                    Some(Some(d)) => Some(d),
+                    Some(None) => {
+                        tracing::warn!(customer = %c.id, "its stored token is unreadable: the config file's is used");
+                        c.token.as_deref().map(TokenDigest::of)
+                    }
+                    None => c.token.as_deref().map(TokenDigest::of),
+                };
+                if let Some(d) = digest {
+                    tokens
+                        .add(d, Principal::Buyer(c.id.clone()))
+                        .map_err(|e| Error::Record(c.id.clone(), format!("token: {e}")))?;
+                }
+            }
+            // Customers added through the API, unless the config file now defines the same id or
+            // a rule they no longer meet, or their token is taken (then the file wins, and the log
+            // says so): a bad stored customer is skipped, never a daemon that will not start.
+            let mut api_customers = Vec::new();
+            for (id, c) in store.customers()? {
+                let c = match c {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(customer = %id, "stored customer not loaded: {e}");
+                        continue;
+                    }
+                };
+                let mut candidate = api_customers.clone();
+                candidate.push(c.clone());
+                let problems: Vec<String> =
+                    config.check_added_customers(&candidate).into_iter().filter(|p| is_about(p, &c.id)).collect();
+                if !problems.is_empty() {
+                    tracing::warn!(customer = %c.id, ?problems, "stored customer not loaded: it conflicts with the config");
                     continue;
                 }
+                let digest = stored_tokens.get(&c.id).copied().flatten();
+                if digest.is_some_and(|d| tokens.contains(d)) {
+                    tracing::warn!(customer = %c.id, "stored customer not loaded: its token is another's");
+                    continue;
+                }
+                if let Err(e) = catalog.insert_customer(c.clone(), None) {
+                    tracing::warn!(customer = %c.id, "stored customer not loaded: {e}");
+                    continue;
+                }
+                if let Some(d) = digest {
+                    tokens.add(d, Principal::Buyer(c.id.clone())).map_err(|e| Error::Record(c.id.clone(), e))?;
+                }
+                api_customers.push(c);
+            }
+            let settings = load_settings(config, &store, &api_customers, &mut catalog)?;
+            catalog.publish();
+            let m = config.market.as_ref();
+            let params = ForecastParams {
+                weeks: m.map_or(4, |m| m.forecast_weeks),
+                sigmas: m.map_or(2.0, |m| m.forecast_sigmas),
+                margin: m.map_or(0.1, |m| m.forecast_margin),
             };
-            let mut candidate = api_customers.clone();
-            candidate.push(c.clone());
-            let problems: Vec<String> =
-                config.check_added_customers(&candidate).into_iter().filter(|p| is_about(p, &c.id)).collect();
-            if !problems.is_empty() {
-                tracing::warn!(customer = %c.id, ?problems, "stored customer not loaded: it conflicts with the config");
-                continue;
+            let mut capacity =
+                Capacity::new(m.map_or(60, |m| m.interval_s), params, m.map_or(0.5, |m| m.assumed_own_load));
+            let fleet = proxies::load_fleet(config, &store, &mut capacity, now as f64)?;
+            for (t, requests) in store.own_usage_since(now - capacity.history_window())? {
+                capacity.record_own(t, requests);
             }
-            let digest = stored_tokens.get(&c.id).copied().flatten();
-            if digest.is_some_and(|d| tokens.contains(d)) {
-                tracing::warn!(customer = %c.id, "stored customer not loaded: its token is another's");
-                continue;
-            }
-            if let Err(e) = catalog.insert_customer(c.clone(), None) {
-                tracing::warn!(customer = %c.id, "stored customer not loaded: {e}");
-                continue;
-            }
-            if let Some(d) = digest {
-                tokens.add(d, Principal::Buyer(c.id.clone())).map_err(|e| Error::Record(c.id.clone(), e))?;
-            }
-            api_customers.push(c);
-        }
-        let settings = load_settings(config, &store, &api_customers, &mut catalog)?;
-        catalog.publish();
-        let m = config.market.as_ref();
-        let params = ForecastParams {
-            weeks: m.map_or(4, |m| m.forecast_weeks),
-            sigmas: m.map_or(2.0, |m| m.forecast_sigmas),
-            margin: m.map_or(0.1, |m| m.forecast_margin),
+            let market = match m {
+                None => None,
+                Some(m) => {
+                    let reserve =
+                        Price::from_decimal(m.reserve_price).map_err(|e| Error::Record("(market)".into(), e))?;
+                    let params = MarketParams {
+                        period_s: i64::from(m.period_s),
+                        horizon_periods: i64::from(m.horizon_periods),
+                        reserve,
+                    };
+                    Some(Market::load(params, &store).map_err(Error::from)?)
+                }
+            };
+            let ctl = &config.controller;
+            let controller = Controller::new(ControllerParams {
+                min_change: ctl.min_change,
+                rule: RuleParams {
+                    proxy_ttl_min_s: ctl.proxy_ttl_min_s,
+                    max_query_factor: ctl.max_query_factor,
+                    ..Default::default()
+                },
+            });
+            Ok((tokens, api_customers, settings, capacity, fleet, market, controller))
+        })();
+        let (tokens, api_customers, settings, capacity, fleet, market, controller) = match read {
+            Ok(r) => r,
+            Err(e) => return Err(Box::new((e, store))),
         };
-        let mut capacity = Capacity::new(m.map_or(60, |m| m.interval_s), params, m.map_or(0.5, |m| m.assumed_own_load));
-        let fleet = proxies::load_fleet(config, &store, &mut capacity, now as f64)?;
-        for (t, requests) in store.own_usage_since(now - capacity.history_window())? {
-            capacity.record_own(t, requests);
-        }
-        let market = match m {
-            None => None,
-            Some(m) => {
-                let reserve = Price::from_decimal(m.reserve_price).map_err(|e| Error::Record("(market)".into(), e))?;
-                let params = MarketParams {
-                    period_s: i64::from(m.period_s),
-                    horizon_periods: i64::from(m.horizon_periods),
-                    reserve,
-                };
-                Some(Market::load(params, &store).map_err(Error::from)?)
-            }
-        };
-        let ctl = &config.controller;
-        let controller = Controller::new(ControllerParams {
-            min_change: ctl.min_change,
-            rule: RuleParams {
-                proxy_ttl_min_s: ctl.proxy_ttl_min_s,
-                max_query_factor: ctl.max_query_factor,
-                ..Default::default()
-            },
-        });
         let mut engine = Engine {
             config: config.clone(),
             api_customers,
@@ -245,10 +270,36 @@ impl Engine {
             cluster_answers: None,
         };
         // The contracts in force now decide the fractions the data plane starts with.
-        engine.sync_contracts(now, true)?;
-        engine.evaluate_proxies(now as f64)?;
-        engine.dataplane = dataplane;
-        Ok(engine)
+        match engine.sync_contracts(now, true).and_then(|()| engine.evaluate_proxies(now as f64)) {
+            Ok(()) => Ok(engine),
+            Err(e) => Err(Box::new((e, engine.store))),
+        }
+    }
+
+    /// Build the memory again from the store, as a new start would (a control replica that
+    /// was elected: the leader before may have changed anything). The data plane, the
+    /// history and the edges' last answers are kept; the maps are filled from the new catalog.
+    /// On failure the engine is as it was.
+    pub fn reload(&mut self, now: i64) -> Result<()> {
+        let catalog = Catalog::from_config(&self.config)?;
+        let placeholder = Store::open(std::path::Path::new(":memory:"))?;
+        let store = std::mem::replace(&mut self.store, placeholder);
+        let mut new = match Self::assemble(&self.config, catalog, store, now) {
+            Ok(new) => new,
+            Err(failed) => {
+                let (e, store) = *failed;
+                self.store = store;
+                return Err(e);
+            }
+        };
+        new.dataplane = self.dataplane.take();
+        new.history = std::mem::take(&mut self.history);
+        new.cluster_answers = self.cluster_answers.take();
+        *self = new;
+        if let Some(dp) = self.dataplane.as_mut() {
+            self.catalog.install(dp)?;
+        }
+        Ok(())
     }
 
     pub fn market(&mut self) -> MarketResult<(&mut Market, &mut Store, &Capacity)> {

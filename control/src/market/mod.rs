@@ -783,6 +783,8 @@ impl Market {
         if !self.unrecorded.0.is_empty() || !self.unrecorded.1.is_empty() {
             match store.mark_contracts(&self.unrecorded.0, &self.unrecorded.1) {
                 Ok(()) => self.unrecorded = Default::default(),
+                // A control replica that does not lead: the leader records them.
+                Err(StoreError::NotLeader) => {}
                 Err(e) => tracing::error!(
                     pending = self.unrecorded.0.len() + self.unrecorded.1.len(),
                     "recording contract transitions (in force in the data plane; retried): {e}"

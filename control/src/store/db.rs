@@ -102,33 +102,123 @@ impl Row {
     }
 }
 
-pub enum Db {
+pub enum Conn {
     Sqlite(rusqlite::Connection),
     Postgres(PgConn),
 }
 
+/// Which writes this connection may make. A cluster's control replicas share one database,
+/// and only the leader writes: a replica that lost the lead (or thinks it leads after another
+/// took over) must not change anything, whatever its memory says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// One control host: every write, unchecked.
+    Open,
+    /// A control replica that does not lead: no write at all.
+    Follower,
+    /// The leader of this term (its etcd election key's revision): every write is made in a
+    /// transaction that first reads the store's term under a share lock and goes on only if
+    /// it is this one. A newer leader's [`Store::take_term`](super::Store::take_term) waits
+    /// for those transactions, and every one after it fails.
+    Leader(i64),
+}
+
+/// The term's row, read under a share lock (PostgreSQL; SQLite's writers are serialised by
+/// its own lock).
+const FENCE_PG: &str = "SELECT term, holder FROM spillway_leader WHERE id = 1 FOR SHARE";
+const FENCE_SQLITE: &str = "SELECT term, holder FROM spillway_leader WHERE id = 1";
+
+/// An INSERT, UPDATE or DELETE (with or without RETURNING): what the fence stops.
+fn is_write(sql: &str) -> bool {
+    let first = sql.trim_start().split(|c: char| c.is_whitespace()).next().unwrap_or("");
+    ["INSERT", "UPDATE", "DELETE"].iter().any(|w| first.eq_ignore_ascii_case(w))
+}
+
+pub struct Db {
+    pub(super) conn: Conn,
+    fence: std::cell::Cell<Fence>,
+    in_tx: std::cell::Cell<bool>,
+}
+
 impl Db {
+    pub fn new(conn: Conn) -> Self {
+        Self { conn, fence: std::cell::Cell::new(Fence::Open), in_tx: std::cell::Cell::new(false) }
+    }
+
     pub fn engine(&self) -> &'static str {
-        match self {
-            Db::Sqlite(_) => "sqlite",
-            Db::Postgres(_) => "postgresql",
+        match self.conn {
+            Conn::Sqlite(_) => "sqlite",
+            Conn::Postgres(_) => "postgresql",
+        }
+    }
+
+    pub fn fence(&self) -> Fence {
+        self.fence.get()
+    }
+
+    pub fn set_fence(&self, f: Fence) {
+        self.fence.set(f);
+    }
+
+    /// The term and holder the store names as the leader's.
+    pub fn term(&self) -> StoreResult<(i64, String)> {
+        let r = self.query_one(FENCE_SQLITE, &[])?;
+        Ok((r.get(0)?, r.get(1)?))
+    }
+
+    /// Inside a transaction: the store's term is `term`, or this connection is fenced off.
+    fn check_term(&self, term: i64) -> StoreResult<()> {
+        let sql = match self.conn {
+            Conn::Sqlite(_) => FENCE_SQLITE,
+            Conn::Postgres(_) => FENCE_PG,
+        };
+        let r = self.query_one(sql, &[])?;
+        let (current, holder): (i64, String) = (r.get(0)?, r.get(1)?);
+        if current == term {
+            Ok(())
+        } else {
+            self.fence.set(Fence::Follower);
+            Err(StoreError::Fenced { term: current, holder })
+        }
+    }
+
+    /// Run `f`, a statement of `sql`, as the fence allows.
+    fn fenced<T>(&self, sql: &str, f: impl FnOnce() -> StoreResult<T>) -> StoreResult<T> {
+        if !is_write(sql) {
+            return f();
+        }
+        match self.fence.get() {
+            Fence::Open => f(),
+            Fence::Follower => Err(StoreError::NotLeader),
+            // The transaction checked the term when it began.
+            Fence::Leader(_) if self.in_tx.get() => f(),
+            Fence::Leader(_) => {
+                let tx = self.transaction()?;
+                let v = f()?;
+                tx.commit()?;
+                Ok(v)
+            }
         }
     }
 
     /// Run a statement; the rows it changed.
     pub fn execute(&self, sql: &str, params: &[Value]) -> StoreResult<u64> {
-        match self {
-            Db::Sqlite(c) => {
+        self.fenced(sql, || match &self.conn {
+            Conn::Sqlite(c) => {
                 let mut stmt = c.prepare_cached(sql)?;
                 Ok(stmt.execute(rusqlite::params_from_iter(params))? as u64)
             }
-            Db::Postgres(c) => c.execute(sql, params),
-        }
+            Conn::Postgres(c) => c.execute(sql, params),
+        })
     }
 
     pub fn query(&self, sql: &str, params: &[Value]) -> StoreResult<Vec<Row>> {
-        match self {
-            Db::Sqlite(c) => {
+        self.fenced(sql, || self.query_unfenced(sql, params))
+    }
+
+    fn query_unfenced(&self, sql: &str, params: &[Value]) -> StoreResult<Vec<Row>> {
+        match &self.conn {
+            Conn::Sqlite(c) => {
                 let mut stmt = c.prepare_cached(sql)?;
                 let n = stmt.column_count();
                 let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
@@ -138,7 +228,7 @@ impl Db {
                 }
                 Ok(out)
             }
-            Db::Postgres(c) => c.query(sql, params),
+            Conn::Postgres(c) => c.query(sql, params),
         }
     }
 
@@ -154,19 +244,25 @@ impl Db {
 
     /// Statements with no parameters, separated by semicolons.
     pub fn batch(&self, sql: &str) -> StoreResult<()> {
-        match self {
-            Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Db::Postgres(c) => c.batch(sql),
+        match &self.conn {
+            Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Conn::Postgres(c) => c.batch(sql),
         }
     }
 
-    /// Begin a transaction; it is rolled back unless committed.
+    /// Begin a transaction; it is rolled back unless committed. A leader's first checks
+    /// that its term is the store's.
     pub fn transaction(&self) -> StoreResult<Tx<'_>> {
-        match self {
-            Db::Sqlite(c) => c.execute_batch("BEGIN")?,
-            Db::Postgres(c) => c.begin()?,
+        match &self.conn {
+            Conn::Sqlite(c) => c.execute_batch("BEGIN")?,
+            Conn::Postgres(c) => c.begin()?,
         }
-        Ok(Tx { db: self, done: false })
+        self.in_tx.set(true);
+        let tx = Tx { db: self, done: false };
+        if let Fence::Leader(term) = self.fence.get() {
+            self.check_term(term)?;
+        }
+        Ok(tx)
     }
 }
 
@@ -203,9 +299,10 @@ pub struct Tx<'a> {
 impl Tx<'_> {
     pub fn commit(mut self) -> StoreResult<()> {
         self.done = true;
-        match self.db {
-            Db::Sqlite(c) => Ok(c.execute_batch("COMMIT")?),
-            Db::Postgres(c) => c.commit(),
+        self.db.in_tx.set(false);
+        match &self.db.conn {
+            Conn::Sqlite(c) => Ok(c.execute_batch("COMMIT")?),
+            Conn::Postgres(c) => c.commit(),
         }
     }
 }
@@ -220,9 +317,10 @@ impl std::ops::Deref for Tx<'_> {
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if !self.done {
-            let _ = match self.db {
-                Db::Sqlite(c) => c.execute_batch("ROLLBACK").map_err(StoreError::from),
-                Db::Postgres(c) => c.rollback(),
+            self.db.in_tx.set(false);
+            let _ = match &self.db.conn {
+                Conn::Sqlite(c) => c.execute_batch("ROLLBACK").map_err(StoreError::from),
+                Conn::Postgres(c) => c.rollback(),
             };
         }
     }

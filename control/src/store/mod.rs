@@ -18,7 +18,8 @@ pub mod testing;
 
 use std::path::Path;
 
-use self::db::{Db, Tx, vals};
+pub use self::db::Fence;
+use self::db::{Conn, Db, Tx, vals};
 pub use self::db::{Row, Value};
 pub use self::rows::*;
 use crate::market::{
@@ -32,7 +33,9 @@ use crate::{
 };
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 4;
+/// Each schema version's statements, from the first.
+const STEPS: [(i64, &str); 5] = [(1, SCHEMA), (2, SCHEMA_V2), (3, SCHEMA_V3), (4, SCHEMA_V4), (5, SCHEMA_V5)];
+const SCHEMA_VERSION: i64 = 5;
 
 /// Version 2: tokens kept as SHA-256 digests, for every customer whose token the API set.
 const SCHEMA_V2: &str = "
@@ -78,6 +81,16 @@ CREATE TABLE proxy_drains (
     drained_at  INTEGER NOT NULL
 );";
 
+/// Version 5: the term of the control replica that leads (see [`Fence`]); 0 until one does.
+const SCHEMA_V5: &str = "
+CREATE TABLE spillway_leader (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    term    INTEGER NOT NULL,
+    holder  TEXT NOT NULL,
+    since   INTEGER NOT NULL
+);
+INSERT INTO spillway_leader (id, term, holder, since) VALUES (1, 0, '', 0);";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store: {0}")]
@@ -94,6 +107,10 @@ pub enum StoreError {
     TooNew { path: String, found: i64 },
     #[error("store: cannot read the password file {path}: {message}")]
     PasswordFile { path: String, message: String },
+    #[error("this control replica does not lead the cluster: only the leader writes")]
+    NotLeader,
+    #[error("the store is led by a newer leader (term {term}, {holder}): this replica writes no more")]
+    Fenced { term: i64, holder: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -140,9 +157,8 @@ impl Store {
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew { path: path.display().to_string(), found: version });
         }
-        let store = Store { db: Db::Sqlite(conn) };
-        let steps: [(i64, &str); 4] = [(1, SCHEMA), (2, SCHEMA_V2), (3, SCHEMA_V3), (4, SCHEMA_V4)];
-        for (to, sql) in steps.into_iter().filter(|(to, _)| *to > version) {
+        let store = Store { db: Db::new(Conn::Sqlite(conn)) };
+        for (to, sql) in STEPS.into_iter().filter(|(to, _)| *to > version) {
             let tx = store.db.transaction()?;
             tx.batch(sql)?;
             if to == 2 {
@@ -159,7 +175,7 @@ impl Store {
     pub fn open_postgres(url: &str, password: Option<&str>) -> StoreResult<Store> {
         let conn = postgres::PgConn::connect(url, password)?;
         let target = conn.target.clone();
-        let store = Store { db: Db::Postgres(conn) };
+        let store = Store { db: Db::new(Conn::Postgres(conn)) };
         let tx = store.db.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock(?1)", vals![SCHEMA_LOCK])?;
         tx.batch("CREATE TABLE IF NOT EXISTS spillway_schema (version BIGINT NOT NULL)")?;
@@ -170,9 +186,14 @@ impl Store {
         }
         if version == 0 {
             // A new database starts at the current version (there is no older one to migrate).
-            let all = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4].join("\n");
+            let all = STEPS.map(|(_, sql)| sql).join("\n");
             tx.batch(&postgres::schema(&all))?;
             tx.execute("INSERT INTO spillway_schema (version) VALUES (?1)", vals![SCHEMA_VERSION])?;
+        } else {
+            for (to, sql) in STEPS.into_iter().filter(|(to, _)| *to > version) {
+                tx.batch(&postgres::schema(sql))?;
+                tx.execute("UPDATE spillway_schema SET version = ?1", vals![to])?;
+            }
         }
         tx.commit()?;
         Ok(store)
@@ -186,17 +207,59 @@ impl Store {
     /// Where the store is: the SQLite file, or `postgresql host:port/dbname as user` (never
     /// a password).
     pub fn describe(&self) -> String {
-        match &self.db {
-            Db::Sqlite(c) => c.path().filter(|p| !p.is_empty()).unwrap_or(":memory:").to_owned(),
-            Db::Postgres(c) => c.target.clone(),
+        match &self.db.conn {
+            Conn::Sqlite(c) => c.path().filter(|p| !p.is_empty()).unwrap_or(":memory:").to_owned(),
+            Conn::Postgres(c) => c.target.clone(),
+        }
+    }
+
+    /// What this connection may write (see [`Fence`]).
+    pub fn fence(&self) -> Fence {
+        self.db.fence()
+    }
+
+    pub fn set_fence(&self, f: Fence) {
+        self.db.set_fence(f)
+    }
+
+    /// The term and holder the store names as the cluster's leader.
+    pub fn term(&self) -> StoreResult<(i64, String)> {
+        self.db.term()
+    }
+
+    /// Make `term` (a newer election's) the store's, for `holder`, and write as its leader
+    /// from now on. It waits for the transactions of the term before (they read it under a
+    /// share lock), and every one they begin after fails. A term no newer than the store's is
+    /// refused: another replica was elected after this one.
+    pub fn take_term(&mut self, term: i64, holder: &str, now: i64) -> StoreResult<()> {
+        self.db.set_fence(Fence::Open);
+        let taken = self.db.execute(
+            "UPDATE spillway_leader SET term = ?1, holder = ?2, since = ?3
+             WHERE id = 1 AND (term < ?1 OR (term = ?1 AND holder = ?2))",
+            vals![term, holder, now],
+        );
+        match taken {
+            Ok(1) => {
+                self.db.set_fence(Fence::Leader(term));
+                Ok(())
+            }
+            Ok(_) => {
+                self.db.set_fence(Fence::Follower);
+                let (term, holder) = self.db.term()?;
+                Err(StoreError::Fenced { term, holder })
+            }
+            Err(e) => {
+                self.db.set_fence(Fence::Follower);
+                Err(e)
+            }
         }
     }
 
     /// The schema version the store is at.
     pub fn schema_version(&self) -> StoreResult<i64> {
-        match &self.db {
-            Db::Sqlite(c) => Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?),
-            Db::Postgres(_) => self.db.query_one("SELECT version FROM spillway_schema", &[])?.get(0),
+        match &self.db.conn {
+            Conn::Sqlite(c) => Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?),
+            Conn::Postgres(_) => self.db.query_one("SELECT version FROM spillway_schema", &[])?.get(0),
         }
     }
 
@@ -204,7 +267,7 @@ impl Store {
     /// when all is well.
     pub fn check(&self) -> StoreResult<Vec<String>> {
         let mut problems = Vec::new();
-        if let Db::Sqlite(c) = &self.db {
+        if let Conn::Sqlite(c) = &self.db.conn {
             let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
             if ok != "ok" {
                 problems.push(format!("integrity_check: {ok}"));
@@ -240,9 +303,9 @@ impl Store {
     /// Tests: make every write fail (as a full or broken disk would), or allow them again.
     #[cfg(test)]
     pub fn set_read_only(&self, on: bool) {
-        match &self.db {
-            Db::Sqlite(c) => c.pragma_update(None, "query_only", on).expect("pragma"),
-            Db::Postgres(_) => {
+        match &self.db.conn {
+            Conn::Sqlite(c) => c.pragma_update(None, "query_only", on).expect("pragma"),
+            Conn::Postgres(_) => {
                 let v = if on { "on" } else { "off" };
                 self.db.batch(&format!("SET default_transaction_read_only = {v}")).expect("set")
             }
@@ -862,6 +925,64 @@ mod tests {
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         assert_eq!(s.engine(), if place.is_postgres() { "postgresql" } else { "sqlite" });
         assert!(s.check().unwrap().is_empty());
+    }
+
+    /// A store of the release before (version 4) takes the leader's table when opened.
+    #[test]
+    fn version_4_is_migrated_to_5() {
+        let place = Place::new("v4");
+        let s = place.open();
+        s.db.batch("DROP TABLE spillway_leader").unwrap();
+        match &s.db.conn {
+            Conn::Sqlite(_) => s.db.batch("PRAGMA user_version = 4").unwrap(),
+            Conn::Postgres(_) => s.db.batch("UPDATE spillway_schema SET version = 4").unwrap(),
+        }
+        drop(s);
+        let s = place.open();
+        assert_eq!(s.schema_version().unwrap(), 5);
+        assert_eq!(s.term().unwrap(), (0, String::new()));
+    }
+
+    /// Two control replicas on one store: only the holder of the newest term writes, a
+    /// follower writes nothing, and the leader before is fenced off at its next write (inside
+    /// a transaction or not), with what it wrote before kept.
+    #[test]
+    fn only_the_newest_term_writes() {
+        let place = Place::new("fence");
+        let (mut a, mut b) = (place.open(), place.open());
+        assert_eq!(a.term().unwrap(), (0, String::new()));
+        a.set_fence(Fence::Follower);
+        assert!(matches!(a.set_capacity("edge-1", 100, 1), Err(StoreError::NotLeader)));
+        assert!(a.capacities().unwrap().is_empty(), "a follower's write changed nothing");
+        a.take_term(10, "ctl-a", 1).unwrap();
+        a.set_capacity("edge-1", 100, 1).unwrap();
+        // Taken again by its holder (a promotion retried): still the leader.
+        a.take_term(10, "ctl-a", 1).unwrap();
+        let auction = |period_start: i64| NewAuction {
+            period_start,
+            period_end: period_start + 60,
+            closes_at: period_start - 30,
+            quantity_rps: 5,
+            reserve: Price(0),
+            created_at: 1,
+        };
+        let id = a.insert_auction(&auction(60)).unwrap().id;
+        // An older election's term is refused, and that replica does not write.
+        let e = b.take_term(9, "ctl-b", 2).unwrap_err();
+        assert!(matches!(&e, StoreError::Fenced { term: 10, holder } if holder == "ctl-a"), "{e}");
+        assert!(matches!(b.set_capacity("edge-2", 1, 2), Err(StoreError::NotLeader)));
+        b.take_term(11, "ctl-b", 2).unwrap();
+        assert_eq!(b.term().unwrap(), (11, "ctl-b".into()));
+        // The old leader: a plain write, a write in a transaction, an insert that returns its id.
+        assert!(matches!(a.set_capacity("edge-1", 200, 3), Err(StoreError::Fenced { term: 11, .. })));
+        assert_eq!(a.fence(), Fence::Follower);
+        a.set_fence(Fence::Leader(10));
+        assert!(matches!(a.mark_contracts(&[(1, 3)], &[]), Err(StoreError::Fenced { .. })));
+        a.set_fence(Fence::Leader(10));
+        assert!(matches!(a.insert_auction(&auction(120)), Err(StoreError::Fenced { .. })));
+        b.set_capacity("edge-2", 7, 4).unwrap();
+        assert_eq!(b.capacities().unwrap(), [("edge-1".to_owned(), 100), ("edge-2".to_owned(), 7)]);
+        assert_eq!(b.auctions(false).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
     }
 
     #[test]

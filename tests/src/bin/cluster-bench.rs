@@ -182,6 +182,8 @@ etcd_endpoints = ["http://127.0.0.1:2379"]
     let config = Config::parse(&text, "control.toml").expect("control config");
     let mut engine =
         Engine::new(&config, Catalog::from_config(&config).expect("catalog"), None, unix_now()).expect("engine");
+    // The elected replica's engine: it holds the store's term.
+    engine.store.take_term(1, "bench-control", unix_now()).expect("term");
     let ids: Vec<String> = (0..buyers).map(|b| format!("b{b}")).collect();
     for id in &ids {
         engine.catalog.set_contracted(id, 100, None).expect("contracted");

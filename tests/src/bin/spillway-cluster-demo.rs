@@ -1,8 +1,9 @@
 //! `cargo xtask demo --cluster`: a Spillway cluster in private namespaces. A real 3-member etcd,
-//! one control host and three edges (each with XDP attached to its own veth); a customer is
+//! two control replicas (one leads) and three edges (each with XDP attached to its own veth); a customer is
 //! added through the control host's API, a contract bought, a fraction changed, and dig asks
 //! every edge each time; then all of etcd is stopped (the edges keep answering, the control
-//! host refuses writes) and started again (the edges catch up). Everything is cleaned up.
+//! host refuses writes) and started again (the edges catch up); last, kill -9 of the leading
+//! control replica, and the other leads. Everything is cleaned up.
 
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,7 @@ fn wait_all(net: &ClusterNet, want: &str) -> Duration {
 }
 
 fn main() {
-    println!("== a cluster: 3 etcd members, PostgreSQL, 1 control host, 3 edges with XDP, in namespaces");
+    println!("== a cluster: 3 etcd members, PostgreSQL, 2 control replicas, 3 edges with XDP, in namespaces");
     let net = ClusterNet::new(EDGES);
     let mut etcd = Etcd::start(&net.core, 3, 23790);
     println!("etcd: {}", etcd.endpoints().join(", "));
@@ -51,9 +52,15 @@ fn main() {
     pg.create_database("spillway");
     println!("PostgreSQL: {}", pg.url("spillway"));
     let store = postgres_store(&pg, "spillway");
-    let control = Node::spawn(&net.core, "http://127.0.0.1:8060", &control_config(&etcd, &store, OP, PROXY, PERIOD_S));
+    let first = control_config(&etcd, &store, OP, PROXY, PERIOD_S);
+    let control = Node::spawn(&net.core, "http://127.0.0.1:8060", &first);
     control.wait_ready(&net);
-    println!("control host: API on {} (role = \"control\": no DNS)", control.api);
+    println!("control-1: API on {} (role = \"control\": no DNS); it leads", control.api);
+    let second = first.replace("127.0.0.1:8060", "127.0.0.1:8059").replace("control-1", "control-2");
+    let standby = Node::spawn(&net.core, "http://127.0.0.1:8059", &second);
+    standby.wait_ready(&net);
+    let (status, r) = api(&net, &standby, "PUT", "/v1/customers/web/fraction", Some(json!({"fraction": 1.0})));
+    println!("control-2: API on {}; it follows, a write to it: {status} {}", standby.api, r["error"]);
     let edges: Vec<Node> = (0..EDGES)
         .map(|i| Node::spawn(&net.core, &format!("http://127.0.0.1:{}", 8061 + i), &edge_config(&net, &etcd, i, OP)))
         .collect();
@@ -120,7 +127,26 @@ fn main() {
         let (_, ready) = net.http("GET", &e.url("/readyz"), None, None);
         println!("    edge-{} /readyz: {}", i + 1, ready.trim());
     }
+
+    println!("\n== 6. kill -9 of control-1, the leader: control-2 leads, and the market goes on there");
+    let mut control = control;
+    control.proc.kill9();
+    let start = Instant::now();
+    while api(&net, &standby, "PUT", "/v1/customers/web/fraction", Some(json!({"fraction": 1.0}))).0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "control-2 leads");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = wait_all(&net, PROXY);
+    show(
+        &net,
+        &format!(
+            "control-2 took writes {:.1?} after the kill; fraction 1 on every edge after {took:.0?}:",
+            start.elapsed()
+        ),
+    );
+
     println!("\ndone: stopping the nodes, etcd and the namespaces");
     drop(edges);
+    drop(standby);
     drop(control);
 }
