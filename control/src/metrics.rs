@@ -284,7 +284,7 @@ impl Metrics {
             self.cluster_revision.set(c.revision());
             let up = if c.role.serves_dns() { c.state_age_s() <= c.degraded_after.as_secs_f64() } else { c.etcd_up() };
             self.cluster_etcd_up.set(i64::from(up));
-            self.cluster_leader.set(c.term());
+            self.cluster_leader.set(c.term().max(0));
         }
         self.served.reset();
         self.setpoint.reset();

@@ -137,3 +137,85 @@ fn a_postgresql_store_that_does_not_answer_is_a_clear_error_and_one_that_does_is
     assert_eq!(pg.psql("spillway", "SELECT count(*) FROM spillway_schema"), "1");
     assert_eq!(pg.psql("spillway", "SELECT count(*) FROM contracts"), "0");
 }
+
+/// A leader whose election key is gone (another replica's campaign won while it was paused,
+/// say) publishes nothing more: its next write to etcd fails the key's compare, it steps
+/// down, campaigns again and leads with a newer term, and only then publishes, from the store.
+#[test]
+fn a_deposed_leader_publishes_nothing_until_it_is_elected_again() {
+    require_privileges!();
+    let ns = NetNs::new("spw-cd");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = Etcd::start(&ns, 1, 23790);
+    let endpoint = etcd.endpoints()[0].clone();
+    let config = format!(
+        r#"
+[server]
+zones = ["cdn.example.net."]
+[api]
+listen = "127.0.0.1:8053"
+token = "t"
+[store]
+path = "{}/s.db"
+[cluster]
+role = "control"
+etcd_endpoints = ["{endpoint}"]
+name = "ctl"
+lease_ttl_s = 3
+timeout_ms = 1000
+"#,
+        dir.path().display()
+    );
+    let mut proc = run_in(&ns, dir.path(), &config);
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:8053{path}");
+        ns.run(move || reqwest::blocking::get(url).ok().filter(|r| r.status().is_success()).and_then(|r| r.text().ok()))
+    };
+    let term = || {
+        get("/metrics").and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("spillway_cluster_leader "))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while term().unwrap_or(0) <= 0 {
+        assert!(std::time::Instant::now() < deadline, "never led: {}", proc.log_text());
+        assert!(proc.wait_exit(Duration::ZERO).is_none(), "exited: {}", proc.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = term().unwrap_or(0);
+
+    let etcdctl = |args: &[&str]| {
+        let mut argv = vec!["etcdctl", "--endpoints", endpoint.as_str()];
+        argv.extend_from_slice(args);
+        ns.exec_ok(&argv)
+    };
+    etcdctl(&["del", "--prefix", "/spillway/leader"]);
+    let web = serde_json::json!({"id": "web", "names": ["www.web.cdn.example.net."],
+        "origin_addresses": ["203.0.113.20"], "overflow": "origin", "fraction": 1.0});
+    let status = ns.run(move || {
+        reqwest::blocking::Client::new()
+            .post("http://127.0.0.1:8053/v1/customers")
+            .bearer_auth("t")
+            .json(&web)
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    });
+    assert_eq!(status, 200, "{}", proc.log_text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let published = etcdctl(&["get", "--print-value-only", "/spillway/state/customers/web"]);
+        if !published.trim().is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the customer never reached etcd: {}", proc.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = proc.log_text();
+    assert!(log.contains("another replica leads now: this one publishes no more"), "{log}");
+    let second = term().unwrap_or(0);
+    assert!(second > first, "led again with a newer term: {first} then {second}\n{log}");
+    proc.stop();
+}

@@ -2,7 +2,7 @@
 //! the other follows; kill -9 of the leader hands the market over) and 3 edges, each
 //! edge with XDP attached to its own veth, and resolvers asking every edge with dig and a
 //! steady query load. A change made through the control host's API reaches every edge's maps
-//! within a second; a contract's start and end switch every edge's answers; one etcd member
+//! within a second; an auction's contract's start and end switch every edge's answers; one etcd member
 //! going is invisible; all of etcd going leaves every edge answering (no query lost on the XDP
 //! path) while the control host refuses writes with 503 and changes nothing; etcd back, the
 //! edges load the state again and the next change reaches them all; the controller's fraction
@@ -155,19 +155,20 @@ fn three_edges_follow_one_control_host_through_etcd() {
     let leading = |n: &Node| metric(&c.net.http("GET", &n.url("/metrics"), None, None).1, "spillway_cluster_leader");
     assert!(leading(&c.controls[0]) > 0.0 && leading(&c.controls[1]) == 0.0, "one leader, one follower");
 
-    // 2. A contract bought for the running period switches every edge to the proxy within a
-    //    second of its start, and back to the origin within a second of its end.
-    let (mut running, next) = periods();
-    if next as f64 - now_f64() < 4.0 {
-        sleep_until(next as f64 + 0.05);
-        running = next;
-    }
-    let order = json!({"customer": "web", "period_start": running, "quantity_rps": 100, "price": 1.0, "tif": "ioc"});
-    let r = c.api_ok("POST", "/v1/orders", Some(order));
-    assert_eq!(r["order"]["state"], "filled", "{r}");
-    c.all_answer_within_a_second(PROXY, "contract started");
-    sleep_until((running + PERIOD_S) as f64);
-    c.all_answer_within_a_second(ORIGIN, "contract ended");
+    // 2. An auction's contract switches every edge to the proxy within a second of its
+    //    period's start, and back to the origin within a second of its end. The auction
+    //    clears by itself at its close (the leader's scheduler), a second before the start.
+    let start = ((now_f64() as i64 + 3) / PERIOD_S + 1) * PERIOD_S;
+    let auction = json!({"period_start": start, "closes_at": start - 1, "quantity_rps": 100});
+    let id = c.api_ok("POST", "/v1/auctions", Some(auction))["id"].as_i64().expect("auction id");
+    let bid = json!({"customer": "web", "quantity_rps": 100, "max_price": 2.0});
+    c.api_ok("POST", &format!("/v1/auctions/{id}/bids"), Some(bid));
+    sleep_until(start as f64);
+    let a = c.api_ok("GET", &format!("/v1/auctions/{id}"), None);
+    assert_eq!(a["state"], "cleared", "{a}");
+    c.all_answer_within_a_second(PROXY, "the auction's contract started");
+    sleep_until((start + PERIOD_S) as f64);
+    c.all_answer_within_a_second(ORIGIN, "the auction's contract ended");
 
     // A contract over the next periods, for the rest of the test.
     let (running, _) = periods();
@@ -346,7 +347,7 @@ fn three_edges_follow_one_control_host_through_etcd() {
     }
     drop(loads);
 
-    // 9. The control hosts' store is PostgreSQL, and what it holds adds up: the 13 contracts
+    // 9. The control hosts' store is PostgreSQL, and what it holds adds up: the 15 contracts
     //    bought, each once, the first activated and ended, the market's conservation checks
     //    clean, the proxy's reports in the ledger.
     let url = c.pg.url("spillway");

@@ -80,8 +80,8 @@ pub async fn elect_loop(
         revoke(&mut etcd, &mut stale).await;
         let mut lease = None;
         let result = campaign_and_lead(&state, &mut etcd, &cfg, &status, &name, &api_url, &mut phase, &mut lease).await;
-        if status.leads() {
-            status.set_term(0);
+        if status.lead().is_some() {
+            status.set_lead(None);
             status.set_leader(None);
             state.step_down().await;
             tracing::warn!("no longer the cluster's leader: the market, the controller and writes stop here");
@@ -178,7 +178,7 @@ async fn campaign_and_lead(
     // Elected: the store first (the leader before is fenced off from here), then memory.
     let term = key.rev();
     state.promote(term, status.name.clone()).await.map_err(|e| ClusterError::Promote(e.to_string()))?;
-    status.set_term(term);
+    status.set_lead(Some((key.key().to_vec(), term)));
     status.set_leader(Some(api_url.to_owned()));
     state.market_changed.notify_one();
     tracing::info!(term, url = api_url, "leads the cluster: the store's state loaded, the market runs here");
@@ -191,6 +191,9 @@ async fn campaign_and_lead(
                 // the store naming a newer term, and this replica steps down.
                 if let Err(e @ ClusterError::LeaseLost(_)) = lease.keep(etcd).await {
                     return Err(e);
+                }
+                if status.deposed(term) {
+                    return Err(ClusterError::Deposed(term));
                 }
                 if !state.holds_term(term).await {
                     return Err(ClusterError::Promote(format!("the store names a newer leader than term {term}")));

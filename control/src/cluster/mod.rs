@@ -43,6 +43,8 @@ pub enum ClusterError {
     LeaseLost(i64),
     #[error("leading: {0}")]
     Promote(String),
+    #[error("the election key of term {0} is gone: another replica leads")]
+    Deposed(i64),
 }
 
 pub type ClusterResult<T> = Result<T, ClusterError>;
@@ -85,6 +87,8 @@ pub struct ClusterStatus {
     term: AtomicI64,
     /// A control replica: the leader's API URL, as the election says (`None`: no leader known).
     leader: std::sync::Mutex<Option<String>>,
+    /// A control replica that leads: its election key and that key's revision (the term).
+    lead: std::sync::Mutex<Option<publish::Lead>>,
 }
 
 impl ClusterStatus {
@@ -99,6 +103,7 @@ impl ClusterStatus {
             etcd_up: AtomicBool::new(true),
             term: AtomicI64::new(0),
             leader: std::sync::Mutex::new(None),
+            lead: std::sync::Mutex::new(None),
         }
     }
 
@@ -113,8 +118,25 @@ impl ClusterStatus {
         self.term.load(Ordering::Acquire)
     }
 
-    pub fn set_term(&self, term: i64) {
+    /// Leading with election key `key` of revision `term` (`None`: not leading).
+    pub fn set_lead(&self, lead: Option<publish::Lead>) {
+        let term = lead.as_ref().map_or(0, |l| l.1);
+        *self.lead.lock().unwrap_or_else(|e| e.into_inner()) = lead;
         self.term.store(term, Ordering::Release);
+    }
+
+    pub fn lead(&self) -> Option<publish::Lead> {
+        self.lead.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// etcd no longer holds the key of `term`: the election loop steps down.
+    pub fn depose(&self, term: i64) {
+        let _ = self.term.compare_exchange(term, -term, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Deposed while leading `term` (the election loop has yet to step down).
+    pub fn deposed(&self, term: i64) -> bool {
+        self.term.load(Ordering::Acquire) == -term
     }
 
     /// The leader's API URL, when one is known.

@@ -8,13 +8,13 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use etcd_client::{Client, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
 use super::Etcd;
 use tokio::sync::watch;
 
 use super::{
-    ClusterResult, ClusterStatus,
+    ClusterError, ClusterResult, ClusterStatus,
     config::ClusterConfig,
     state::{CustomerEntry, Keys, ProxiesEntry, StateKey, ZonesEntry, encode},
     within,
@@ -83,7 +83,7 @@ impl Published {
     }
 
     /// Write what differs from etcd's copy; on success remember it.
-    async fn write(&mut self, client: &mut Client, changes: Changes, t: Duration) -> ClusterResult<usize> {
+    async fn write(&mut self, client: &mut Client, lead: &Lead, changes: Changes, t: Duration) -> ClusterResult<usize> {
         let mut puts: Vec<(String, Vec<u8>)> = Vec::new();
         for c in &changes.customers {
             puts.push((self.keys.customer(&c.config.id), encode(c)));
@@ -95,7 +95,7 @@ impl Published {
         let n = puts.len();
         for chunk in puts.chunks(TXN_OPS) {
             let ops = chunk.iter().map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None)).collect::<Vec<_>>();
-            within(t, client.txn(Txn::new().and_then(ops))).await?;
+            commit(client, lead, ops, t).await?;
             for (k, v) in chunk {
                 self.values.insert(k.clone(), v.clone());
             }
@@ -104,16 +104,27 @@ impl Published {
         Ok(n)
     }
 
-    async fn delete(&mut self, client: &mut Client, stale: &[String], t: Duration) -> ClusterResult<()> {
+    async fn delete(&mut self, client: &mut Client, lead: &Lead, stale: &[String], t: Duration) -> ClusterResult<()> {
         for chunk in stale.chunks(TXN_OPS) {
             let ops = chunk.iter().map(|k| TxnOp::delete(k.as_str(), None)).collect::<Vec<_>>();
-            within(t, client.txn(Txn::new().and_then(ops))).await?;
+            commit(client, lead, ops, t).await?;
             for k in chunk {
                 self.values.remove(k);
             }
         }
         Ok(())
     }
+}
+
+/// The election key this replica leads with: each write is made only while it is the one
+/// etcd holds (a deposed leader that has not noticed yet writes nothing to the edges).
+pub type Lead = (Vec<u8>, i64);
+
+/// Apply `ops` if `lead`'s key is still the one of its election.
+async fn commit(client: &mut Client, lead: &Lead, ops: Vec<TxnOp>, t: Duration) -> ClusterResult<()> {
+    let still = Compare::create_revision(lead.0.clone(), CompareOp::Equal, lead.1);
+    let r = within(t, client.txn(Txn::new().when([still]).and_then(ops))).await?;
+    if r.succeeded() { Ok(()) } else { Err(ClusterError::Deposed(lead.1)) }
 }
 
 /// Publish until the daemon stops. `client` answered at start.
@@ -147,16 +158,14 @@ pub async fn publish_loop(
             published = None;
             published_term = term;
         }
-        if term == 0 {
-            continue;
-        }
+        let Some(lead) = status.lead().filter(|_| term != 0) else { continue };
         let result: ClusterResult<bool> = async {
             let client = etcd.client().await?;
             let p = match &mut published {
                 Some(p) => p,
                 None => {
                     let (p, mut from_etcd) = Published::load(client, keys.clone(), t).await?;
-                    within(t, client.put(keys.zones(), encode(&zones), None)).await?;
+                    commit(client, &lead, vec![TxnOp::put(keys.zones(), encode(&zones), None)], t).await?;
                     let ids: std::collections::HashSet<String> = state
                         .with_engine(|e| e.catalog.customers().iter().map(|c| c.config.id.clone()).collect())
                         .await;
@@ -167,7 +176,7 @@ pub async fn publish_loop(
                 }
             };
             if !stale.is_empty() {
-                p.delete(client, &stale, t).await?;
+                p.delete(client, &lead, &stale, t).await?;
                 tracing::info!(keys = stale.len(), "customers no longer in the catalog removed from etcd");
                 stale.clear();
             }
@@ -175,7 +184,7 @@ pub async fn publish_loop(
             let Some(changes) = state.with_engine(move |e| changes_since(e, since)).await else {
                 return Ok(false);
             };
-            let n = p.write(client, changes, t).await?;
+            let n = p.write(client, &lead, changes, t).await?;
             if n > 0 {
                 tracing::debug!(keys = n, "catalog changes published to etcd");
             }
@@ -200,6 +209,10 @@ pub async fn publish_loop(
                 }
             }
             Ok(false) => {}
+            Err(ClusterError::Deposed(term)) => {
+                tracing::warn!(term, "another replica leads now: this one publishes no more");
+                status.depose(term);
+            }
             Err(e) => {
                 if health.failures == 0 {
                     tracing::warn!(endpoint = etcd.endpoint(), "publishing to etcd: {e}; trying the next member");
