@@ -122,18 +122,33 @@ impl AppState {
     /// Elected with `term`: take the term in the store (every older term's write fails from
     /// then on), then build the engine's memory and tokens from what the store holds.
     pub async fn promote(self: &Arc<Self>, term: i64, holder: String) -> crate::Result<()> {
+        let taken =
+            self.reload_from_store(move |e, now| Ok(e.store.take_term(term, &holder, now).map(|()| true)?)).await;
+        if taken.is_err() {
+            self.step_down().await;
+        }
+        taken
+    }
+
+    /// Build the engine's memory and the tokens again from the store, when `first` says so
+    /// (true); on failure the engine is as it was.
+    async fn reload_from_store(
+        self: &Arc<Self>,
+        first: impl FnOnce(&mut Engine, i64) -> crate::Result<bool> + Send + 'static,
+    ) -> crate::Result<()> {
         let tokens = self
-            .with_engine(move |e| {
+            .with_engine(move |e| -> crate::Result<_> {
                 let now = crate::engine::unix_now();
-                e.store.take_term(term, &holder, now)?;
-                if let Err(err) = e.reload(now) {
-                    e.store.set_fence(crate::store::Fence::Follower);
-                    return Err(err);
+                if !first(e, now)? {
+                    return Ok(None);
                 }
-                Ok(std::mem::take(&mut e.tokens))
+                e.reload(now)?;
+                Ok(Some(std::mem::take(&mut e.tokens)))
             })
             .await?;
-        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
+        if let Some(t) = tokens {
+            *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = t;
+        }
         Ok(())
     }
 
@@ -151,22 +166,9 @@ impl AppState {
     /// A follower: its memory read again from the store, so its answers to reads follow the
     /// leader's writes.
     pub async fn refresh(self: &Arc<Self>) {
-        let tokens = self
-            .with_engine(|e| {
-                if e.store.fence() != crate::store::Fence::Follower {
-                    return None;
-                }
-                match e.reload(crate::engine::unix_now()) {
-                    Ok(()) => Some(std::mem::take(&mut e.tokens)),
-                    Err(err) => {
-                        tracing::warn!("a follower reading the store again: {err}");
-                        None
-                    }
-                }
-            })
-            .await;
-        if let Some(t) = tokens {
-            *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = t;
+        let follower = |e: &mut Engine, _| Ok(e.store.fence() == crate::store::Fence::Follower);
+        if let Err(err) = self.reload_from_store(follower).await {
+            tracing::warn!("a follower reading the store again: {err}");
         }
     }
 }
