@@ -65,7 +65,7 @@ fn per_query(c: &mut Criterion) {
     for names in [1_000usize, 100_000] {
         let config = config(names);
         let catalog = Catalog::from_config(&config).expect("catalog").snapshot();
-        let authority = Authority::new(&config, 1);
+        let authority = Authority::new(&config);
         let cases = [
             ("A", request("c7.cdn.example.net.", RecordType::A, false)),
             ("AAAA", request("c7.cdn.example.net.", RecordType::AAAA, false)),

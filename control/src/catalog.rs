@@ -73,8 +73,9 @@ pub struct Catalog {
     customers: Vec<Customer>,
     by_id: HashMap<String, usize>,
     by_key: HashMap<NameKey, usize>,
-    /// Bumped on every change of the data, for the zones' SOA serial.
-    generation: Arc<AtomicU32>,
+    /// The zones' SOA serial, shared with the snapshots: the start time, counted up on every
+    /// change of the data (a restart never goes back); a cluster's edges take etcd's instead.
+    serial: Arc<AtomicU32>,
     /// The market is on: names answer with proxies only under a contract in force.
     gated: bool,
     /// Every proper ancestor of a customer name (lowercase): the names that exist only because
@@ -84,9 +85,6 @@ pub struct Catalog {
     from_file: usize,
     /// The snapshot the userspace server reads, replaced after every change of names.
     published: Published,
-    /// The SOA serial is this plus the generation (the start time, so a restart never goes
-    /// back).
-    serial_base: u32,
     /// Every zone's negative-answer record, for the data plane.
     zone_entries: Vec<ZoneEntry>,
     /// Host names and their ancestors (`maps::existing`), which the config fixes.
@@ -110,15 +108,16 @@ impl Catalog {
         let proxy_set = proxy_set(proxy_addresses.iter()).map_err(|e| Error::Record("(proxies)".into(), e))?;
         let proxy_rings = Box::new(proxy_rings(&proxy_set).map_err(|e| Error::Record("(proxies)".into(), e.into()))?);
         let zones = Zones::from_config(config);
-        let serial_base =
+        let start =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
+        let serial = Arc::new(AtomicU32::new(start));
         let mut catalog = Self {
             proxy_set,
             proxy_rings,
             customers: Vec::new(),
             by_id: HashMap::new(),
             by_key: HashMap::new(),
-            generation: Arc::new(AtomicU32::new(0)),
+            serial: serial.clone(),
             gated: config.market.is_some(),
             ancestors: HashSet::new(),
             from_file: 0,
@@ -126,9 +125,8 @@ impl Catalog {
                 proxies: proxy_set,
                 by_key: HashMap::new(),
                 ancestors: HashSet::new(),
-                generation: Arc::new(AtomicU32::new(0)),
+                serial,
             })),
-            serial_base,
             zone_entries: zones.zone_entries(),
             fixed_names: zones.fixed_names(),
             redraw_s: config.server.resolver_redraw_s.max(1),
@@ -143,7 +141,7 @@ impl Catalog {
         }
         catalog.from_file = catalog.customers.len();
         // The SOA serial counts changes after start.
-        catalog.generation.store(0, Ordering::Relaxed);
+        catalog.serial.store(start, Ordering::Relaxed);
         catalog.publish();
         Ok(catalog)
     }
@@ -151,6 +149,16 @@ impl Catalog {
     /// Where the userspace server takes its snapshots from.
     pub fn published(&self) -> Published {
         self.published.clone()
+    }
+
+    /// Publish through `old`'s handle from now on (an engine built again from the store: the
+    /// userspace server keeps reading the handle it was given at start), with a serial that
+    /// never goes back from `old`'s.
+    pub fn take_over(&mut self, old: &Catalog) {
+        self.published = old.published.clone();
+        let serial = self.serial().max(old.serial().wrapping_add(1));
+        self.serial.store(serial, Ordering::Relaxed);
+        self.publish();
     }
 
     /// The snapshot in force now.
@@ -166,27 +174,32 @@ impl Catalog {
             proxies: self.proxy_set,
             by_key,
             ancestors: self.ancestors.clone(),
-            generation: self.generation.clone(),
+            serial: self.serial.clone(),
         }));
     }
 
     /// Count a change of the data, and give the data plane's negative answers the new serial.
-    fn bump_generation(&self, dp: Option<&mut Dataplane>) -> Result<()> {
-        self.generation.fetch_add(1, Ordering::Relaxed);
+    fn bump_serial(&self, dp: Option<&mut Dataplane>) -> Result<()> {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         match dp {
-            Some(dp) => dp.set_serial(self.serial()),
+            Some(dp) => dp.set_serial(serial),
             None => Ok(()),
         }
     }
 
-    /// The zones' SOA serial now.
+    /// The zones' SOA serial now (the userspace server reads it from the snapshot).
     pub fn serial(&self) -> u32 {
-        self.serial_base.wrapping_add(self.generation())
+        self.serial.load(Ordering::Relaxed)
     }
 
-    /// What the serial counts from (the userspace server's `Authority` takes the same).
-    pub fn serial_base(&self) -> u32 {
-        self.serial_base
+    /// Put `serial` in force, in the data plane first: a cluster's edges answer with the one
+    /// the leader published, so every edge gives the same serial for the same data.
+    pub fn set_serial(&self, serial: u32, dp: Option<&mut Dataplane>) -> Result<()> {
+        if let Some(dp) = dp {
+            dp.set_serial(serial)?;
+        }
+        self.serial.store(serial, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The existing-names map's kind for an ancestor of a customer name: none when the config
@@ -254,7 +267,7 @@ impl Catalog {
                 dp.set_existing(key, kind)?;
             }
         }
-        self.bump_generation(dp)?;
+        self.bump_serial(dp)?;
         let cname = config.origin_cname.as_deref().and_then(|n| parse_name(n).ok());
         let live = Arc::new(LiveCustomer::new(config.id.clone(), record, cname));
         self.version += 1;
@@ -334,7 +347,7 @@ impl Catalog {
         c.contracted_rps = contracted_rps;
         c.config = config;
         self.touch(i);
-        self.bump_generation(dp)
+        self.bump_serial(dp)
     }
 
     /// Replace a customer's names: new names go to the data plane before old ones leave it.
@@ -397,7 +410,7 @@ impl Catalog {
                 dp.remove_existing(key)?;
             }
         }
-        self.bump_generation(dp)?;
+        self.bump_serial(dp)?;
         self.publish();
         Ok(())
     }
@@ -458,11 +471,6 @@ impl Catalog {
         self.proxies_version = self.version;
         self.publish();
         Ok(())
-    }
-
-    /// Changes with every change of the data (for SOA serials).
-    pub fn generation(&self) -> u32 {
-        self.generation.load(Ordering::Relaxed)
     }
 
     pub fn customers(&self) -> &[Customer] {
@@ -599,7 +607,7 @@ impl Catalog {
         c.config = config;
         c.live.set_answering(record, cname);
         self.touch(i);
-        self.bump_generation(dp)?;
+        self.bump_serial(dp)?;
         Ok(&self.customers[i])
     }
 
@@ -642,7 +650,7 @@ impl Catalog {
         c.record = record;
         c.live.set_record(record);
         self.touch(i);
-        self.bump_generation(dp)
+        self.bump_serial(dp)
     }
 }
 

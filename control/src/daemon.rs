@@ -186,13 +186,10 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     tokio::spawn(history_loop(state.clone()));
     let registry = Registry::default();
     if !config.server.listen.is_empty() {
-        // The same serial as the XDP program's negative answers.
-        let (zone, serial_base) = {
-            let engine = state.engine();
-            (engine.catalog.published(), engine.catalog.serial_base())
-        };
+        // The snapshots carry the same serial as the XDP program's negative answers.
+        let zone = state.engine().catalog.published();
         let cx = Arc::new(dns::server::DnsContext {
-            authority: Authority::new(&config, serial_base),
+            authority: Authority::new(&config),
             zone,
             state: state.clone(),
             rrl: dns::rrl::Limiter::new(&config.rrl),

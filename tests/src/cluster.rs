@@ -195,6 +195,21 @@ impl ClusterNet {
         String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
     }
 
+    /// The SOA serials edge `i` gives for `zone`: in an answer to SOA (the userspace server)
+    /// and in the authority section of an NXDOMAIN for `missing` (the XDP program's). `None`
+    /// for one that did not come.
+    pub fn serials(&self, i: usize, zone: &str, missing: &str) -> (Option<u32>, Option<u32>) {
+        let at = format!("@{}", self.links[i].edge_addr);
+        let ask = |name: &str, rtype: &str, section: &str| {
+            let out = self.clients.exec(&["dig", "+noall", section, "+tries=1", "+time=1", &at, name, rtype]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            // owner TTL IN SOA mname rname serial ...
+            let line = text.lines().find(|l| l.split_whitespace().nth(3) == Some("SOA"))?.to_owned();
+            line.split_whitespace().nth(6)?.parse().ok()
+        };
+        (ask(zone, "SOA", "+answer"), ask(missing, "A", "+authority"))
+    }
+
     /// How long until every edge answers `name` with `want` (polled every 20 ms), or `None`
     /// after `within`.
     pub fn until_all_answer(&self, name: &str, want: &str, within: Duration) -> Option<Duration> {

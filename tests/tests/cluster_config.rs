@@ -141,6 +141,8 @@ fn a_postgresql_store_that_does_not_answer_is_a_clear_error_and_one_that_does_is
 /// A leader whose election key is gone (another replica's campaign won while it was paused,
 /// say) publishes nothing more: its next write to etcd fails the key's compare, it steps
 /// down, campaigns again and leads with a newer term, and only then publishes, from the store.
+/// It is a role "both" host: built again from the store at its election, its own DNS server
+/// answers what it published, with the SOA serial it gave the edges.
 #[test]
 fn a_deposed_leader_publishes_nothing_until_it_is_elected_again() {
     require_privileges!();
@@ -152,13 +154,14 @@ fn a_deposed_leader_publishes_nothing_until_it_is_elected_again() {
         r#"
 [server]
 zones = ["cdn.example.net."]
+listen = ["127.0.0.1:5300"]
 [api]
 listen = "127.0.0.1:8053"
 token = "t"
 [store]
 path = "{}/s.db"
 [cluster]
-role = "control"
+role = "both"
 etcd_endpoints = ["{endpoint}"]
 name = "ctl"
 lease_ttl_s = 3
@@ -192,18 +195,20 @@ timeout_ms = 1000
         ns.exec_ok(&argv)
     };
     etcdctl(&["del", "--prefix", "/spillway/leader"]);
-    let web = serde_json::json!({"id": "web", "names": ["www.web.cdn.example.net."],
-        "origin_addresses": ["203.0.113.20"], "overflow": "origin", "fraction": 1.0});
-    let status = ns.run(move || {
-        reqwest::blocking::Client::new()
-            .post("http://127.0.0.1:8053/v1/customers")
-            .bearer_auth("t")
-            .json(&web)
-            .send()
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    });
-    assert_eq!(status, 200, "{}", proc.log_text());
+    let add = |id: &str, origin: &str| {
+        let customer = serde_json::json!({"id": id, "names": [format!("www.{id}.cdn.example.net.")],
+            "origin_addresses": [origin], "overflow": "origin", "fraction": 1.0});
+        ns.run(move || {
+            reqwest::blocking::Client::new()
+                .post("http://127.0.0.1:8053/v1/customers")
+                .bearer_auth("t")
+                .json(&customer)
+                .send()
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    };
+    assert_eq!(add("web", "203.0.113.20"), 200, "{}", proc.log_text());
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let published = etcdctl(&["get", "--print-value-only", "/spillway/state/customers/web"]);
@@ -217,5 +222,33 @@ timeout_ms = 1000
     assert!(log.contains("another replica leads now: this one publishes no more"), "{log}");
     let second = term().unwrap_or(0);
     assert!(second > first, "led again with a newer term: {first} then {second}\n{log}");
+    assert_eq!(add("shop", "203.0.113.21"), 200, "{}", proc.log_text());
+
+    let dig = |args: &[&str]| {
+        let mut argv = vec!["dig", "@127.0.0.1", "-p", "5300", "+tries=1", "+time=1"];
+        argv.extend_from_slice(args);
+        String::from_utf8_lossy(&ns.exec(&argv).stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let published = etcdctl(&["get", "--print-value-only", "/spillway/state/serial"]);
+        let serial: Option<u32> = serde_json::from_str::<serde_json::Value>(published.trim())
+            .ok()
+            .and_then(|v| v["serial"].as_u64())
+            .map(|s| s as u32);
+        let answered = dig(&["+short", "www.shop.cdn.example.net", "A"]);
+        let soa = dig(&["+short", "cdn.example.net", "SOA"]);
+        let here: Option<u32> = soa.split_whitespace().nth(2).and_then(|s| s.parse().ok());
+        if answered.trim() == "203.0.113.21" && serial.is_some() && serial == here {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after its election the host's DNS answers {answered:?} (want 203.0.113.21), SOA serial {here:?} \
+             (etcd's {serial:?})\n{}",
+            proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     proc.stop();
 }

@@ -93,7 +93,7 @@ fn setup() -> (Dataplane, Authority, Arc<ZoneSnapshot>) {
     let (mut dp, mut catalog) = fixture::load(CONFIG, LoadOptions::default());
     catalog.set_proxy_ttl("on", PROXY_TTL, Some(&mut dp)).expect("proxy TTL set");
     let config = Config::parse(CONFIG, "equivalence.toml").expect("config");
-    let authority = Authority::new(&config, catalog.serial_base());
+    let authority = Authority::new(&config);
     (dp, authority, catalog.snapshot())
 }
 

@@ -25,6 +25,8 @@ const OP: &str = "operator-token";
 const PROXY: &str = "198.51.100.10";
 const ORIGIN: &str = "203.0.113.20";
 const NAME: &str = "www.web.cdn.example.net";
+const ZONE: &str = "cdn.example.net";
+const MISSING: &str = "nobody.cdn.example.net";
 const PERIOD_S: i64 = 10;
 const EDGES: usize = 3;
 const SECOND: Duration = Duration::from_secs(1);
@@ -93,6 +95,22 @@ impl Cluster {
 
     fn answers(&self) -> Vec<Vec<String>> {
         (0..EDGES).map(|i| self.net.dig(i, NAME)).collect()
+    }
+
+    /// Every edge gives one SOA serial, from its userspace server and its XDP program alike,
+    /// within a second (edges put a change in force one after the other): that serial.
+    fn one_serial(&self, what: &str) -> u32 {
+        let start = Instant::now();
+        loop {
+            let seen: Vec<_> = (0..EDGES).map(|i| self.net.serials(i, ZONE, MISSING)).collect();
+            let all: Vec<Option<u32>> = seen.iter().flat_map(|&(a, b)| [a, b]).collect();
+            if let Some(Some(first)) = all.first().copied().filter(|_| all.windows(2).all(|w| w[0] == w[1])) {
+                eprintln!("{what}: every edge's SOA serial is {first}");
+                return first;
+            }
+            assert!(start.elapsed() < SECOND, "{what}: the edges' SOA serials (SOA, NXDOMAIN) differ: {seen:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn edge_get(&self, i: usize, path: &str) -> (u16, String) {
@@ -179,9 +197,13 @@ fn three_edges_follow_one_control_host_through_etcd() {
     }
     c.all_answer_within_a_second(PROXY, "long contract started");
 
-    // 3. A fraction change by hand shows on every edge.
+    // 3. A fraction change by hand shows on every edge, and every edge's SOA serial moves on
+    //    to the same one (the leader's, published with the change).
+    let before = c.one_serial("before the change");
     assert_eq!(c.set_fraction(0.0), 200);
     c.all_answer_within_a_second(ORIGIN, "fraction 0");
+    let after = c.one_serial("fraction 0");
+    assert!(after.wrapping_sub(before) as i32 > 0, "the serial moved on: {before} then {after}");
 
     // 4. kill -9 of the control leader right after a write it acknowledged: the other replica
     //    leads within the lease TTL (3 s), has that write, and the market goes on there; the
@@ -204,6 +226,11 @@ fn three_edges_follow_one_control_host_through_etcd() {
     eprintln!("control-2 leads {:?} after control-1's kill -9", killed_at.elapsed());
     assert!(killed_at.elapsed() < Duration::from_secs(5), "the other replica led after {:?}", killed_at.elapsed());
     c.all_answer_within_a_second(PROXY, "fraction 1 from the new leader");
+    let elected = c.one_serial("fraction 1 from the new leader");
+    assert!(
+        elected.wrapping_sub(after) as i32 > 0,
+        "a new leader's serial goes on from etcd's: {after} then {elected}"
+    );
     let order = c.api_ok("GET", &format!("/v1/orders/{acked}"), None);
     assert_eq!(order["state"], "filled", "the acknowledged order survived the leader: {order}");
     let more = json!({"customer": "web", "period_start": running + 21 * PERIOD_S, "quantity_rps": 50,

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::{
     ClusterError, ClusterResult, ClusterStatus, Etcd,
     config::ClusterConfig,
-    state::{CustomerEntry, Keys, ProxiesEntry, StateKey, ZonesEntry, decode},
+    state::{CustomerEntry, Keys, ProxiesEntry, SerialEntry, StateKey, ZonesEntry, decode},
     within,
 };
 use crate::{api::AppState, engine::Engine, handover::Phase};
@@ -30,6 +30,8 @@ pub enum Change {
     Retire(String),
     Proxies(ProxiesEntry),
     Zones(ZonesEntry),
+    /// The SOA serial the leader gave this state: put in force after the rest of its batch.
+    Serial(SerialEntry),
 }
 
 /// Everything under `state/` at one revision.
@@ -53,6 +55,7 @@ fn change_of(keys: &Keys, key: &[u8], value: Option<&[u8]>) -> Option<Change> {
         }),
         (StateKey::Proxies, Some(v)) => decode(key, v).map(Change::Proxies),
         (StateKey::Zones, Some(v)) => decode(key, v).map(Change::Zones),
+        (StateKey::Serial, Some(v)) => decode(key, v).map(Change::Serial),
         _ => return None,
     };
     parsed.map_err(|e| tracing::warn!("etcd value not taken: {e}")).ok()
@@ -68,8 +71,10 @@ pub async fn load(client: &mut Client, keys: &Keys, t: Duration) -> ClusterResul
 
 /// Put changes in force, in order. A customer the catalog refuses (a name another still holds:
 /// a name moved between customers in one batch, the giver after the taker) is tried again after
-/// the rest; what still fails is logged and changes nothing.
-pub fn apply_all(engine: &mut Engine, changes: Vec<Change>) {
+/// the rest; what still fails is logged and changes nothing. The serial goes last: each change
+/// before it counts the edge's own serial up, then the leader's replaces it.
+pub fn apply_all(engine: &mut Engine, mut changes: Vec<Change>) {
+    changes.sort_by_key(|c| matches!(c, Change::Serial(_)));
     let mut again = Vec::new();
     for change in changes {
         if let Err((change, _)) = apply(engine, change) {
@@ -107,6 +112,7 @@ fn apply(engine: &mut Engine, change: Change) -> Result<(), (Box<Change>, crate:
             _ => Ok(()),
         },
         Change::Proxies(p) => engine.catalog.set_proxies(&p.addresses, engine.dataplane.as_mut()),
+        Change::Serial(s) => engine.catalog.set_serial(s.serial, engine.dataplane.as_mut()),
         Change::Zones(z) => {
             if z.zones != engine.config.server.zones {
                 tracing::warn!(cluster = ?z.zones, here = ?engine.config.server.zones,
@@ -122,7 +128,7 @@ fn apply(engine: &mut Engine, change: Change) -> Result<(), (Box<Change>, crate:
 }
 
 /// Put a loaded snapshot in force: every entry applied, customers etcd no longer has are
-/// answered with their origins.
+/// answered with their origins (before the serial, which goes last).
 pub fn apply_snapshot(engine: &mut Engine, snap: Snapshot) {
     let mut present = HashSet::new();
     for change in &snap.changes {
@@ -130,16 +136,10 @@ pub fn apply_snapshot(engine: &mut Engine, snap: Snapshot) {
             present.insert(e.config.id.clone());
         }
     }
-    apply_all(engine, snap.changes);
-    let gone: Vec<Change> = engine
-        .catalog
-        .customers()
-        .iter()
-        .map(|c| c.config.id.clone())
-        .filter(|id| !present.contains(id))
-        .map(Change::Retire)
-        .collect();
-    apply_all(engine, gone);
+    let mut changes = snap.changes;
+    let gone = engine.catalog.customers().iter().map(|c| c.config.id.clone()).filter(|id| !present.contains(id));
+    changes.extend(gone.map(Change::Retire).collect::<Vec<_>>());
+    apply_all(engine, changes);
 }
 
 /// Follow etcd until the daemon stops; the snapshot of `from_revision` is in force already.
@@ -302,5 +302,28 @@ mod tests {
         assert_eq!(e.catalog.customer("a").map(|c| c.fraction), Some(0.0), "a is gone from etcd: origins only");
         assert_eq!(names(&e, "b"), ["y.cdn.example.net."]);
         assert_eq!(e.catalog.customer("b").map(|c| c.fraction), Some(1.0));
+    }
+
+    #[test]
+    fn the_leaders_serial_is_the_edges_whatever_the_edge_counted() {
+        let mut e = edge();
+        let serial = |n| Change::Serial(SerialEntry { serial: n });
+        // The serial came first in the batch: the changes after it count no further.
+        apply_all(
+            &mut e,
+            vec![serial(41), entry("a", &["x.cdn.example.net."], 1.0), entry("b", &["y.cdn.example.net."], 1.0)],
+        );
+        assert_eq!(e.catalog.serial(), 41);
+        assert_eq!(e.catalog.snapshot().serial(), 41, "the userspace server answers with it");
+        // A snapshot that retires a customer still ends on etcd's serial.
+        apply_snapshot(
+            &mut e,
+            Snapshot { revision: 9, changes: vec![serial(42), entry("b", &["y.cdn.example.net."], 1.0)] },
+        );
+        assert_eq!(e.catalog.customer("a").map(|c| c.fraction), Some(0.0));
+        assert_eq!(e.catalog.serial(), 42);
+        // Without a serial in etcd (hand-written state), the edge counts its own.
+        apply_all(&mut e, vec![entry("b", &["y.cdn.example.net."], 0.5)]);
+        assert_eq!(e.catalog.serial(), 43);
     }
 }

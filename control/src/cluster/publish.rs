@@ -2,6 +2,8 @@
 //! last write that etcd took, and the proxy set. Writes go in transactions of at most
 //! [`TXN_OPS`] keys (etcd's default limit is 128); a key is only counted as published once its
 //! transaction was acknowledged, so a change made while etcd is down goes out when it is back.
+//! Every transaction also writes the zones' SOA serial (`state/serial`), one later than the
+//! last it wrote: every edge then answers with the same serial for the same state.
 //!
 //! Between changes it asks etcd every [`PROBE_EVERY`] whether it answers: the API refuses
 //! writes while it does not (a change it could not publish would reach no edge).
@@ -16,7 +18,7 @@ use tokio::sync::watch;
 use super::{
     ClusterError, ClusterResult, ClusterStatus,
     config::ClusterConfig,
-    state::{CustomerEntry, Keys, ProxiesEntry, StateKey, ZonesEntry, encode},
+    state::{CustomerEntry, Keys, ProxiesEntry, SerialEntry, StateKey, ZonesEntry, decode, encode, later},
     within,
 };
 use crate::{api::AppState, handover::Phase};
@@ -34,6 +36,8 @@ struct Changes {
     version: u64,
     customers: Vec<CustomerEntry>,
     proxies: Option<ProxiesEntry>,
+    /// The catalog's SOA serial then.
+    serial: u32,
 }
 
 /// `since`: the change number etcd has everything up to (`None`: nothing yet).
@@ -57,7 +61,7 @@ fn changes_since(engine: &crate::engine::Engine, since: Option<u64>) -> Option<C
         .collect();
     let proxies = (first || catalog.proxies_version() > since)
         .then(|| ProxiesEntry { addresses: catalog.proxy_addresses().to_vec() });
-    Some(Changes { version: catalog.version(), customers, proxies })
+    Some(Changes { version: catalog.version(), customers, proxies, serial: catalog.serial() })
 }
 
 /// The publisher's memory of what etcd holds: value bytes by key.
@@ -66,6 +70,8 @@ struct Published {
     values: HashMap<String, Vec<u8>>,
     /// The catalog's change number etcd has everything up to (`None`: nothing yet).
     version: Option<u64>,
+    /// The SOA serial etcd holds (0: none yet).
+    serial: u32,
 }
 
 impl Published {
@@ -79,7 +85,27 @@ impl Published {
         }
         let stale = values.keys().filter(|k| matches!(keys.parse(k.as_bytes()), StateKey::Customer(_))).cloned();
         let stale = stale.collect();
-        Ok((Self { keys, values, version: None }, stale))
+        let serial = values.get(&keys.serial()).and_then(|v| decode::<SerialEntry>(keys.serial().as_bytes(), v).ok());
+        let serial = serial.map_or(0, |s| s.serial);
+        Ok((Self { keys, values, version: None, serial }, stale))
+    }
+
+    /// Apply `ops` with the next serial (`at_least` if that is later); remember it once etcd
+    /// took them.
+    async fn commit_with_serial(
+        &mut self,
+        client: &mut Client,
+        lead: &Lead,
+        mut ops: Vec<TxnOp>,
+        at_least: u32,
+        t: Duration,
+    ) -> ClusterResult<()> {
+        let next = self.serial.wrapping_add(1);
+        let next = if later(at_least, next) { at_least } else { next };
+        ops.push(TxnOp::put(self.keys.serial(), encode(&SerialEntry { serial: next }), None));
+        commit(client, lead, ops, t).await?;
+        self.serial = next;
+        Ok(())
     }
 
     /// Write what differs from etcd's copy; on success remember it.
@@ -95,7 +121,7 @@ impl Published {
         let n = puts.len();
         for chunk in puts.chunks(TXN_OPS) {
             let ops = chunk.iter().map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None)).collect::<Vec<_>>();
-            commit(client, lead, ops, t).await?;
+            self.commit_with_serial(client, lead, ops, changes.serial, t).await?;
             for (k, v) in chunk {
                 self.values.insert(k.clone(), v.clone());
             }
@@ -107,7 +133,7 @@ impl Published {
     async fn delete(&mut self, client: &mut Client, lead: &Lead, stale: &[String], t: Duration) -> ClusterResult<()> {
         for chunk in stale.chunks(TXN_OPS) {
             let ops = chunk.iter().map(|k| TxnOp::delete(k.as_str(), None)).collect::<Vec<_>>();
-            commit(client, lead, ops, t).await?;
+            self.commit_with_serial(client, lead, ops, 0, t).await?;
             for k in chunk {
                 self.values.remove(k);
             }
@@ -186,7 +212,21 @@ pub async fn publish_loop(
             };
             let n = p.write(client, &lead, changes, t).await?;
             if n > 0 {
-                tracing::debug!(keys = n, "catalog changes published to etcd");
+                tracing::debug!(keys = n, serial = p.serial, "catalog changes published to etcd");
+                // This host answers with the serial the edges got (a role "both" host's DNS).
+                let serial = p.serial;
+                let taken = state
+                    .with_engine(move |e| {
+                        if later(serial, e.catalog.serial()) {
+                            e.catalog.set_serial(serial, e.dataplane.as_mut())
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .await;
+                if let Err(e) = taken {
+                    tracing::warn!(serial, "the published SOA serial is not this host's: {e}");
+                }
             }
             // Only a write etcd took is word from it (changes back to what it has are none).
             Ok(n > 0)

@@ -4,6 +4,8 @@
 //! <prefix>state/customers/<id>   one customer as the edges answer for it (CustomerEntry)
 //! <prefix>state/proxies          the proxy addresses the answers name (ProxiesEntry)
 //! <prefix>state/zones            the zones the control hosts serve (ZonesEntry)
+//! <prefix>state/serial           the zones' SOA serial, written in every transaction of state
+//!                                (SerialEntry): every edge answers with the same one
 //! <prefix>edges/<name>           an edge, on its lease (NodeEntry)
 //! ```
 //!
@@ -28,6 +30,7 @@ pub enum StateKey {
     Customer(String),
     Proxies,
     Zones,
+    Serial,
     Other,
 }
 
@@ -56,6 +59,10 @@ impl Keys {
         format!("{}state/zones", self.prefix)
     }
 
+    pub fn serial(&self) -> String {
+        format!("{}state/serial", self.prefix)
+    }
+
     /// The control replicas' election.
     pub fn election(&self) -> String {
         format!("{}leader", self.prefix)
@@ -77,6 +84,7 @@ impl Keys {
         match rest {
             "proxies" => StateKey::Proxies,
             "zones" => StateKey::Zones,
+            "serial" => StateKey::Serial,
             _ => match rest.strip_prefix("customers/") {
                 Some(id) if !id.is_empty() => StateKey::Customer(id.to_owned()),
                 _ => StateKey::Other,
@@ -103,6 +111,16 @@ pub struct ProxiesEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ZonesEntry {
     pub zones: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SerialEntry {
+    pub serial: u32,
+}
+
+/// `a` comes after `b` in serial number arithmetic (RFC 1982: serials wrap).
+pub fn later(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 /// A host on its lease: who it is, where its `/metrics` are, and where its answer counters
@@ -148,11 +166,18 @@ mod tests {
     }
 
     #[test]
+    fn serials_wrap() {
+        assert!(later(2, 1) && !later(1, 2) && !later(5, 5));
+        assert!(later(3, u32::MAX - 2), "a serial after the wrap is later");
+    }
+
+    #[test]
     fn keys_round_trip() {
         let k = Keys::new("/spw/");
         assert_eq!(k.parse(k.customer("shop").as_bytes()), StateKey::Customer("shop".into()));
         assert_eq!(k.parse(k.proxies().as_bytes()), StateKey::Proxies);
         assert_eq!(k.parse(k.zones().as_bytes()), StateKey::Zones);
+        assert_eq!(k.parse(k.serial().as_bytes()), StateKey::Serial);
         assert_eq!(k.parse(k.customers().as_bytes()), StateKey::Other);
         assert_eq!(k.parse(b"/other/state/proxies"), StateKey::Other);
         assert_eq!(k.parse(k.edge("e1").as_bytes()), StateKey::Other);

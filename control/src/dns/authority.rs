@@ -58,7 +58,6 @@ pub struct Authority {
     names: std::collections::HashSet<Name>,
     /// Each zone's negative answer in the XDP program's layout.
     negative: HashMap<Name, ZoneRecord>,
-    serial_base: u32,
 }
 
 /// What a query gets: a message, or a negative answer in the shared layout.
@@ -72,11 +71,11 @@ enum Reply {
 }
 
 impl Authority {
-    pub fn new(config: &Config, serial_base: u32) -> Self {
+    pub fn new(config: &Config) -> Self {
         let z = Zones::from_config(config);
         let negative = z.zones.iter().map(|apex| (apex.clone(), z.negative_record(apex))).collect();
         let Zones { zones, mname, rname, nameservers, hosts, host_ancestors } = z;
-        Self { zones, mname, rname, nameservers, hosts, names: host_ancestors, negative, serial_base }
+        Self { zones, mname, rname, nameservers, hosts, names: host_ancestors, negative }
     }
 
     /// The reply to a request, or None when nothing should be sent (a response, or fewer bytes
@@ -130,7 +129,7 @@ impl Authority {
     ) -> Option<Vec<u8>> {
         let rec = self.negative.get(zone)?;
         let mut soa = [0u8; MAX_SOA_LEN];
-        let soa_len = rec.soa_bytes(self.serial_base.wrapping_add(catalog.generation()), &mut soa);
+        let soa_len = rec.soa_bytes(catalog.serial(), &mut soa);
         if soa_len == 0 {
             return None;
         }
@@ -317,7 +316,7 @@ impl Authority {
     }
 
     fn soa(&self, catalog: &ZoneSnapshot, ttl: u32, owner: Name) -> Record {
-        let serial = self.serial_base.wrapping_add(catalog.generation());
+        let serial = catalog.serial();
         let t = NEGATIVE_SOA;
         let soa = SOA::new(
             self.mname.clone(),
@@ -436,7 +435,9 @@ draw = "resolver"
 
     fn setup() -> (Authority, Catalog) {
         let config = Config::parse(CONFIG, "t.toml").unwrap();
-        (Authority::new(&config, 1000), Catalog::from_config(&config).unwrap())
+        let catalog = Catalog::from_config(&config).unwrap();
+        catalog.set_serial(1000, None).unwrap();
+        (Authority::new(&config), catalog)
     }
 
     /// `edns`: (version, the client's UDP size).
@@ -549,7 +550,8 @@ draw = "resolver"
 zones = ["shop.example."]"#,
         );
         let config = Config::parse(&text, "t.toml").unwrap();
-        let (a, c) = (Authority::new(&config, 7), Catalog::from_config(&config).unwrap());
+        let (a, c) = (Authority::new(&config), Catalog::from_config(&config).unwrap());
+        c.set_serial(7, None).unwrap();
         // Our SOA and NS at the delegated apex.
         let m = udp(&a, &c, "shop.example.", RecordType::SOA);
         let Some(RData::SOA(soa)) = m.answers.first().map(|r| &r.data) else { panic!("{m:?}") };
@@ -660,7 +662,7 @@ zones = ["shop.example."]"#,
                 &format!("glue = {{ {} }}", glue.join(", ")),
             );
         let config = Config::parse(&text, "t.toml").unwrap();
-        let (a, c) = (Authority::new(&config, 1), Catalog::from_config(&config).unwrap());
+        let (a, c) = (Authority::new(&config), Catalog::from_config(&config).unwrap());
         let m = ask(&a, &c, "cdn.example.net.", RecordType::NS, None, Transport::Udp);
         assert!(m.metadata.truncation && m.answers.is_empty(), "{m:?}");
         assert_eq!(m.queries.len(), 1);

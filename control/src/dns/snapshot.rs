@@ -85,8 +85,8 @@ pub struct ZoneSnapshot {
     pub by_key: HashMap<NameKey, Arc<LiveCustomer>>,
     /// Every proper ancestor of a customer name (lowercase): empty non-terminals.
     pub ancestors: HashSet<Name>,
-    /// Bumped on every change of the data, for the zones' SOA serial (shared by snapshots).
-    pub generation: Arc<AtomicU32>,
+    /// The zones' SOA serial (the catalog's, shared by snapshots: it moves on every change).
+    pub serial: Arc<AtomicU32>,
 }
 
 impl ZoneSnapshot {
@@ -98,8 +98,8 @@ impl ZoneSnapshot {
         self.ancestors.contains(name)
     }
 
-    pub fn generation(&self) -> u32 {
-        self.generation.load(Ordering::Relaxed)
+    pub fn serial(&self) -> u32 {
+        self.serial.load(Ordering::Relaxed)
     }
 }
 

@@ -295,6 +295,7 @@ impl Engine {
         new.dataplane = self.dataplane.take();
         new.history = std::mem::take(&mut self.history);
         new.cluster_answers = self.cluster_answers.take();
+        new.catalog.take_over(&self.catalog);
         *self = new;
         if let Some(dp) = self.dataplane.as_mut() {
             self.catalog.install(dp)?;
