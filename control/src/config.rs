@@ -219,6 +219,9 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// A file holding the database password alone (with `url`).
     pub password_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the server's certificate: the connection is TLS, the
+    /// certificate checked against it and the URL's host (with `url`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl StoreConfig {
@@ -228,15 +231,29 @@ impl StoreConfig {
         match (&self.path, &self.url) {
             (Some(_), Some(_)) => v.push(("url", "set path (SQLite) or url (PostgreSQL), not both".into())),
             (None, None) => v.push(("path", "set path (a SQLite file) or url (a PostgreSQL database)".into())),
-            (None, Some(url)) => {
-                if let Err(e) = url.parse::<postgres::Config>() {
-                    v.push(("url", format!("not a PostgreSQL connection string: {e}")));
+            (None, Some(url)) => match url.parse::<postgres::Config>() {
+                Err(e) => v.push(("url", format!("not a PostgreSQL connection string: {e}"))),
+                Ok(c) => {
+                    if let Some(p) = crate::store::postgres::tls_problem(&c, self.ca_file.is_some()) {
+                        v.push(("url", p.into()));
+                    }
                 }
-            }
+            },
             (Some(_), None) => {}
         }
         if self.password_file.is_some() && self.url.is_none() {
             v.push(("password_file", "only with url (a SQLite file has no password)".into()));
+        }
+        match &self.ca_file {
+            Some(_) if self.url.is_none() => {
+                v.push(("ca_file", "only with url (a SQLite file is not reached over TLS)".into()))
+            }
+            Some(ca) => {
+                if let Err(e) = crate::tls::roots(ca) {
+                    v.push(("ca_file", e.to_string()));
+                }
+            }
+            None => {}
         }
         v
     }
@@ -1187,6 +1204,10 @@ ttl = 30
             ("", "store.path: set path (a SQLite file) or url"),
             ("url = \"postgresql://h:notaport/db\"", "store.url: not a PostgreSQL connection string"),
             ("path = \"/tmp/s.db\"\npassword_file = \"/etc/pw\"", "store.password_file: only with url"),
+            ("path = \"/tmp/s.db\"\nca_file = \"/etc/ca.pem\"", "store.ca_file: only with url"),
+            ("url = \"postgresql://h/db?sslmode=require\"", "store.url: sslmode=require needs [store] ca_file"),
+            ("url = \"postgresql://h/db?sslmode=disable\"\nca_file = \"/none/ca.pem\"", "store.url: sslmode=disable"),
+            ("url = \"postgresql://h/db\"\nca_file = \"/none/ca.pem\"", "store.ca_file: cannot read /none/ca.pem"),
         ] {
             let e = Config::parse(&with_store(section), "x.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{section}: {e}");
@@ -1203,6 +1224,17 @@ ttl = 30
         let bad = format!("{bare}\n[cluster]\nrole = \"edge\"\nkey_prefix = \"x\"\nlease_ttl_s = 1\nname = \"a b\"\n");
         let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
         for key in ["cluster.etcd_endpoints", "cluster.key_prefix", "cluster.lease_ttl_s", "cluster.name"] {
+            assert!(e.contains(key), "{key} not reported: {e}");
+        }
+        // TLS to etcd: the files set together, readable, with https endpoints.
+        let tls = format!(
+            "{bare}\n[cluster]\nrole = \"edge\"\netcd_endpoints = [\"https://10.0.0.1:2379\"]\n\
+             etcd_ca_file = \"/none/ca.pem\"\netcd_cert_file = \"/none/c.pem\"\n"
+        );
+        let e = Config::parse(&tls, "x.toml").unwrap_err().to_string();
+        for key in
+            ["cluster.etcd_ca_file: cannot read /none/ca.pem", "cluster.etcd_key_file: is needed with etcd_cert_file"]
+        {
             assert!(e.contains(key), "{key} not reported: {e}");
         }
     }

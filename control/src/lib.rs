@@ -37,6 +37,7 @@ pub mod market;
 pub mod metrics;
 pub mod settings;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod ui;
 

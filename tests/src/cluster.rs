@@ -34,25 +34,44 @@ pub struct EtcdMember {
 pub struct Etcd {
     pub members: Vec<EtcdMember>,
     initial: String,
+    tls: Option<EtcdTls>,
     _dir: tempfile::TempDir,
+}
+
+/// A TLS etcd's files: the clients' CA, the server's certificate, and a client's (etcd asks
+/// every client for one signed by the CA).
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server: crate::tls::Leaf,
+    pub client: crate::tls::Leaf,
 }
 
 impl Etcd {
     /// Start `n` members (client ports `base`+i, peer ports `base`+100+i) and wait until the
     /// cluster answers.
     pub fn start(ns: &NetNs, n: usize, base: u16) -> Etcd {
+        Self::start_with(ns, n, base, None)
+    }
+
+    /// The same, clients on https with client certificates required.
+    pub fn start_tls(ns: &NetNs, n: usize, base: u16, tls: EtcdTls) -> Etcd {
+        Self::start_with(ns, n, base, Some(tls))
+    }
+
+    fn start_with(ns: &NetNs, n: usize, base: u16, tls: Option<EtcdTls>) -> Etcd {
         let dir = tempfile::tempdir().expect("etcd dir");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let members: Vec<EtcdMember> = (0..n)
             .map(|i| EtcdMember {
                 name: format!("m{i}"),
-                client_url: format!("http://127.0.0.1:{}", base + i as u16),
+                client_url: format!("{scheme}://127.0.0.1:{}", base + i as u16),
                 peer_url: format!("http://127.0.0.1:{}", base + 100 + i as u16),
                 data: dir.path().join(format!("m{i}")),
                 proc: None,
             })
             .collect();
         let initial = members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
-        let mut etcd = Etcd { members, initial, _dir: dir };
+        let mut etcd = Etcd { members, initial, tls, _dir: dir };
         for i in 0..n {
             etcd.start_member(ns, i, "new");
         }
@@ -88,6 +107,20 @@ impl Etcd {
             "--election-timeout",
             "500",
         ];
+        let mut argv: Vec<&str> = argv.to_vec();
+        let tls_args: Vec<String> = match &self.tls {
+            Some(t) => vec![
+                "--cert-file".into(),
+                t.server.cert.display().to_string(),
+                "--key-file".into(),
+                t.server.key.display().to_string(),
+                "--trusted-ca-file".into(),
+                t.ca.display().to_string(),
+                "--client-cert-auth".into(),
+            ],
+            None => Vec::new(),
+        };
+        argv.extend(tls_args.iter().map(String::as_str));
         let log = m.data.with_extension("log");
         let proc = ns.spawn(&argv, log);
         self.members[i].proc = Some(proc);
@@ -95,6 +128,23 @@ impl Etcd {
 
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// `etcdctl` and its connection flags, for every member: run with more arguments after.
+    pub fn etcdctl(&self) -> Vec<String> {
+        let mut v = vec!["etcdctl".to_owned(), "--endpoints".into(), self.endpoints().join(",")];
+        if let Some(t) = &self.tls {
+            for (flag, path) in [("--cacert", &t.ca), ("--cert", &t.client.cert), ("--key", &t.client.key)] {
+                v.extend([flag.to_owned(), path.display().to_string()]);
+            }
+        }
+        v
+    }
+
+    fn ctl<'a>(&'a self, args: &[&'a str], base: &'a [String]) -> Vec<&'a str> {
+        let mut v: Vec<&str> = base.iter().map(String::as_str).collect();
+        v.extend_from_slice(args);
+        v
     }
 
     /// SIGKILL member `i`.
@@ -111,8 +161,8 @@ impl Etcd {
 
     /// Which member leads now (by `etcdctl endpoint status`).
     pub fn leader(&self, ns: &NetNs) -> usize {
-        let endpoints = self.endpoints().join(",");
-        let text = ns.exec_ok(&["etcdctl", "--endpoints", &endpoints, "endpoint", "status", "-w", "json"]);
+        let base = self.etcdctl();
+        let text = ns.exec_ok(&self.ctl(&["endpoint", "status", "-w", "json"], &base));
         let status: Value = serde_json::from_str(&text).expect("etcdctl's JSON");
         let rows = status.as_array().expect("one row per member");
         let leader = rows.iter().find_map(|r| r["Status"]["leader"].as_u64()).expect("a leader");
@@ -123,10 +173,10 @@ impl Etcd {
 
     /// Wait up to 20 s until `healthy` members say they are.
     pub fn wait_healthy(&self, ns: &NetNs, healthy: usize) {
-        let endpoints = self.endpoints().join(",");
+        let base = self.etcdctl();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let out = ns.exec(&["etcdctl", "--endpoints", &endpoints, "--dial-timeout=1s", "endpoint", "health"]);
+            let out = ns.exec(&self.ctl(&["--dial-timeout=1s", "endpoint", "health"], &base));
             let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
             if text.matches("is healthy").count() >= healthy {
                 return;

@@ -14,3 +14,4 @@ pub mod postgres;
 pub mod privileged;
 pub mod proxies;
 pub mod sim;
+pub mod tls;

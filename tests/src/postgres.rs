@@ -22,6 +22,9 @@ pub struct Postgres {
     /// The namespace it listens in (None: the host's loopback).
     ns: Option<String>,
     proc: Option<Proc>,
+    /// Its certificate and key (in the data directory's parent, the server's own): TCP
+    /// clients must come over TLS.
+    tls: Option<(PathBuf, PathBuf)>,
     dir: tempfile::TempDir,
 }
 
@@ -80,6 +83,15 @@ impl Postgres {
     /// Create a cluster and start it on `host:port` (in `ns`, or on this host), and wait until
     /// it takes connections.
     pub fn start(ns: Option<&NetNs>, host: &str, port: u16) -> Postgres {
+        Self::start_with(ns, host, port, None)
+    }
+
+    /// The same, taking TCP connections over TLS only, with `leaf` as its certificate.
+    pub fn start_tls(ns: Option<&NetNs>, host: &str, port: u16, leaf: &crate::tls::Leaf) -> Postgres {
+        Self::start_with(ns, host, port, Some(leaf))
+    }
+
+    fn start_with(ns: Option<&NetNs>, host: &str, port: u16, leaf: Option<&crate::tls::Leaf>) -> Postgres {
         let dir = tempfile::Builder::new().prefix("spillway-pg-").tempdir().expect("temp dir");
         if let Some((uid, gid)) = server_ids() {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown the data directory");
@@ -102,7 +114,24 @@ impl Postgres {
         ]);
         let out = command(None, &argv).output().expect("initdb runs");
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let mut pg = Postgres { host: host.into(), port, ns: ns.map(|n| n.name.clone()), proc: None, dir };
+        let tls = leaf.map(|leaf| {
+            // The server reads its key only if it alone may (0600, its owner).
+            let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+            std::fs::copy(&leaf.cert, &cert).expect("copy the certificate");
+            std::fs::copy(&leaf.key, &key).expect("copy the key");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod the key");
+            if let Some((uid, gid)) = server_ids() {
+                for f in [&cert, &key] {
+                    std::os::unix::fs::chown(f, Some(uid), Some(gid)).expect("chown");
+                }
+            }
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n\
+                       hostssl all all 10.0.0.0/8 trust\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+            (cert, key)
+        });
+        let mut pg = Postgres { host: host.into(), port, ns: ns.map(|n| n.name.clone()), proc: None, tls, dir };
         pg.spawn();
         pg.wait_ready();
         pg
@@ -112,7 +141,18 @@ impl Postgres {
         let postgres = bin_dir().join("postgres");
         let data = self.dir.path().join("data");
         let port = self.port.to_string();
-        let argv = as_server(&[
+        let tls: Vec<String> = match &self.tls {
+            Some((cert, key)) => vec![
+                "-c".into(),
+                "ssl=on".into(),
+                "-c".into(),
+                format!("ssl_cert_file={}", cert.display()),
+                "-c".into(),
+                format!("ssl_key_file={}", key.display()),
+            ],
+            None => Vec::new(),
+        };
+        let mut argv = as_server(&[
             postgres.to_str().expect("utf-8"),
             "-D",
             data.to_str().expect("utf-8"),
@@ -129,6 +169,7 @@ impl Postgres {
             "-c",
             "shared_buffers=16MB",
         ]);
+        argv.extend(tls);
         let log = self.dir.path().join("postgres.log");
         self.proc = Some(Proc::spawn(command(self.ns.as_deref(), &argv), log));
     }

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use spillway_tests::{
-    cluster::Etcd,
+    cluster::{Etcd, EtcdTls},
     daemon::run_in,
     netns::{NetNs, spillway_bin},
     postgres::Postgres,
     require_privileges,
+    tls::TestCa,
 };
 
 fn edge_config(cluster: &str) -> String {
@@ -77,8 +78,22 @@ fn bad_cluster_settings_are_clear_errors_from_check_and_run() {
     drop(etcd);
 }
 
-/// One host with its store on PostgreSQL (no XDP: the store is what this test is about).
-fn postgres_host(url: &str) -> String {
+/// `spillway run` with `config`, once its API (127.0.0.1:8053) says it is ready (20 s at most).
+fn run_ready(ns: &NetNs, dir: &std::path::Path, config: &str) -> spillway_tests::netns::Proc {
+    let mut proc = run_in(ns, dir, config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ready =
+        || ns.run(|| reqwest::blocking::get("http://127.0.0.1:8053/readyz").is_ok_and(|r| r.status().is_success()));
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "never ready: {}", proc.log_text());
+        assert!(proc.wait_exit(Duration::ZERO).is_none(), "exited: {}", proc.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    proc
+}
+
+/// A host answering DNS on 127.0.0.1:5300, its API on 8053, and `store` in its `[store]`.
+fn host_with_store(store: &str) -> String {
     format!(
         r#"
 [server]
@@ -88,14 +103,21 @@ listen = ["127.0.0.1:5300"]
 listen = "127.0.0.1:8053"
 token = "t"
 [store]
-url = "{url}"
+{store}
+"#
+    )
+}
+
+/// One host with its store on PostgreSQL (no XDP: the store is what this test is about).
+fn postgres_host(url: &str) -> String {
+    host_with_store(&format!("url = \"{url}\""))
+        + r#"
 [market]
 [[proxy]]
 name = "p1"
 addresses = ["198.51.100.10"]
 capacity_rps = 1000
 "#
-    )
 }
 
 #[test]
@@ -122,15 +144,7 @@ fn a_postgresql_store_that_does_not_answer_is_a_clear_error_and_one_that_does_is
     pg.create_database("spillway");
     let config = postgres_host(&pg.url("spillway"));
     for _ in 0..2 {
-        let mut proc = run_in(&ns, dir.path(), &config);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let ready =
-            || ns.run(|| reqwest::blocking::get("http://127.0.0.1:8053/readyz").is_ok_and(|r| r.status().is_success()));
-        while !ready() {
-            assert!(std::time::Instant::now() < deadline, "never ready: {}", proc.log_text());
-            assert!(proc.wait_exit(Duration::ZERO).is_none(), "exited: {}", proc.log_text());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut proc = run_ready(&ns, dir.path(), &config);
         assert!(proc.log_text().contains("store=postgresql 127.0.0.1:25432/spillway"), "{}", proc.log_text());
         proc.stop();
     }
@@ -250,5 +264,105 @@ timeout_ms = 1000
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    proc.stop();
+}
+
+/// etcd (client certificates required) and PostgreSQL (TCP over TLS only) on TLS: a control
+/// host given the CA and its certificate leads, writes its store and publishes; the session
+/// it holds in PostgreSQL is TLS. A CA that did not sign the server's certificate, and TLS
+/// settings that contradict each other, are clear errors from check and run.
+#[test]
+fn etcd_and_postgresql_over_tls_with_the_certificates_checked() {
+    require_privileges!();
+    let ns = NetNs::new("spw-tls");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new("spillway-test-ca");
+    let stranger = TestCa::new("another-ca");
+    let client = ca.leaf("spillway");
+    let etcd = Etcd::start_tls(
+        &ns,
+        1,
+        23890,
+        EtcdTls { ca: ca.cert.clone(), server: ca.leaf("etcd"), client: ca.leaf("etcdctl") },
+    );
+    let pg = Postgres::start_tls(Some(&ns), "127.0.0.1", 25532, &ca.leaf("postgres"));
+    pg.create_database("spillway");
+    let endpoint = etcd.endpoints()[0].clone();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let config = |etcd_ca: &std::path::Path, pg_ca: Option<&std::path::Path>, url: &str| {
+        let pg_ca = pg_ca.map(|p| format!("ca_file = \"{}\"", p.display())).unwrap_or_default();
+        host_with_store(&format!("url = \"{url}\"\n{pg_ca}"))
+            + &format!(
+                r#"
+[cluster]
+role = "both"
+etcd_endpoints = ["{endpoint}"]
+etcd_ca_file = "{}"
+etcd_cert_file = "{}"
+etcd_key_file = "{}"
+name = "ctl"
+lease_ttl_s = 3
+timeout_ms = 1000
+"#,
+                etcd_ca.display(),
+                client.cert.display(),
+                client.key.display()
+            )
+    };
+    let url = pg.url("spillway");
+
+    // Settings that contradict each other, and a CA that signed neither server.
+    let (code, text) = check(&ns, dir.path(), &config(&ca.cert, None, &format!("{url}?sslmode=require")));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("store.url: sslmode=require needs [store] ca_file"), "{text}");
+    let plain = config(&ca.cert, Some(&ca.cert), &url).replace("https://", "http://");
+    let (code, text) = check(&ns, dir.path(), &plain);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("every endpoint is https://"), "{text}");
+    let (code, text) = check(&ns, dir.path(), &config(&stranger.cert, Some(&ca.cert), &url));
+    assert_eq!(code, Some(1), "a CA that did not sign etcd's certificate: {text}");
+    assert!(text.contains(&endpoint), "{text}");
+    let mut proc = run_in(&ns, dir.path(), &config(&ca.cert, Some(&stranger.cert), &url));
+    let status = proc.wait_exit(Duration::from_secs(15)).expect("exits by itself");
+    let log = proc.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("postgresql 127.0.0.1:25532/spillway") && log.contains("invalid peer certificate: UnknownIssuer"),
+        "{log}"
+    );
+
+    // The right CA: check says etcd answers; run leads, writes and publishes over TLS.
+    let good = config(&ca.cert, Some(&ca.cert), &url);
+    let (code, text) = check(&ns, dir.path(), &good);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("etcd answers"), "{text}");
+    let mut proc = run_ready(&ns, dir.path(), &good);
+    let web = serde_json::json!({"id": "web", "names": ["www.web.cdn.example.net."],
+        "origin_addresses": ["203.0.113.20"], "overflow": "origin", "fraction": 1.0});
+    let status = ns.run(move || {
+        reqwest::blocking::Client::new()
+            .post("http://127.0.0.1:8053/v1/customers")
+            .bearer_auth("t")
+            .json(&web)
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    });
+    assert_eq!(status, 200, "{}", proc.log_text());
+    let mut etcdctl = etcd.etcdctl();
+    etcdctl.extend(["get", "--print-value-only", "/spillway/state/customers/web"].map(String::from));
+    let etcdctl: Vec<&str> = etcdctl.iter().map(String::as_str).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ns.exec_ok(&etcdctl).trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the customer never reached etcd: {}", proc.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(pg.psql("spillway", "SELECT count(*) FROM customers WHERE id = 'web'"), "1");
+    let tls = pg.psql(
+        "spillway",
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = 'spillway'",
+    );
+    assert_eq!(tls, "t", "spillway's sessions are TLS");
     proc.stop();
 }

@@ -379,7 +379,7 @@ fn three_edges_follow_one_control_host_through_etcd() {
     //    clean, the proxy's reports in the ledger.
     let url = c.pg.url("spillway");
     let (problems, contracts, reports) = c.net.core.run(move || {
-        let s = Store::open_postgres(&url, None).expect("the control host's store");
+        let s = Store::open_postgres(&url, None, None).expect("the control host's store");
         (s.check().expect("check"), s.contracts(Some("web")).expect("contracts"), s.report_count().expect("reports"))
     });
     assert!(problems.is_empty(), "{problems:?}");

@@ -31,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     "protobuf-compiler",
     "libprotobuf-dev",
     "postgresql",
+    // The TLS tests' certificates (a throwaway CA and its leaves).
+    "openssl",
     "fonts-dejavu-core",
 ];
 /// What only `cargo xtask bench` needs: the load generator and a second reference server.

@@ -1,6 +1,6 @@
 //! The `[cluster]` section: which roles this host plays, and where etcd is.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -40,9 +40,15 @@ impl Role {
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     pub role: Role,
-    /// etcd's client URLs (`http://host:2379`), every member or some of them.
+    /// etcd's client URLs (`http://host:2379`, or `https://` with `etcd_ca_file`), every
+    /// member or some of them.
     #[serde(default)]
     pub etcd_endpoints: Vec<String>,
+    /// PEM file of the authorities etcd's server certificates chain to (https endpoints).
+    pub etcd_ca_file: Option<PathBuf>,
+    /// This host's client certificate and its key, PEM (etcd's `--client-cert-auth`).
+    pub etcd_cert_file: Option<PathBuf>,
+    pub etcd_key_file: Option<PathBuf>,
     /// Every key Spillway writes starts with this (one etcd may serve several clusters).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
@@ -79,13 +85,15 @@ fn is_host_name(s: &str) -> bool {
     (1..=63).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
-/// `http://host:port` with a host and a port, nothing after but an optional `/`.
-fn endpoint_problem(e: &str) -> Option<String> {
-    let Some(rest) = e.strip_prefix("http://") else {
-        return Some(if e.starts_with("https://") {
-            format!("{e:?}: https is not supported yet (this build has no TLS for etcd); use http on a private network")
-        } else {
-            format!("{e:?} is not a URL like \"http://10.0.0.1:2379\"")
+/// `http://host:port` (`https://` with `tls`) with a host and a port, nothing after but an
+/// optional `/`.
+fn endpoint_problem(e: &str, tls: bool) -> Option<String> {
+    let (scheme, other) = if tls { ("https://", "http://") } else { ("http://", "https://") };
+    let Some(rest) = e.strip_prefix(scheme) else {
+        return Some(match (e.starts_with(other), tls) {
+            (true, false) => format!("{e:?}: an https endpoint needs etcd_ca_file (the CA of etcd's certificates)"),
+            (true, true) => format!("{e:?}: etcd_ca_file is set, so every endpoint is https://"),
+            _ => format!("{e:?} is not a URL like \"{scheme}10.0.0.1:2379\""),
         });
     };
     let hostport = rest.trim_end_matches('/');
@@ -105,11 +113,13 @@ impl ClusterConfig {
                 "at least one etcd endpoint is needed, like [\"http://10.0.0.1:2379\"]".into(),
             ));
         }
+        let tls = self.etcd_ca_file.is_some();
         for (i, e) in self.etcd_endpoints.iter().enumerate() {
-            if let Some(p) = endpoint_problem(e) {
+            if let Some(p) = endpoint_problem(e, tls) {
                 v.push((format!("etcd_endpoints[{i}]"), p));
             }
         }
+        v.extend(self.tls_problems());
         let p = &self.key_prefix;
         if !(p.starts_with('/') && p.ends_with('/') && p.len() > 1) || p.contains("//") {
             v.push(("key_prefix".into(), format!("{p:?} must start and end with '/', like \"/spillway/\"")));
@@ -134,6 +144,30 @@ impl ClusterConfig {
         }
         if !(100..=60_000).contains(&self.timeout_ms) {
             v.push(("timeout_ms".into(), format!("{} is outside 100..=60000", self.timeout_ms)));
+        }
+        v
+    }
+
+    /// The TLS files: set together as they must be, and readable.
+    fn tls_problems(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        if let Some(ca) = &self.etcd_ca_file
+            && let Err(e) = crate::tls::roots(ca)
+        {
+            v.push(("etcd_ca_file".into(), e.to_string()));
+        }
+        match (&self.etcd_cert_file, &self.etcd_key_file) {
+            (Some(_), None) => v.push(("etcd_key_file".into(), "is needed with etcd_cert_file".into())),
+            (None, Some(_)) => v.push(("etcd_cert_file".into(), "is needed with etcd_key_file".into())),
+            (Some(cert), Some(key)) => {
+                if self.etcd_ca_file.is_none() {
+                    v.push(("etcd_cert_file".into(), "a client certificate needs TLS: set etcd_ca_file too".into()));
+                }
+                if let Err(e) = crate::tls::identity_pem(cert, key) {
+                    v.push(("etcd_cert_file".into(), e.to_string()));
+                }
+            }
+            (None, None) => {}
         }
         v
     }
@@ -164,13 +198,15 @@ mod tests {
 
     #[test]
     fn endpoints_need_http_a_host_and_a_port() {
-        assert_eq!(endpoint_problem("http://10.0.0.1:2379"), None);
-        assert_eq!(endpoint_problem("http://etcd-1.example:2379/"), None);
-        assert!(endpoint_problem("10.0.0.1:2379").is_some());
-        assert!(endpoint_problem("http://10.0.0.1").is_some());
-        assert!(endpoint_problem("http://:2379").is_some());
-        assert!(endpoint_problem("http://h:2379/x").is_some());
-        assert!(endpoint_problem("https://h:2379").unwrap().contains("TLS"));
+        assert_eq!(endpoint_problem("http://10.0.0.1:2379", false), None);
+        assert_eq!(endpoint_problem("http://etcd-1.example:2379/", false), None);
+        assert!(endpoint_problem("10.0.0.1:2379", false).is_some());
+        assert!(endpoint_problem("http://10.0.0.1", false).is_some());
+        assert!(endpoint_problem("http://:2379", false).is_some());
+        assert!(endpoint_problem("http://h:2379/x", false).is_some());
+        assert!(endpoint_problem("https://h:2379", false).unwrap().contains("etcd_ca_file"));
+        assert_eq!(endpoint_problem("https://h:2379", true), None);
+        assert!(endpoint_problem("http://h:2379", true).unwrap().contains("every endpoint is https"));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! etcd's members, one plain channel each. A request goes to one member; a member that fails
 //! a request is left for the next one in the list. (tonic's balanced channel, which
 //! etcd-client uses by default, kept sending to a killed member until the request timed out,
-//! and a change made then reached the edges late.)
+//! and a change made then reached the edges late.) With `etcd_ca_file` the channels are TLS,
+//! the files read again for each new channel (a renewed certificate is taken on the next).
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use etcd_client::{Client, GetOptions};
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use super::{ClusterError, ClusterResult, config::ClusterConfig, within};
 
@@ -16,6 +17,28 @@ pub struct Etcd {
     clients: Vec<Option<Client>>,
     current: usize,
     timeout: Duration,
+    tls: Option<TlsFiles>,
+}
+
+/// Where the TLS files are.
+#[derive(Clone)]
+struct TlsFiles {
+    ca: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsFiles {
+    fn config(&self) -> Result<ClientTlsConfig, crate::tls::TlsError> {
+        crate::tls::roots(&self.ca)?;
+        let ca =
+            std::fs::read(&self.ca).map_err(|source| crate::tls::TlsError::Read { path: self.ca.clone(), source })?;
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        if let Some((cert, key)) = &self.identity {
+            let (cert, key) = crate::tls::identity_pem(cert, key)?;
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Ok(tls)
+    }
 }
 
 impl Etcd {
@@ -26,6 +49,10 @@ impl Etcd {
             clients: vec![None; cfg.etcd_endpoints.len()],
             current: 0,
             timeout: cfg.timeout(),
+            tls: cfg
+                .etcd_ca_file
+                .clone()
+                .map(|ca| TlsFiles { ca, identity: cfg.etcd_cert_file.clone().zip(cfg.etcd_key_file.clone()) }),
         }
     }
 
@@ -44,8 +71,13 @@ impl Etcd {
         let i = self.current;
         if self.clients[i].is_none() {
             let t = self.timeout;
-            let endpoint = Endpoint::from_shared(self.endpoints[i].clone())
-                .map_err(|e| ClusterError::Etcd { endpoints: self.endpoints[i].clone(), message: e.to_string() })?
+            let failed = |message: String| ClusterError::Etcd { endpoints: self.endpoints[i].clone(), message };
+            let mut endpoint = Endpoint::from_shared(self.endpoints[i].clone()).map_err(|e| failed(e.to_string()))?;
+            if let Some(tls) = &self.tls {
+                let config = tls.config().map_err(|e| failed(format!("TLS: {e}")))?;
+                endpoint = endpoint.tls_config(config).map_err(|e| failed(format!("TLS: {e}")))?;
+            }
+            let endpoint = endpoint
                 .connect_timeout(t)
                 // HTTP/2 pings find a dead member even while a watch is quiet.
                 .http2_keep_alive_interval(Duration::from_secs(1))

@@ -11,7 +11,7 @@
 //! text with 64-bit integers.
 
 mod db;
-mod postgres;
+pub(crate) mod postgres;
 mod rows;
 #[cfg(test)]
 pub mod testing;
@@ -136,7 +136,7 @@ impl Store {
                     ),
                     None => None,
                 };
-                Store::open_postgres(url, password.as_deref())
+                Store::open_postgres(url, password.as_deref(), c.ca_file.as_deref())
             }
             (Some(path), None) => Store::open(path),
             (None, None) => Store::open(Path::new(":memory:")),
@@ -172,8 +172,8 @@ impl Store {
 
     /// Connect to a PostgreSQL database and create the schema in it if it is empty. Two hosts
     /// opening one database at once are ordered by an advisory lock held in the transaction.
-    pub fn open_postgres(url: &str, password: Option<&str>) -> StoreResult<Store> {
-        let conn = postgres::PgConn::connect(url, password)?;
+    pub fn open_postgres(url: &str, password: Option<&str>, ca_file: Option<&Path>) -> StoreResult<Store> {
+        let conn = postgres::PgConn::connect(url, password, ca_file)?;
         let target = conn.target.clone();
         let store = Store { db: Db::new(Conn::Postgres(conn)) };
         let tx = store.db.transaction()?;

@@ -5,9 +5,13 @@
 //!
 //! A lost connection is made again before the next statement, never inside a transaction:
 //! that one fails, and the caller's change with it (nothing half-written).
+//!
+//! With a CA file the connection is TLS (rustls), the server's certificate checked against that
+//! CA and the URL's host; the file is read again for each new connection.
 
 use std::{
     collections::HashMap,
+    path::{Path, PathBuf},
     sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel},
     time::Duration,
 };
@@ -56,8 +60,9 @@ pub struct PgConn {
 }
 
 impl PgConn {
-    /// Connect (an unreachable server is an error here, not at the first write).
-    pub fn connect(url: &str, password: Option<&str>) -> StoreResult<PgConn> {
+    /// Connect (an unreachable server is an error here, not at the first write); over TLS
+    /// when `ca_file` names the CA of the server's certificate.
+    pub fn connect(url: &str, password: Option<&str>, ca_file: Option<&Path>) -> StoreResult<PgConn> {
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Postgres { target: "the [store] url".into(), message: format!("{e}") })?;
@@ -65,9 +70,22 @@ impl PgConn {
             config.password(p);
         }
         config.connect_timeout(CONNECT_TIMEOUT).application_name("spillway").options(SESSION_OPTIONS);
+        if let Some(problem) = tls_problem(&config, ca_file.is_some()) {
+            return Err(StoreError::Postgres { target: "the [store] url".into(), message: problem.into() });
+        }
+        if ca_file.is_some() {
+            // A CA given means TLS or nothing: never the plain fallback of sslmode=prefer.
+            config.ssl_mode(postgres::config::SslMode::Require);
+        }
         let target = describe(&config);
         let (jobs, rx) = channel();
-        let for_thread = config.clone();
+        let for_thread = Session {
+            config: config.clone(),
+            ca_file: ca_file.map(Path::to_owned),
+            client: None,
+            statements: HashMap::new(),
+            in_transaction: false,
+        };
         std::thread::Builder::new()
             .name("spillway-postgres".into())
             .spawn(move || serve(for_thread, rx))
@@ -122,6 +140,18 @@ impl PgConn {
     }
 }
 
+/// What the URL's `sslmode` and a CA file (`tls`) say against each other.
+pub fn tls_problem(config: &postgres::Config, tls: bool) -> Option<&'static str> {
+    use postgres::config::SslMode;
+    match (config.get_ssl_mode(), tls) {
+        (SslMode::Disable, true) => Some("sslmode=disable, but ca_file asks for TLS: drop one of them"),
+        (SslMode::Require, false) => {
+            Some("sslmode=require needs [store] ca_file (the CA that signed the server's certificate)")
+        }
+        _ => None,
+    }
+}
+
 /// `postgresql host:port/dbname as user`, never the password.
 fn describe(c: &postgres::Config) -> String {
     use postgres::config::Host;
@@ -135,8 +165,7 @@ fn describe(c: &postgres::Config) -> String {
 }
 
 /// The connection's thread: one job at a time, in order, until the store is dropped.
-fn serve(config: postgres::Config, jobs: Receiver<Job>) {
-    let mut session = Session { config, client: None, statements: HashMap::new(), in_transaction: false };
+fn serve(mut session: Session, jobs: Receiver<Job>) {
     for job in jobs {
         let answer = session.run(&job);
         let _ = job.reply.send(answer);
@@ -145,6 +174,8 @@ fn serve(config: postgres::Config, jobs: Receiver<Job>) {
 
 struct Session {
     config: postgres::Config,
+    /// TLS, checked against this CA.
+    ca_file: Option<PathBuf>,
     client: Option<Client>,
     /// Prepared once per connection: a statement is parsed and planned on its first use only.
     statements: HashMap<String, Statement>,
@@ -152,6 +183,17 @@ struct Session {
 }
 
 impl Session {
+    fn connect(&self) -> Result<Client, String> {
+        let connected = match &self.ca_file {
+            None => self.config.connect(NoTls),
+            Some(ca) => {
+                let tls = crate::tls::client_config(ca).map_err(|e| format!("TLS: {e}"))?;
+                self.config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+            }
+        };
+        connected.map_err(|e| message(&e))
+    }
+
     fn run(&mut self, job: &Job) -> Result<Answer, String> {
         if matches!(job.kind, Kind::Rollback) {
             self.in_transaction = false;
@@ -167,7 +209,7 @@ impl Session {
             }
             self.statements.clear();
             self.client = None;
-            self.client = Some(self.config.connect(NoTls).map_err(|e| message(&e))?);
+            self.client = Some(self.connect()?);
         }
         let answer = self.statement(job).map_err(|e| message(&e));
         match job.kind {
@@ -216,7 +258,16 @@ fn message(e: &postgres::Error) -> String {
             db.message(),
             db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
         ),
-        None => e.to_string(),
+        // The causes too: "error performing TLS handshake: invalid peer certificate: ...".
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text += &format!(": {cause}");
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 

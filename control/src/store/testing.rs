@@ -34,7 +34,7 @@ impl Place {
     /// Open (again) the test's store.
     pub fn open(&self) -> Store {
         match &self.url {
-            Some(url) => Store::open_postgres(url, None).expect("open the PostgreSQL store"),
+            Some(url) => Store::open_postgres(url, None, None).expect("open the PostgreSQL store"),
             None => Store::open(&self.dir.join("s.db")).expect("open the SQLite store"),
         }
     }
