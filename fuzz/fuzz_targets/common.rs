@@ -53,6 +53,6 @@ pub fn zone() -> &'static (Authority, Arc<ZoneSnapshot>) {
     ZONE.get_or_init(|| {
         let config = Config::parse(CONFIG, "fuzz.toml").expect("the fuzz zone is valid");
         let catalog = Catalog::from_config(&config).expect("catalog");
-        (Authority::new(&config, 1), catalog.snapshot())
+        (Authority::new(&config), catalog.snapshot())
     })
 }

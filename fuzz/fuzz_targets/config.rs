@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(config) => {
             // Everything `check` accepts must load: a config error never waits for `run`.
             let catalog = Catalog::from_config(&config).expect("a checked config makes a catalog");
-            let _ = Authority::new(&config, 1);
+            let _ = Authority::new(&config);
             let _ = catalog.snapshot();
         }
         Err(e) => assert!(!e.issues.is_empty(), "a refusal says why"),
