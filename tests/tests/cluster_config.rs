@@ -164,25 +164,17 @@ fn a_deposed_leader_publishes_nothing_until_it_is_elected_again() {
     let dir = tempfile::tempdir().expect("temp dir");
     let etcd = Etcd::start(&ns, 1, 23790);
     let endpoint = etcd.endpoints()[0].clone();
-    let config = format!(
-        r#"
-[server]
-zones = ["cdn.example.net."]
-listen = ["127.0.0.1:5300"]
-[api]
-listen = "127.0.0.1:8053"
-token = "t"
-[store]
-path = "{}/s.db"
+    let config = host_with_store(&format!("path = \"{}/s.db\"", dir.path().display()))
+        + &format!(
+            r#"
 [cluster]
 role = "both"
 etcd_endpoints = ["{endpoint}"]
 name = "ctl"
 lease_ttl_s = 3
 timeout_ms = 1000
-"#,
-        dir.path().display()
-    );
+"#
+        );
     let mut proc = run_in(&ns, dir.path(), &config);
     let get = |path: &str| {
         let url = format!("http://127.0.0.1:8053{path}");
