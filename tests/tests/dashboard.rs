@@ -86,8 +86,12 @@ async fn wait_text(page: &Page, js: &str, want: &str, within: Duration) -> Resul
 
 async fn log_in(page: &Page, token: &str) -> Result<(), String> {
     let e = |e: chromiumoxide::error::CdpError| e.to_string();
-    page.evaluate("sessionStorage.clear(); location.reload()").await.map_err(e)?;
-    wait_text(page, "String(!document.querySelector('#login').hidden)", "true", Duration::from_secs(5)).await?;
+    // A mark on the old document: the login form counts only once the reloaded document (which
+    // has no mark) is complete, or a click may land on a node the reload has just removed.
+    page.evaluate("window.spwOldDocument = true; sessionStorage.clear(); location.reload()").await.map_err(e)?;
+    let fresh_login = "String(window.spwOldDocument === undefined && document.readyState === 'complete' \
+        && !document.querySelector('#login').hidden)";
+    wait_text(page, fresh_login, "true", Duration::from_secs(5)).await?;
     page.find_element("#token").await.map_err(e)?.click().await.map_err(e)?.type_str(token).await.map_err(e)?;
     page.find_element("#enter").await.map_err(e)?.click().await.map_err(e)?;
     wait_text(page, "String(!document.querySelector('#app').hidden)", "true", Duration::from_secs(5)).await.map(drop)
