@@ -222,9 +222,19 @@ pub struct StoreConfig {
     /// PEM file of the CA that signed the server's certificate: the connection is TLS, the
     /// certificate checked against it and the URL's host (with `url`).
     pub ca_file: Option<PathBuf>,
+    /// PEM files of the certificate (and its key) this host shows when the server asks for
+    /// one (`hostssl ... cert` in pg_hba.conf); with `ca_file`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 impl StoreConfig {
+    /// TLS to PostgreSQL: set when `ca_file` is.
+    pub fn tls(&self) -> Option<crate::tls::ClientTls> {
+        let identity = self.cert_file.clone().zip(self.key_file.clone());
+        self.ca_file.clone().map(|ca_file| crate::tls::ClientTls { ca_file, identity })
+    }
+
     /// What is wrong with the section, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut v = Vec::new();
@@ -255,6 +265,11 @@ impl StoreConfig {
             }
             None => {}
         }
+        v.extend(crate::tls::identity_problems(
+            ("cert_file", self.cert_file.as_deref()),
+            ("key_file", self.key_file.as_deref()),
+            ("ca_file", self.ca_file.is_some()),
+        ));
         v
     }
 }
@@ -1208,6 +1223,12 @@ ttl = 30
             ("url = \"postgresql://h/db?sslmode=require\"", "store.url: sslmode=require needs [store] ca_file"),
             ("url = \"postgresql://h/db?sslmode=disable\"\nca_file = \"/none/ca.pem\"", "store.url: sslmode=disable"),
             ("url = \"postgresql://h/db\"\nca_file = \"/none/ca.pem\"", "store.ca_file: cannot read /none/ca.pem"),
+            ("url = \"postgresql://h/db\"\ncert_file = \"/none/c.pem\"", "store.key_file: is needed with cert_file"),
+            (
+                "url = \"postgresql://h/db\"\ncert_file = \"/none/c.pem\"\nkey_file = \"/none/c.key\"",
+                "store.cert_file: a client certificate needs TLS: set ca_file too",
+            ),
+            ("url = \"postgresql://h/db\"\nkey_file = \"/none/c.key\"", "store.cert_file: is needed with key_file"),
         ] {
             let e = Config::parse(&with_store(section), "x.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{section}: {e}");

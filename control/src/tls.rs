@@ -58,19 +58,67 @@ pub fn roots(ca_file: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// A client that trusts the authorities of `ca_file` alone and checks the server's name.
-pub fn client_config(ca_file: &Path) -> Result<ClientConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots(ca_file)?)
-        .with_no_client_auth())
+/// What a TLS client is given: the authorities it trusts (alone), and the certificate it shows
+/// when the server asks for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    pub ca_file: PathBuf,
+    /// A certificate file and its key file.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
-/// A client certificate and its key, as PEM, once both parse (tonic takes PEM).
+impl ClientTls {
+    /// A rustls client that checks the server's certificate and name, with the files read now.
+    pub fn client_config(&self) -> Result<ClientConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots(&self.ca_file)?);
+        Ok(match &self.identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => builder.with_client_auth_cert(certificates(cert)?, private_key(key)?)?,
+        })
+    }
+}
+
+/// A certificate and its key given as two settings (`cert`, `key`: the setting's name and its
+/// value): both or neither, each readable, the key the certificate's, and only over TLS
+/// (`ca`: the CA setting's name, and whether it is set). As (setting, message), for check.
+pub fn identity_problems(
+    cert: (&'static str, Option<&Path>),
+    key: (&'static str, Option<&Path>),
+    ca: (&'static str, bool),
+) -> Vec<(&'static str, String)> {
+    match (cert.1, key.1) {
+        (Some(_), None) => vec![(key.0, format!("is needed with {}", cert.0))],
+        (None, Some(_)) => vec![(cert.0, format!("is needed with {}", key.0))],
+        (Some(cert_file), Some(key_file)) => {
+            let mut v = Vec::new();
+            if !ca.1 {
+                v.push((cert.0, format!("a client certificate needs TLS: set {} too", ca.0)));
+            }
+            if let Err(e) = identity_pem(cert_file, key_file) {
+                // Name the setting whose file is at fault: a key that is not the certificate's
+                // is the key setting's problem.
+                let setting = match &e {
+                    TlsError::Read { path, .. } | TlsError::Pem { path, .. } if path == key_file => key.0,
+                    _ => cert.0,
+                };
+                v.push((setting, e.to_string()));
+            }
+            v
+        }
+        (None, None) => Vec::new(),
+    }
+}
+
+/// A client certificate and its key, as PEM, once both parse and the key is the certificate's
+/// (tonic takes PEM).
 pub fn identity_pem(cert_file: &Path, key_file: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-    certificates(cert_file)?;
-    private_key(key_file)?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(certificates(cert_file)?, private_key(key_file)?, &provider).map_err(
+        |_| TlsError::Pem { path: key_file.to_owned(), message: format!("is not the key of {}", cert_file.display()) },
+    )?;
     Ok((read(cert_file)?, read(key_file)?))
 }
 
@@ -83,7 +131,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("spillway-tls-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let missing = dir.join("none.pem");
-        assert!(client_config(&missing).unwrap_err().to_string().contains("cannot read"));
+        let tls = ClientTls { ca_file: missing.clone(), identity: None };
+        assert!(tls.client_config().unwrap_err().to_string().contains("cannot read"));
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "no PEM here\n").expect("write");
         assert!(certificates(&empty).unwrap_err().to_string().contains("holds no PEM certificate"));

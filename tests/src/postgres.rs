@@ -22,9 +22,9 @@ pub struct Postgres {
     /// The namespace it listens in (None: the host's loopback).
     ns: Option<String>,
     proc: Option<Proc>,
-    /// Its certificate and key (in the data directory's parent, the server's own): TCP
-    /// clients must come over TLS.
-    tls: Option<(PathBuf, PathBuf)>,
+    /// Its certificate, its key and the CA of its clients' certificates (in the data
+    /// directory's parent, the server's own): TCP clients must come over TLS with a certificate.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
     dir: tempfile::TempDir,
 }
 
@@ -86,12 +86,13 @@ impl Postgres {
         Self::start_with(ns, host, port, None)
     }
 
-    /// The same, taking TCP connections over TLS only, with `leaf` as its certificate.
-    pub fn start_tls(ns: Option<&NetNs>, host: &str, port: u16, leaf: &crate::tls::Leaf) -> Postgres {
-        Self::start_with(ns, host, port, Some(leaf))
+    /// The same, taking TCP connections over TLS only, with `leaf` as its certificate, from
+    /// clients that show a certificate `ca` signed for the user's name (`cert` authentication).
+    pub fn start_tls(ns: Option<&NetNs>, host: &str, port: u16, leaf: &crate::tls::Leaf, ca: &Path) -> Postgres {
+        Self::start_with(ns, host, port, Some((leaf, ca)))
     }
 
-    fn start_with(ns: Option<&NetNs>, host: &str, port: u16, leaf: Option<&crate::tls::Leaf>) -> Postgres {
+    fn start_with(ns: Option<&NetNs>, host: &str, port: u16, tls: Option<(&crate::tls::Leaf, &Path)>) -> Postgres {
         let dir = tempfile::Builder::new().prefix("spillway-pg-").tempdir().expect("temp dir");
         if let Some((uid, gid)) = server_ids() {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown the data directory");
@@ -114,22 +115,24 @@ impl Postgres {
         ]);
         let out = command(None, &argv).output().expect("initdb runs");
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let tls = leaf.map(|leaf| {
+        let tls = tls.map(|(leaf, client_ca)| {
             // The server reads its key only if it alone may (0600, its owner).
-            let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+            let (cert, key, ca) =
+                (dir.path().join("server.pem"), dir.path().join("server.key"), dir.path().join("clients-ca.pem"));
             std::fs::copy(&leaf.cert, &cert).expect("copy the certificate");
             std::fs::copy(&leaf.key, &key).expect("copy the key");
+            std::fs::copy(client_ca, &ca).expect("copy the clients' CA");
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod the key");
             if let Some((uid, gid)) = server_ids() {
-                for f in [&cert, &key] {
+                for f in [&cert, &key, &ca] {
                     std::os::unix::fs::chown(f, Some(uid), Some(gid)).expect("chown");
                 }
             }
-            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n\
-                       hostssl all all 10.0.0.0/8 trust\n";
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 cert\nhostssl all all ::1/128 cert\n\
+                       hostssl all all 10.0.0.0/8 cert\n";
             std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
-            (cert, key)
+            (cert, key, ca)
         });
         let mut pg = Postgres { host: host.into(), port, ns: ns.map(|n| n.name.clone()), proc: None, tls, dir };
         pg.spawn();
@@ -142,7 +145,9 @@ impl Postgres {
         let data = self.dir.path().join("data");
         let port = self.port.to_string();
         let tls: Vec<String> = match &self.tls {
-            Some((cert, key)) => vec![
+            Some((cert, key, ca)) => vec![
+                "-c".into(),
+                format!("ssl_ca_file={}", ca.display()),
                 "-c".into(),
                 "ssl=on".into(),
                 "-c".into(),
@@ -200,13 +205,32 @@ impl Postgres {
         format!("postgresql://{USER}@{}:{}/{db}", self.host, self.port)
     }
 
-    /// Run `sql` in `db` with psql (in the server's namespace); its output, tuples only.
+    /// Run `sql` in `db` with psql; its output, tuples only. It comes through the server's Unix
+    /// socket (trusted), so it works whether or not TCP clients must show a certificate.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let psql = bin_dir().join("psql");
-        let argv: Vec<String> =
-            [psql.to_str().expect("utf-8"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.url(db), "-c", sql]
-                .map(String::from)
-                .to_vec();
+        let socket_dir = self.dir.path().to_str().expect("utf-8");
+        let port = self.port.to_string();
+        let argv: Vec<String> = [
+            psql.to_str().expect("utf-8"),
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            socket_dir,
+            "-p",
+            &port,
+            "-U",
+            USER,
+            "-d",
+            db,
+            "-c",
+            sql,
+        ]
+        .map(String::from)
+        .to_vec();
         let out = command(self.ns.as_deref(), &argv).output().expect("psql runs");
         assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()

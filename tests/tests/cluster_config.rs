@@ -2,7 +2,7 @@
 //! and an etcd that does not answer are clear errors from `spillway check` and from
 //! `spillway run` (exit 1, nothing attached); with a real etcd, check says it answers.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use spillway_tests::{
     cluster::{Etcd, EtcdTls},
@@ -259,10 +259,11 @@ timeout_ms = 1000
     proc.stop();
 }
 
-/// etcd (client certificates required) and PostgreSQL (TCP over TLS only) on TLS: a control
-/// host given the CA and its certificate leads, writes its store and publishes; the session
-/// it holds in PostgreSQL is TLS. A CA that did not sign the server's certificate, and TLS
-/// settings that contradict each other, are clear errors from check and run.
+/// etcd and PostgreSQL on TLS, both asking for client certificates (PostgreSQL over TLS only,
+/// `cert` authentication): a control host given the CA and its certificate leads, writes its
+/// store and publishes; the session it holds in PostgreSQL is TLS. A CA that did not sign the
+/// server's certificate, a key that is not the certificate's, no certificate or another
+/// name's, and TLS settings that contradict each other, are clear errors from check and run.
 #[test]
 fn etcd_and_postgresql_over_tls_with_the_certificates_checked() {
     require_privileges!();
@@ -277,13 +278,18 @@ fn etcd_and_postgresql_over_tls_with_the_certificates_checked() {
         23890,
         EtcdTls { ca: ca.cert.clone(), server: ca.leaf("etcd"), client: ca.leaf("etcdctl") },
     );
-    let pg = Postgres::start_tls(Some(&ns), "127.0.0.1", 25532, &ca.leaf("postgres"));
+    let pg = Postgres::start_tls(Some(&ns), "127.0.0.1", 25532, &ca.leaf("postgres"), &ca.cert);
     pg.create_database("spillway");
     let endpoint = etcd.endpoints()[0].clone();
     assert!(endpoint.starts_with("https://"), "{endpoint}");
-    let config = |etcd_ca: &std::path::Path, pg_ca: Option<&std::path::Path>, url: &str| {
-        let pg_ca = pg_ca.map(|p| format!("ca_file = \"{}\"", p.display())).unwrap_or_default();
-        host_with_store(&format!("url = \"{url}\"\n{pg_ca}"))
+    // PostgreSQL takes a client certificate made out to its user alone: `client`'s, unless a
+    // test gives another (cert file, key file).
+    let config_as = |etcd_ca: &Path, pg_ca: Option<&Path>, url: &str, pg_identity: Option<(&Path, &Path)>| {
+        let pg_ca = pg_ca.map(|p| format!("ca_file = \"{}\"\n", p.display())).unwrap_or_default();
+        let pg_identity = pg_identity
+            .map(|(c, k)| format!("cert_file = \"{}\"\nkey_file = \"{}\"\n", c.display(), k.display()))
+            .unwrap_or_default();
+        host_with_store(&format!("url = \"{url}\"\n{pg_ca}{pg_identity}"))
             + &format!(
                 r#"
 [cluster]
@@ -300,6 +306,9 @@ timeout_ms = 1000
                 client.cert.display(),
                 client.key.display()
             )
+    };
+    let config = |etcd_ca: &Path, pg_ca: Option<&Path>, url: &str| {
+        config_as(etcd_ca, pg_ca, url, pg_ca.map(|_| (client.cert.as_path(), client.key.as_path())))
     };
     let url = pg.url("spillway");
 
@@ -323,7 +332,27 @@ timeout_ms = 1000
         "{log}"
     );
 
-    // The right CA: check says etcd answers; run leads, writes and publishes over TLS.
+    // A certificate with another's key, and none at all where PostgreSQL asks for one.
+    let other = ca.leaf("other");
+    let (code, text) =
+        check(&ns, dir.path(), &config_as(&ca.cert, Some(&ca.cert), &url, Some((&client.cert, &other.key))));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("store.key_file:") && text.contains("is not the key of"), "{text}");
+    let mut proc = run_in(&ns, dir.path(), &config_as(&ca.cert, Some(&ca.cert), &url, None));
+    let status = proc.wait_exit(Duration::from_secs(15)).expect("exits by itself");
+    let log = proc.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("connection requires a valid client certificate"), "{log}");
+    // A certificate the CA made out to another name: not this user's.
+    let (other_cert, other_key) = (other.cert.as_path(), other.key.as_path());
+    let mut proc = run_in(&ns, dir.path(), &config_as(&ca.cert, Some(&ca.cert), &url, Some((other_cert, other_key))));
+    let status = proc.wait_exit(Duration::from_secs(15)).expect("exits by itself");
+    let log = proc.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("certificate authentication failed for user \"spillway\""), "{log}");
+
+    // The right CA and certificates: check says etcd answers; run leads, writes and publishes
+    // over TLS.
     let good = config(&ca.cert, Some(&ca.cert), &url);
     let (code, text) = check(&ns, dir.path(), &good);
     assert_eq!(code, Some(0), "{text}");

@@ -156,19 +156,12 @@ impl ClusterConfig {
         {
             v.push(("etcd_ca_file".into(), e.to_string()));
         }
-        match (&self.etcd_cert_file, &self.etcd_key_file) {
-            (Some(_), None) => v.push(("etcd_key_file".into(), "is needed with etcd_cert_file".into())),
-            (None, Some(_)) => v.push(("etcd_cert_file".into(), "is needed with etcd_key_file".into())),
-            (Some(cert), Some(key)) => {
-                if self.etcd_ca_file.is_none() {
-                    v.push(("etcd_cert_file".into(), "a client certificate needs TLS: set etcd_ca_file too".into()));
-                }
-                if let Err(e) = crate::tls::identity_pem(cert, key) {
-                    v.push(("etcd_cert_file".into(), e.to_string()));
-                }
-            }
-            (None, None) => {}
-        }
+        let identity = crate::tls::identity_problems(
+            ("etcd_cert_file", self.etcd_cert_file.as_deref()),
+            ("etcd_key_file", self.etcd_key_file.as_deref()),
+            ("etcd_ca_file", self.etcd_ca_file.is_some()),
+        );
+        v.extend(identity.into_iter().map(|(key, message)| (key.to_owned(), message)));
         v
     }
 

@@ -29,6 +29,7 @@ use crate::market::{
 use crate::{
     config::{CustomerConfig, ProxyConfig, StoreConfig},
     settings::CustomerSettings,
+    tls::ClientTls,
     tokens::TokenDigest,
 };
 
@@ -136,7 +137,7 @@ impl Store {
                     ),
                     None => None,
                 };
-                Store::open_postgres(url, password.as_deref(), c.ca_file.as_deref())
+                Store::open_postgres(url, password.as_deref(), c.tls().as_ref())
             }
             (Some(path), None) => Store::open(path),
             (None, None) => Store::open(Path::new(":memory:")),
@@ -172,8 +173,8 @@ impl Store {
 
     /// Connect to a PostgreSQL database and create the schema in it if it is empty. Two hosts
     /// opening one database at once are ordered by an advisory lock held in the transaction.
-    pub fn open_postgres(url: &str, password: Option<&str>, ca_file: Option<&Path>) -> StoreResult<Store> {
-        let conn = postgres::PgConn::connect(url, password, ca_file)?;
+    pub fn open_postgres(url: &str, password: Option<&str>, tls: Option<&ClientTls>) -> StoreResult<Store> {
+        let conn = postgres::PgConn::connect(url, password, tls)?;
         let target = conn.target.clone();
         let store = Store { db: Db::new(Conn::Postgres(conn)) };
         let tx = store.db.transaction()?;

@@ -7,11 +7,11 @@
 //! that one fails, and the caller's change with it (nothing half-written).
 //!
 //! With a CA file the connection is TLS (rustls), the server's certificate checked against that
-//! CA and the URL's host; the file is read again for each new connection.
+//! CA and the URL's host; with a certificate and its key, this host shows them when the server
+//! asks for one (`cert` in pg_hba.conf). The files are read again for each new connection.
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
     sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel},
     time::Duration,
 };
@@ -26,6 +26,7 @@ use super::{
     StoreError, StoreResult,
     db::{Row, Value, dollar_params},
 };
+use crate::tls::ClientTls;
 
 /// How long a connection may take, and a statement or a lock wait may last.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -61,8 +62,8 @@ pub struct PgConn {
 
 impl PgConn {
     /// Connect (an unreachable server is an error here, not at the first write); over TLS
-    /// when `ca_file` names the CA of the server's certificate.
-    pub fn connect(url: &str, password: Option<&str>, ca_file: Option<&Path>) -> StoreResult<PgConn> {
+    /// when `tls` names the CA of the server's certificate (and this host's own certificate).
+    pub fn connect(url: &str, password: Option<&str>, tls: Option<&ClientTls>) -> StoreResult<PgConn> {
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Postgres { target: "the [store] url".into(), message: format!("{e}") })?;
@@ -70,10 +71,10 @@ impl PgConn {
             config.password(p);
         }
         config.connect_timeout(CONNECT_TIMEOUT).application_name("spillway").options(SESSION_OPTIONS);
-        if let Some(problem) = tls_problem(&config, ca_file.is_some()) {
+        if let Some(problem) = tls_problem(&config, tls.is_some()) {
             return Err(StoreError::Postgres { target: "the [store] url".into(), message: problem.into() });
         }
-        if ca_file.is_some() {
+        if tls.is_some() {
             // A CA given means TLS or nothing: never the plain fallback of sslmode=prefer.
             config.ssl_mode(postgres::config::SslMode::Require);
         }
@@ -81,7 +82,7 @@ impl PgConn {
         let (jobs, rx) = channel();
         let for_thread = Session {
             config: config.clone(),
-            ca_file: ca_file.map(Path::to_owned),
+            tls: tls.cloned(),
             client: None,
             statements: HashMap::new(),
             in_transaction: false,
@@ -174,8 +175,8 @@ fn serve(mut session: Session, jobs: Receiver<Job>) {
 
 struct Session {
     config: postgres::Config,
-    /// TLS, checked against this CA.
-    ca_file: Option<PathBuf>,
+    /// TLS: the CA that checks the server, and this host's certificate if it has one.
+    tls: Option<ClientTls>,
     client: Option<Client>,
     /// Prepared once per connection: a statement is parsed and planned on its first use only.
     statements: HashMap<String, Statement>,
@@ -184,10 +185,10 @@ struct Session {
 
 impl Session {
     fn connect(&self) -> Result<Client, String> {
-        let connected = match &self.ca_file {
+        let connected = match &self.tls {
             None => self.config.connect(NoTls),
-            Some(ca) => {
-                let tls = crate::tls::client_config(ca).map_err(|e| format!("TLS: {e}"))?;
+            Some(tls) => {
+                let tls = tls.client_config().map_err(|e| format!("TLS: {e}"))?;
                 self.config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
             }
         };
