@@ -23,12 +23,15 @@ fraction = 0.25
 "#;
 
 fn check(text: &str) -> (i32, String, String) {
-    let dir = std::env::temp_dir().join(format!("spillway-cli-{}", std::process::id()));
+    // A directory per call, removed after: the tests run in parallel and leave nothing.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("spillway-cli-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("c{}.toml", text.len()));
+    let path = dir.join("c.toml");
     std::fs::write(&path, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_spillway")).args(["check", "--config"]).arg(&path).output().unwrap();
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&dir);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
