@@ -25,6 +25,8 @@ pub enum CtlCommand {
     /// Proxies: capacity and usage reports.
     #[command(subcommand)]
     Proxies(ProxiesCommand),
+    /// A cluster: this host's role and leader, etcd, and (a control host) the live edges.
+    Cluster,
     /// Capacity, forecast, sold and available per period.
     Capacity {
         /// How many periods from the current one.
@@ -422,6 +424,7 @@ fn request(command: &CtlCommand) -> (Method, String, Option<Value>) {
         }
         C::Auctions(AuctionsCommand::Clear { id }) => (Method::POST, format!("/v1/auctions/{id}/clear"), None),
         C::Book { period_start } => get(format!("/v1/book/{period_start}")),
+        C::Cluster => get("/v1/cluster".into()),
         C::Orders(OrdersCommand::List { open }) => get(format!("/v1/orders{}", if *open { "?open=true" } else { "" })),
         C::Orders(OrdersCommand::Get { id }) => get(format!("/v1/orders/{id}")),
         C::Orders(OrdersCommand::Place { period_start, quantity_rps, price, ioc, customer }) => {
@@ -544,6 +547,7 @@ mod tests {
             CtlCommand::Proxies(ProxiesCommand::SetCapacity { name: "e".into(), capacity_rps: 5 }),
             CtlCommand::Proxies(ProxiesCommand::Report { name: "e".into(), own: 1, served: vec![("shop".into(), 2)] }),
             CtlCommand::Capacity { periods: Some(2) },
+            CtlCommand::Cluster,
             CtlCommand::Auctions(AuctionsCommand::List),
             CtlCommand::Auctions(AuctionsCommand::Get { id: 1 }),
             CtlCommand::Auctions(AuctionsCommand::Open {

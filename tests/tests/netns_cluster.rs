@@ -6,7 +6,8 @@
 //! going is invisible; all of etcd going leaves every edge answering (no query lost on the XDP
 //! path) while the control host refuses writes with 503 and changes nothing; etcd back, the
 //! edges load the state again and the next change reaches them all; the controller's fraction
-//! follows the sum of the edges' answers.
+//! follows the sum of the edges' answers, and the operator's view (`GET /v1/cluster`) lists
+//! the edges with what each answers.
 
 use std::time::{Duration, Instant};
 
@@ -363,6 +364,37 @@ fn three_edges_follow_one_control_host_through_etcd() {
         .map(|rest| rest.split(' ').map(|n| n.parse().expect("a count")).collect())
         .unwrap_or_default();
     assert!(line.len() == 3 && line[0] + line[1] > 1000, "edge 0's answers for web: {text:?}");
+    // The operator's view of the cluster: the leader lists the three edges with the rate it
+    // reads from each (100 queries/s each now); the follower lists them too, names the
+    // leader and reads none; an edge knows only itself.
+    let view = |n: &Node| -> Value {
+        let (status, text) = c.net.http("GET", &n.url("/v1/cluster"), Some(OP), None);
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).expect("the cluster's view")
+    };
+    let lead = view(c.control());
+    let edges = lead["edges"].as_array().cloned().unwrap_or_default();
+    assert_eq!((lead["leads"].as_bool(), edges.len()), (Some(true), EDGES), "{lead}");
+    for e in &edges {
+        let rate = e["answers_per_s"].as_f64().unwrap_or(0.0);
+        assert!((30.0..400.0).contains(&rate) && e["read_error"].is_null(), "an edge under 100 queries/s: {e}");
+    }
+    let other = &c.controls[1 - c.leader.get()];
+    let follows = view(other);
+    assert_eq!(
+        (follows["leads"].as_bool(), &follows["leader"]),
+        (Some(false), &json!(c.control().url(""))),
+        "{follows}"
+    );
+    let listed = follows["edges"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        listed.iter().map(|e| &e["name"]).collect::<Vec<_>>(),
+        edges.iter().map(|e| &e["name"]).collect::<Vec<_>>()
+    );
+    assert!(listed.iter().all(|e| e["read_at_ms"].is_null()), "a follower reads no edge: {follows}");
+    let (_, own) = c.edge_get(0, "/v1/cluster");
+    let own: Value = serde_json::from_str(&own).expect("an edge's view");
+    assert_eq!((&own["role"], &own["edges"], &own["degraded"]), (&json!("edge"), &Value::Null, &Value::Null), "{own}");
     let demand = low["controller"]["demand_rps"].as_f64().unwrap_or(0.0);
     assert!(demand > 150.0, "the controller saw the three edges' queries (300/s in all) as demand: {low}");
     let f = low["fraction"].as_f64().unwrap_or(1.0);

@@ -3,19 +3,22 @@
 //! could not publish would reach no edge), nor while another replica leads (it names the
 //! leader); all refuse before anything changes. And
 //! `/cluster/answers`: an edge's answer counters per buyer in a compact form, which the
-//! control hosts read every second.
+//! control hosts read every second. And `GET /v1/cluster`: the operator's view of this host's
+//! place in the cluster and of the live edges.
 
 use std::sync::Arc;
 
 use axum::{
+    Extension, Json,
     extract::{Request, State},
     http::{Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use serde::Serialize;
 
-use super::{ApiError, AppState};
-use crate::cluster::config::Role;
+use super::{ApiError, AppState, Principal};
+use crate::cluster::{answers::EdgeView, config::Role};
 
 /// The leader's API URL, on a follower's refusal.
 pub const LEADER_HEADER: &str = "x-spillway-leader";
@@ -91,4 +94,50 @@ pub async fn answers(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+}
+
+/// This host in its cluster, and (a control host) the live edges.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    pub name: String,
+    pub role: &'static str,
+    /// The etcd revision of the state in force.
+    pub revision: i64,
+    /// Seconds since this host last knew its state was etcd's.
+    pub state_age_s: f64,
+    /// Why this host is degraded (as `/readyz` says), `None` when it is not.
+    pub degraded: Option<String>,
+    /// A control host: etcd takes its writes (`None` on an edge).
+    pub etcd_up: Option<bool>,
+    /// This replica leads the cluster, in term `term` (0 when it does not).
+    pub leads: bool,
+    pub term: i64,
+    /// A control host: the leader's API URL, when one is known.
+    pub leader: Option<String>,
+    /// A control host: the edges registered now, by name (`None` on an edge).
+    pub edges: Option<Vec<EdgeView>>,
+}
+
+/// The cluster is the operator's business: the edges' addresses are internal.
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<ClusterView>, ApiError> {
+    who.require_operator()?;
+    let Some(c) = &state.cluster else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "this host is not part of a cluster ([cluster] is not set)"));
+    };
+    let controls = c.role.controls();
+    Ok(Json(ClusterView {
+        name: c.name.clone(),
+        role: c.role.as_str(),
+        revision: c.revision(),
+        state_age_s: c.state_age_s(),
+        degraded: c.degraded(),
+        etcd_up: controls.then(|| c.etcd_up()),
+        leads: c.leads(),
+        term: c.term().max(0),
+        leader: if controls { c.leader() } else { None },
+        edges: controls.then(|| c.edges()),
+    }))
 }

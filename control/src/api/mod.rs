@@ -206,6 +206,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/standing-orders/{id}/cancel", post(standing::cancel))
         .route("/contracts", get(ledger::contracts))
         .route("/usage", get(ledger::usage))
+        .route("/cluster", get(cluster::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), cluster::writes))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         // The document is public: it describes the API, it holds nothing of anyone's.

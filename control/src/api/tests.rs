@@ -89,6 +89,11 @@ token = "{BLOG}"
 
 impl Api {
     fn new() -> Api {
+        Api::in_cluster(None)
+    }
+
+    /// The API of a host with this place in a cluster (`None`: one host).
+    fn in_cluster(cluster: Option<Arc<crate::cluster::ClusterStatus>>) -> Api {
         // The tests reason in 60 s periods from "now": start early in a minute, so that no
         // period boundary falls inside one (they take well under a second).
         while unix_now() % 60 >= 50 {
@@ -97,7 +102,7 @@ impl Api {
         let dir = tempfile_dir::Dir::new();
         let cfg = config(&dir.0);
         let engine = Engine::new(&cfg, Catalog::from_config(&cfg).unwrap(), None, unix_now()).unwrap();
-        Api { state: AppState::new(engine, None), doc: openapi::document(), seen: BTreeSet::new(), _dir: dir }
+        Api { state: AppState::new(engine, cluster), doc: openapi::document(), seen: BTreeSet::new(), _dir: dir }
     }
 
     /// One request; the response is checked against the document when the path is documented.
@@ -361,6 +366,13 @@ async fn every_documented_operation_answers_as_documented() {
     let csv = api.ok("GET", "/usage?format=csv", OP, None).await;
     assert!(csv.as_str().unwrap().starts_with("customer,interval_start,requests"), "{csv}");
     assert!(csv.as_str().unwrap().contains("\nshop,"), "{csv}");
+    // One host is no cluster: its operator is told so, a buyer may not ask.
+    assert_eq!(api.call("GET", "/cluster", SHOP, None).await.0, 403);
+    let (status, v) = api.call("GET", "/cluster", OP, None).await;
+    assert_eq!(
+        (status, v["error"].as_str().unwrap_or("")),
+        (404, "this host is not part of a cluster ([cluster] is not set)")
+    );
     api.ok("GET", "/openapi.json", OP, None).await;
     // Every documented operation was exercised.
     let documented: BTreeSet<(String, String)> = api.doc["paths"]
@@ -385,6 +397,49 @@ async fn every_documented_operation_answers_as_documented() {
     );
     assert!(again.catalog.customer("news").is_some_and(|c| !again.settings.contains_key("news") && c.config.ttl == 30));
     assert_eq!(again.tokens.lookup("news-token"), Some(Principal::Buyer("news".into())));
+}
+
+/// A control host's view of its cluster: what its tasks last wrote, as documented.
+#[tokio::test]
+async fn a_control_host_shows_its_cluster_and_the_live_edges() {
+    use crate::cluster::{ClusterStatus, answers::EdgeView, config::ClusterConfig};
+    let cfg: ClusterConfig =
+        toml::from_str("role = \"control\"\nname = \"control-2\"\netcd_endpoints = [\"http://127.0.0.1:1\"]").unwrap();
+    let status = Arc::new(ClusterStatus::new(&cfg, 41));
+    status.set_leader(Some("http://control-1:8080".into()));
+    let edge = |name: &str, rate: Option<f64>, error: Option<&str>| EdgeView {
+        name: name.into(),
+        metrics_url: format!("http://{name}:9100/metrics"),
+        read_at_ms: rate.map(|_| 1_700_000_000_000),
+        read_error: error.map(str::to_owned),
+        answers_per_s: rate,
+    };
+    status.set_edges(vec![edge("edge-1", Some(12.5), None), edge("edge-2", None, Some("connection refused"))]);
+    let mut api = Api::in_cluster(Some(status.clone()));
+    let v = api.ok("GET", "/cluster", OP, None).await;
+    assert_eq!(
+        (&v["name"], &v["role"], &v["revision"], &v["leads"], &v["term"], &v["leader"], &v["etcd_up"]),
+        (
+            &json!("control-2"),
+            &json!("control"),
+            &json!(41),
+            &json!(false),
+            &json!(0),
+            &json!("http://control-1:8080"),
+            &json!(true)
+        ),
+        "{v}"
+    );
+    assert_eq!(v["degraded"], Value::Null, "a follower that knows its leader is not degraded: {v}");
+    let edges = v["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 2, "{v}");
+    assert_eq!((&edges[0]["name"], &edges[0]["answers_per_s"]), (&json!("edge-1"), &json!(12.5)));
+    assert_eq!((&edges[1]["read_error"], &edges[1]["answers_per_s"]), (&json!("connection refused"), &Value::Null));
+    // etcd gone: the view says so, as /readyz does.
+    status.set_etcd_up(false);
+    let v = api.ok("GET", "/cluster", OP, None).await;
+    assert_eq!((&v["etcd_up"], &v["degraded"]), (&json!(false), &json!("etcd does not answer: writes are refused")));
+    assert_eq!(api.call("GET", "/cluster", BLOG, None).await.0, 403, "the edges' addresses are the operator's");
 }
 
 #[tokio::test]

@@ -66,7 +66,7 @@ pub async fn connect(cfg: &ClusterConfig) -> ClusterResult<(Etcd, i64)> {
     Ok((etcd, revision))
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -89,6 +89,8 @@ pub struct ClusterStatus {
     leader: std::sync::Mutex<Option<String>>,
     /// A control replica that leads: its election key and that key's revision (the term).
     lead: std::sync::Mutex<Option<publish::Lead>>,
+    /// A control host: the live edges as it last listed (and, leading, read) them.
+    edges: std::sync::Mutex<Vec<answers::EdgeView>>,
 }
 
 impl ClusterStatus {
@@ -104,7 +106,17 @@ impl ClusterStatus {
             term: AtomicI64::new(0),
             leader: std::sync::Mutex::new(None),
             lead: std::sync::Mutex::new(None),
+            edges: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// A control host: the live edges, by name.
+    pub fn edges(&self) -> Vec<answers::EdgeView> {
+        self.edges.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_edges(&self, edges: Vec<answers::EdgeView>) {
+        *self.edges.lock().unwrap_or_else(|e| e.into_inner()) = edges;
     }
 
     /// This control replica leads the cluster (runs the market, the controller, the

@@ -194,11 +194,11 @@ etcd_endpoints = ["http://127.0.0.1:2379"]
     let mut seen = EdgeAnswers::default();
     // The first reading of an edge is its baseline; the second is the steady state, timed.
     for (e, m) in metrics.iter().enumerate() {
-        seen.absorb(&format!("edge-{e}"), cluster::answers::parse(m));
+        seen.absorb(&format!("edge-{e}"), cluster::answers::parse(m), std::time::Instant::now());
     }
     let c0 = thread_cpu();
     for (e, m) in metrics.iter().enumerate() {
-        seen.absorb(&format!("edge-{e}"), cluster::answers::parse(m));
+        seen.absorb(&format!("edge-{e}"), cluster::answers::parse(m), std::time::Instant::now());
     }
     let read_ms = (thread_cpu() - c0).as_secs_f64() * 1e3;
     let mut totals: HashMap<String, [u64; 3]> = seen.totals().clone();
